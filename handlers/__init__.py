@@ -1,0 +1,1 @@
+"""Code that runs inside AWS Lambda: entry points and their shared runtime."""

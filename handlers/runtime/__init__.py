@@ -1,0 +1,1 @@
+"""Shared runtime of the Lambda entry points: settings, manifest, model store, codecs, pipelines."""

@@ -1,0 +1,154 @@
+"""Checks and conversions of one tensor against its manifest spec, before anything large is allocated.
+
+Messages say what was wrong and what was expected, e.g.
+``input "pixels": expected FP32 shape [-1, 64], got shape [2, 63]``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from handlers.runtime.datatypes import OIP_TO_NUMPY, itemsize
+from handlers.runtime.errors import InvalidInput, PayloadTooLarge
+from handlers.runtime.manifest import Limits, TensorSpec
+
+# numpy kinds a JSON array may hold for each target datatype family
+_INT_KINDS = ("i", "u")
+_FLOAT_KINDS = ("i", "u", "f")
+_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats", "U": "strings", "O": "mixed values"}
+
+
+def describe(spec: TensorSpec) -> str:
+    return f'{spec.datatype} shape {list(spec.shape)}'
+
+
+def check_shape(spec: TensorSpec, shape: Any, what: str = "input") -> tuple[int, ...]:
+    """The request's shape as a tuple, if it fits the spec (-1 matches any positive size)."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise InvalidInput(f'{what} "{spec.name}": "shape" must be a list of integers, got {shape!r}')
+    fits = len(shape) == len(spec.shape) and all(e in (-1, d) for d, e in zip(shape, spec.shape, strict=True))
+    if not fits:
+        raise InvalidInput(f'{what} "{spec.name}": expected {describe(spec)}, got shape {shape}')
+    if any(d <= 0 for d in shape):
+        raise InvalidInput(f'{what} "{spec.name}": every dimension must be at least 1, got shape {shape}')
+    return tuple(shape)
+
+
+def check_limits(shapes: dict[str, tuple[int, ...]], limits: Limits) -> None:
+    """Reject a request whose batch or total element count is over the manifest's limits."""
+    for name, shape in shapes.items():
+        if shape[0] > limits.max_batch:
+            raise PayloadTooLarge(
+                f'input "{name}": batch of {shape[0]} is over the limit of {limits.max_batch} per request; '
+                "split the request"
+            )
+    total = sum(math.prod(shape) for shape in shapes.values())
+    if total > limits.max_elements:
+        raise PayloadTooLarge(
+            f"request holds {total} elements, over the limit of {limits.max_elements}; split the request"
+        )
+
+
+def array_from_json(spec: TensorSpec, shape: tuple[int, ...], data: Any, what: str = "input") -> np.ndarray:
+    """A numpy array from JSON ``data`` (nested or flat), checked for kind, range and element count."""
+    label = f'{what} "{spec.name}"'
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        raw = np.array(data)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"{label}: data is ragged or not all of one kind; expected {describe(spec)}") from exc
+    count = math.prod(shape)
+    if raw.shape != shape and not (raw.ndim == 1 and raw.size == count):
+        raise InvalidInput(
+            f"{label}: data holds {raw.size} elements in shape {list(raw.shape)}, "
+            f"expected {count} elements for shape {list(shape)}"
+        )
+    raw = raw.reshape(shape)
+    kind = raw.dtype.kind
+    if spec.datatype == "BYTES":
+        if kind != "U":
+            raise InvalidInput(f"{label}: expected strings for BYTES, got {_KIND_NAMES.get(kind, kind)}")
+        out = np.empty(shape, dtype=object)
+        out.reshape(-1)[:] = [s.encode("utf-8") for s in raw.reshape(-1).tolist()]
+        return out
+    target = OIP_TO_NUMPY[spec.datatype]
+    if spec.datatype == "BOOL":
+        allowed: Sequence[str] = ("b",)
+    elif target.kind in _INT_KINDS:
+        allowed = _INT_KINDS
+    else:
+        allowed = _FLOAT_KINDS
+    if kind not in allowed:
+        raise InvalidInput(f"{label}: expected {spec.datatype} values, got {_KIND_NAMES.get(kind, kind)}")
+    if target.kind in _INT_KINDS and raw.size:
+        info = np.iinfo(target)
+        low, high = int(raw.min()), int(raw.max())
+        if low < info.min or high > info.max:
+            raise InvalidInput(f"{label}: values must lie in [{info.min}, {info.max}] for {spec.datatype}")
+    return raw.astype(target, copy=False)
+
+
+def array_from_bytes(spec: TensorSpec, shape: tuple[int, ...], raw: memoryview, what: str = "input") -> np.ndarray:
+    """A numpy array over a binary tensor section (little-endian, row-major; BYTES length-prefixed)."""
+    label = f'{what} "{spec.name}"'
+    count = math.prod(shape)
+    if spec.datatype == "BYTES":
+        items = deserialize_bytes(raw, label)
+        if len(items) != count:
+            raise InvalidInput(f"{label}: binary data holds {len(items)} strings, expected {count} for shape {list(shape)}")
+        out = np.empty(count, dtype=object)
+        out[:] = items
+        return out.reshape(shape)
+    expected = count * itemsize(spec.datatype)
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"{label}: binary_data_size is {len(raw)} bytes, expected {expected} "
+            f"({count} × {itemsize(spec.datatype)}-byte {spec.datatype})"
+        )
+    return np.frombuffer(raw, dtype=OIP_TO_NUMPY[spec.datatype].newbyteorder("<")).reshape(shape)
+
+
+def deserialize_bytes(raw: memoryview, label: str) -> list[bytes]:
+    """Elements of a BYTES tensor in the binary extension: each a 4-byte little-endian length, then bytes."""
+    items: list[bytes] = []
+    offset, end = 0, len(raw)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"{label}: binary BYTES data ends inside a 4-byte length prefix at offset {offset}")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(f"{label}: binary BYTES element of {length} bytes runs past the end of its data")
+        items.append(bytes(raw[offset : offset + length]))
+        offset += length
+    return items
+
+
+def serialize_bytes(items: Iterable[Any]) -> bytes:
+    """The binary-extension form of a BYTES tensor."""
+    parts: list[bytes] = []
+    for item in items:
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def to_json_data(array: np.ndarray, datatype: str) -> list[Any]:
+    """Row-major flat list for an OIP JSON response."""
+    flat = array.reshape(-1)
+    if datatype == "BYTES":
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat.tolist()]
+    return flat.tolist()  # type: ignore[no-any-return]
+
+
+def to_binary(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        return serialize_bytes(array.reshape(-1).tolist())
+    return np.ascontiguousarray(array, dtype=OIP_TO_NUMPY[datatype].newbyteorder("<")).tobytes()

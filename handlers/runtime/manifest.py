@@ -1,0 +1,312 @@
+"""The model manifest: one typed, versioned schema shared by the CLI, the stacks and the handlers.
+
+``model_artifacts/<name>/manifest.json`` describes what a model is (files and their sha256), what a
+client sends and receives (OIP tensors), its limits, the pipeline around it and the facts of its
+quantization. It is parsed strictly: a wrong field is reported with its path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from handlers.runtime.datatypes import OIP_DATATYPES
+from handlers.runtime.errors import ManifestError
+
+SCHEMA_VERSION = 1
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+FILE_ROLES = ("model", "tokenizer", "other")
+PIPELINE_KINDS = ("text-embedding", "classification")
+POOLING_MODES = ("mean", "cls")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileEntry:
+    path: str
+    role: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorSpec:
+    """A tensor as a client sees it: OIP datatype and shape, -1 for a dynamic dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_batch: int = 64
+    max_elements: int = 1_048_576
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextEmbeddingPipeline:
+    """Strings in; tokenizer, model, pooling and L2 normalisation; embeddings out."""
+
+    kind: str = "text-embedding"
+    tokenizer: str = "tokenizer.json"
+    max_length: int = 256
+    pooling: str = "mean"
+    normalize: bool = True
+    hidden_output: str = "last_hidden_state"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassificationPipeline:
+    """Scores in; probabilities (softmax when the model gives logits), argmax and label names out."""
+
+    kind: str = "classification"
+    scores_output: str = "probabilities"
+    softmax: bool = False
+    labels: tuple[str, ...] = ()
+
+
+Pipeline = TextEmbeddingPipeline | ClassificationPipeline
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxFacts:
+    opset: int
+    ir_version: int | None = None
+    producer: str | None = None
+    optimization_level: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    schema_version: int
+    name: str
+    version: str
+    files: tuple[FileEntry, ...]
+    onnx: OnnxFacts
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    limits: Limits = field(default_factory=Limits)
+    pipeline: Pipeline | None = None
+    quantization: Mapping[str, Any] | None = None
+    validation: Mapping[str, Any] | None = None
+    description: str = ""
+    platform: str = "onnxruntime_onnx"
+
+    @property
+    def model_file(self) -> FileEntry:
+        return next(f for f in self.files if f.role == "model")
+
+    def file(self, path: str) -> FileEntry:
+        for entry in self.files:
+            if entry.path == path:
+                return entry
+        raise ManifestError(f"files: no entry for {path!r}")
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.outputs if t.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["inputs"] = [t.to_dict() for t in self.inputs]
+        data["outputs"] = [t.to_dict() for t in self.outputs]
+        if self.pipeline is not None and isinstance(self.pipeline, ClassificationPipeline):
+            data["pipeline"]["labels"] = list(self.pipeline.labels)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        return _parse_manifest(data)
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Manifest:
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"manifest is not valid JSON: {exc}") from exc
+        return _parse_manifest(data)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        return cls.loads(path.read_bytes())
+
+
+# --- strict parsing -------------------------------------------------------------------------
+
+
+def _obj(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"{where}: expected an object, got {type(data).__name__}")
+    return data
+
+
+def _only(data: Mapping[str, Any], where: str, allowed: Sequence[str]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+
+
+def _req(data: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise ManifestError(f"{where}.{key}: required field is missing")
+    return data[key]
+
+
+def _str(value: Any, where: str, pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: expected a string, got {type(value).__name__}")
+    if pattern is not None and not pattern.match(value):
+        raise ManifestError(f"{where}: {value!r} does not match {pattern.pattern}")
+    return value
+
+
+def _int(value: Any, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ManifestError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ManifestError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _tensor(data: Any, where: str) -> TensorSpec:
+    obj = _obj(data, where)
+    _only(obj, where, ("name", "datatype", "shape"))
+    datatype = _str(_req(obj, "datatype", where), f"{where}.datatype")
+    if datatype not in OIP_DATATYPES:
+        raise ManifestError(f"{where}.datatype: expected one of {', '.join(OIP_DATATYPES)}, got {datatype!r}")
+    shape = _req(obj, "shape", where)
+    if not isinstance(shape, list) or not shape:
+        raise ManifestError(f"{where}.shape: expected a non-empty list of integers (-1 = dynamic)")
+    dims = tuple(_int(d, f"{where}.shape[{i}]", minimum=-1) for i, d in enumerate(shape))
+    if 0 in dims:
+        raise ManifestError(f"{where}.shape: dimensions must be positive or -1, got {list(dims)}")
+    return TensorSpec(name=_str(_req(obj, "name", where), f"{where}.name"), datatype=datatype, shape=dims)
+
+
+def _tensors(data: Any, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(data, list) or not data:
+        raise ManifestError(f"{where}: expected a non-empty list of tensors")
+    specs = tuple(_tensor(t, f"{where}[{i}]") for i, t in enumerate(data))
+    names = [t.name for t in specs]
+    if len(set(names)) != len(names):
+        raise ManifestError(f"{where}: tensor names must be unique, got {names}")
+    return specs
+
+
+def _file(data: Any, where: str) -> FileEntry:
+    obj = _obj(data, where)
+    _only(obj, where, ("path", "role", "sha256", "bytes"))
+    path = _str(_req(obj, "path", where), f"{where}.path")
+    if path.startswith("/") or ".." in Path(path).parts or not path:
+        raise ManifestError(f"{where}.path: expected a relative path inside the artifact folder, got {path!r}")
+    role = _str(obj.get("role", "other"), f"{where}.role")
+    if role not in FILE_ROLES:
+        raise ManifestError(f"{where}.role: expected one of {', '.join(FILE_ROLES)}, got {role!r}")
+    return FileEntry(
+        path=path,
+        role=role,
+        sha256=_str(_req(obj, "sha256", where), f"{where}.sha256", SHA256_PATTERN),
+        bytes=_int(_req(obj, "bytes", where), f"{where}.bytes"),
+    )
+
+
+def _pipeline(data: Any) -> Pipeline | None:
+    if data is None:
+        return None
+    obj = _obj(data, "pipeline")
+    kind = _str(_req(obj, "kind", "pipeline"), "pipeline.kind")
+    if kind == "text-embedding":
+        _only(obj, "pipeline", ("kind", "tokenizer", "max_length", "pooling", "normalize", "hidden_output"))
+        pooling = _str(obj.get("pooling", "mean"), "pipeline.pooling")
+        if pooling not in POOLING_MODES:
+            raise ManifestError(f"pipeline.pooling: expected one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+        return TextEmbeddingPipeline(
+            tokenizer=_str(obj.get("tokenizer", "tokenizer.json"), "pipeline.tokenizer"),
+            max_length=_int(obj.get("max_length", 256), "pipeline.max_length", minimum=1),
+            pooling=pooling,
+            normalize=_bool(obj.get("normalize", True), "pipeline.normalize"),
+            hidden_output=_str(obj.get("hidden_output", "last_hidden_state"), "pipeline.hidden_output"),
+        )
+    if kind == "classification":
+        _only(obj, "pipeline", ("kind", "scores_output", "softmax", "labels"))
+        labels = obj.get("labels", [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ManifestError("pipeline.labels: expected a list of strings")
+        return ClassificationPipeline(
+            scores_output=_str(obj.get("scores_output", "probabilities"), "pipeline.scores_output"),
+            softmax=_bool(obj.get("softmax", False), "pipeline.softmax"),
+            labels=tuple(labels),
+        )
+    raise ManifestError(f"pipeline.kind: expected one of {', '.join(PIPELINE_KINDS)}, got {kind!r}")
+
+
+_TOP_LEVEL = (
+    "schema_version", "name", "version", "description", "platform", "files", "onnx", "inputs",
+    "outputs", "limits", "pipeline", "quantization", "validation",
+)
+
+
+def _parse_manifest(data: Any) -> Manifest:
+    obj = _obj(data, "manifest")
+    version = _req(obj, "schema_version", "manifest")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"manifest.schema_version: this runtime reads version {SCHEMA_VERSION}, got {version!r}")
+    _only(obj, "manifest", _TOP_LEVEL)
+    files_raw = _req(obj, "files", "manifest")
+    if not isinstance(files_raw, list) or not files_raw:
+        raise ManifestError("manifest.files: expected a non-empty list")
+    files = tuple(_file(f, f"manifest.files[{i}]") for i, f in enumerate(files_raw))
+    if sum(f.role == "model" for f in files) != 1:
+        raise ManifestError("manifest.files: expected exactly one file with role 'model'")
+    onnx_obj = _obj(_req(obj, "onnx", "manifest"), "manifest.onnx")
+    _only(onnx_obj, "manifest.onnx", ("opset", "ir_version", "producer", "optimization_level"))
+    ir_version = onnx_obj.get("ir_version")
+    limits_obj = _obj(obj.get("limits", {}), "manifest.limits")
+    _only(limits_obj, "manifest.limits", ("max_batch", "max_elements"))
+    for key in ("quantization", "validation"):
+        if obj.get(key) is not None:
+            _obj(obj[key], f"manifest.{key}")
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=_str(_req(obj, "name", "manifest"), "manifest.name", NAME_PATTERN),
+        version=_str(str(_req(obj, "version", "manifest")), "manifest.version", VERSION_PATTERN),
+        description=_str(obj.get("description", ""), "manifest.description"),
+        platform=_str(obj.get("platform", "onnxruntime_onnx"), "manifest.platform"),
+        files=files,
+        onnx=OnnxFacts(
+            opset=_int(_req(onnx_obj, "opset", "manifest.onnx"), "manifest.onnx.opset", minimum=1),
+            ir_version=None if ir_version is None else _int(ir_version, "manifest.onnx.ir_version"),
+            producer=onnx_obj.get("producer"),
+            optimization_level=onnx_obj.get("optimization_level"),
+        ),
+        inputs=_tensors(_req(obj, "inputs", "manifest"), "manifest.inputs"),
+        outputs=_tensors(_req(obj, "outputs", "manifest"), "manifest.outputs"),
+        limits=Limits(
+            max_batch=_int(limits_obj.get("max_batch", Limits.max_batch), "manifest.limits.max_batch", 1),
+            max_elements=_int(limits_obj.get("max_elements", Limits.max_elements), "manifest.limits.max_elements", 1),
+        ),
+        pipeline=_pipeline(obj.get("pipeline")),
+        quantization=obj.get("quantization"),
+        validation=obj.get("validation"),
+    )
+    if isinstance(manifest.pipeline, TextEmbeddingPipeline):
+        manifest.file(manifest.pipeline.tokenizer)
+    return manifest

@@ -1,0 +1,227 @@
+"""Lazy, verified, thread-safe loading of one model from S3.
+
+The first request that needs the model fetches the pinned manifest, checks it against the sha256
+the function was deployed with, fetches every file it lists, checks each sha256, and creates the
+InferenceSession sized to the function's vCPUs. The result stays in module scope for warm
+invocations. A failure is never cached: the next request tries again. onnxruntime is imported
+here only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from handlers.runtime.errors import InvalidInput, ManifestError, ModelUnavailable
+from handlers.runtime.manifest import Manifest
+from handlers.runtime.observability import MetricUnit, logger, metrics, tracer
+from handlers.runtime.pipelines import Pipeline, build_pipeline
+from handlers.runtime.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    manifest: Manifest
+    pipeline: Pipeline
+    load_ms: float
+    # onnxruntime's error for an input the graph rejects (a value out of range, say): a client error
+    input_errors: tuple[type[BaseException], ...] = ()
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Score checked inputs; measured, traced, and with the graph's own rejections as 400s."""
+        started = time.perf_counter()
+        try:
+            with tracer.provider.in_subsegment("## run") as subsegment:
+                results = self.pipeline.run(inputs, outputs)
+                subsegment.put_annotation("batch", _batch_size(inputs))
+        except self.input_errors as exc:
+            raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from exc
+        elapsed = (time.perf_counter() - started) * 1000
+        metrics.add_metric(name="InferenceMs", unit=MetricUnit.Milliseconds, value=elapsed)
+        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_batch_size(inputs))
+        return results
+
+
+def _batch_size(inputs: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(inputs.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+class IntegrityError(Exception):
+    """Fetched bytes do not match the sha256 they were pinned to."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _default_s3_client() -> Any:
+    import boto3  # imported on first fetch, not at init
+
+    return boto3.client("s3")
+
+
+class ModelStore:
+    """Owns one function's model: ``manifest()`` and ``get_model()`` load on first use."""
+
+    def __init__(self, settings: Settings, s3_client_factory: Callable[[], Any] = _default_s3_client) -> None:
+        self.settings = settings
+        self._s3_factory = s3_client_factory
+        self._s3: Any = None
+        self._manifest: Manifest | None = None
+        self._model: LoadedModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    # --- public --------------------------------------------------------------------------------
+
+    def manifest(self) -> Manifest:
+        """The verified manifest; fetched once (a small object), without the model."""
+        manifest = self._manifest
+        if manifest is not None:
+            return manifest
+        with self._lock:
+            if self._manifest is None:
+                self._manifest = self._guard("manifest", self._fetch_manifest)
+            return self._manifest
+
+    def get_model(self) -> LoadedModel:
+        """The loaded model; the first caller loads it, concurrent callers wait for that load."""
+        model = self._model
+        if model is not None:
+            return model
+        with self._lock:
+            if self._model is None:
+                self._model = self._guard("model", self._load)
+            return self._model
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def _guard(self, what: str, load: Callable[[], Any]) -> Any:
+        try:
+            return load()
+        except ModelUnavailable:
+            raise
+        except IntegrityError as exc:
+            logger.error("integrity check failed", extra={"what": what, "reason": str(exc)})
+            metrics.add_metric(name="IntegrityFailures", unit=MetricUnit.Count, value=1)
+            raise ModelUnavailable(f"model {self.settings.model_name!r} is unavailable: {exc}; retry later") from exc
+        except ManifestError as exc:
+            logger.error("manifest rejected", extra={"reason": str(exc)})
+            raise ModelUnavailable(f"model {self.settings.model_name!r} is unavailable: bad manifest: {exc}") from exc
+        except Exception as exc:
+            logger.exception("model load failed", extra={"what": what})
+            metrics.add_metric(name="ModelLoadFailures", unit=MetricUnit.Count, value=1)
+            reason = type(exc).__name__
+            raise ModelUnavailable(
+                f"model {self.settings.model_name!r} could not be loaded ({reason}); the next request retries"
+            ) from exc
+
+    def _client(self) -> Any:
+        if self._s3 is None:
+            self._s3 = self._s3_factory()
+        return self._s3
+
+    def _get(self, key: str, version_id: str | None = None) -> bytes:
+        if not self.settings.bucket:
+            raise ModelUnavailable("MODEL_BUCKET is not set: the function does not know where its model lives")
+        params: dict[str, str] = {"Bucket": self.settings.bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        body: bytes = self._client().get_object(**params)["Body"].read()
+        return body
+
+    @tracer.capture_method(capture_response=False)
+    def _fetch_manifest(self) -> Manifest:
+        raw = self._get(self.settings.manifest_key, self.settings.manifest_version_id)
+        pinned = self.settings.manifest_sha256
+        if pinned and _sha256(raw) != pinned:
+            raise IntegrityError(f"manifest sha256 {_sha256(raw)[:12]}… does not match the pinned {pinned[:12]}…")
+        manifest = Manifest.loads(raw)
+        if manifest.name != self.settings.model_name:
+            raise ManifestError(f"manifest names model {manifest.name!r}, function serves {self.settings.model_name!r}")
+        logger.append_keys(model=manifest.name, model_version=manifest.version)
+        return manifest
+
+    def _fetch_file(self, manifest: Manifest, path: str) -> bytes:
+        entry = manifest.file(path)
+        with tracer.provider.in_subsegment("## fetch") as subsegment:
+            subsegment.put_annotation("file", path)
+            data = self._get(self.settings.key_for(path))
+        if len(data) != entry.bytes or _sha256(data) != entry.sha256:
+            raise IntegrityError(
+                f"{path}: got {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
+                f"expected {entry.bytes} bytes with sha256 {entry.sha256[:12]}…"
+            )
+        return data
+
+    def _load(self) -> LoadedModel:
+        started = time.perf_counter()
+        manifest = self._manifest or self._fetch_manifest()
+        self._manifest = manifest
+        files = {f.path: self._fetch_file(manifest, f.path) for f in manifest.files}
+        fetched = time.perf_counter()
+        with tracer.provider.in_subsegment("## create_session"):
+            session = create_session(files[manifest.model_file.path], manifest, self.settings)
+        pipeline = build_pipeline(manifest, session, files)
+        done = time.perf_counter()
+        load_ms = (done - started) * 1000
+        metrics.add_metric(name="ModelLoadMs", unit=MetricUnit.Milliseconds, value=load_ms)
+        logger.info(
+            "model loaded",
+            extra={
+                "fetch_ms": round((fetched - started) * 1000, 1),
+                "session_ms": round((done - fetched) * 1000, 1),
+                "bytes": sum(len(b) for b in files.values()),
+                "intra_op_threads": self.settings.intra_op_threads,
+            },
+        )
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        return LoadedModel(manifest=manifest, pipeline=pipeline, load_ms=load_ms, input_errors=(InvalidArgument,))
+
+
+def create_session(model_bytes: bytes, manifest: Manifest, settings: Settings) -> Any:
+    """An InferenceSession sized to the function: one intra-op thread per vCPU, no inter-op pool."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # A graph saved pre-optimized at build time needs no second pass at cold start.
+    if manifest.onnx.optimization_level:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    else:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+_store: ModelStore | None = None
+_store_lock = threading.Lock()
+
+
+def get_store() -> ModelStore:
+    """The execution environment's model store, created from the environment on first use."""
+    global _store
+    if _store is None:
+        with _store_lock:
+            if _store is None:
+                _store = ModelStore(load_settings())
+    return _store
+
+
+def reset_store(store: ModelStore | None = None) -> None:
+    """Drop (or replace) the module's store; tests use it to start from a cold environment."""
+    global _store
+    _store = store

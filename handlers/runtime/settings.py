@@ -1,0 +1,104 @@
+"""Environment variable names (the contract with the infrastructure) and the settings read from them.
+
+Every variable a function reads is named here once. ``stacks/`` sets them by these names; tests
+and the local emulator set them the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MODEL_NAME = "MODEL_NAME"
+MODEL_BUCKET = "MODEL_BUCKET"
+MODEL_PREFIX = "MODEL_PREFIX"
+MANIFEST_SHA256 = "MANIFEST_SHA256"
+MANIFEST_VERSION_ID = "MANIFEST_VERSION_ID"
+LOAD_MODE = "LOAD_MODE"
+MAX_REQUEST_BYTES = "MAX_REQUEST_BYTES"
+INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
+FUNCTION_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+
+MANIFEST_FILE = "manifest.json"
+LOAD_MODES = ("lazy", "eager")
+DEFAULT_SERVICE = "onnxfn"
+DEFAULT_NAMESPACE = "onnxfn"
+# Lambda caps a synchronous payload at 6 MB; API Gateway at 10 MB.
+DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024
+# Lambda allots one vCPU per 1,769 MB of memory, up to 6 vCPUs at 10,240 MB.
+MB_PER_VCPU = 1769
+MAX_VCPUS = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What one function serves and how; read once at init."""
+
+    model_name: str
+    bucket: str
+    prefix: str
+    manifest_sha256: str | None
+    manifest_version_id: str | None
+    load_mode: str
+    max_request_bytes: int
+    memory_mb: int | None
+    intra_op_threads: int
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.prefix}{MANIFEST_FILE}"
+
+    def key_for(self, relative_path: str) -> str:
+        """S3 key of a file listed in the manifest."""
+        return f"{self.prefix}{relative_path}"
+
+
+def vcpus_for_memory(memory_mb: int | None) -> int:
+    """vCPUs Lambda gives a function of ``memory_mb``; the host's cores when not in Lambda."""
+    if memory_mb is None:
+        return max(1, os.cpu_count() or 1)
+    return max(1, min(MAX_VCPUS, math.ceil(memory_mb / MB_PER_VCPU)))
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: expected an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the function's settings; a wrong value names the variable and what is allowed."""
+    env = os.environ if env is None else env
+    name = env.get(MODEL_NAME, "").strip()
+    if not name:
+        raise ValueError(f"{MODEL_NAME} is not set: expected the name of the model this function serves")
+    load_mode = env.get(LOAD_MODE, "lazy").strip().lower() or "lazy"
+    if load_mode not in LOAD_MODES:
+        raise ValueError(f"{LOAD_MODE}: expected one of {', '.join(LOAD_MODES)}, got {load_mode!r}")
+    prefix = env.get(MODEL_PREFIX, f"models/{name}/").strip()
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    memory_mb = _int(env, FUNCTION_MEMORY_MB, None)
+    threads = _int(env, INTRA_OP_THREADS, None) or vcpus_for_memory(memory_mb)
+    return Settings(
+        model_name=name,
+        bucket=env.get(MODEL_BUCKET, "").strip(),
+        prefix=prefix,
+        manifest_sha256=env.get(MANIFEST_SHA256, "").strip().lower() or None,
+        manifest_version_id=env.get(MANIFEST_VERSION_ID, "").strip() or None,
+        load_mode=load_mode,
+        max_request_bytes=_int(env, MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_BYTES) or DEFAULT_MAX_REQUEST_BYTES,
+        memory_mb=memory_mb,
+        intra_op_threads=threads,
+    )

@@ -1,0 +1,1 @@
+"""Build-time model conversion: checkpoints to ONNX graphs, and their quantization."""
