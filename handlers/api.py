@@ -26,7 +26,7 @@ from handlers.runtime.version import __version__
 # from reshaping them while the routes still appear in the OpenAPI document.
 Reply = Response[Any]
 
-app = APIGatewayRestResolver(enable_validation=True)
+app = APIGatewayRestResolver()
 app.enable_swagger(path="/swagger", title="onnxfn inference API", version=__version__, description=openapi.DESCRIPTION)
 
 

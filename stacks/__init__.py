@@ -1,0 +1,1 @@
+"""AWS CDK stacks and constructs that deploy onnxfn models."""

@@ -1,0 +1,136 @@
+"""The model store: nothing fetched at init, one fetch per file across warm invocations, failures
+never cached, corrupt bytes never served, one load under concurrent first requests."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+import threading
+
+
+from tests.conftest import BUCKET, artifact
+
+DIGITS_BODY = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
+
+
+def test_import_and_health_make_no_s3_call(serve):
+    served = serve("digits")
+    sys.modules.pop("handlers.api", None)
+    importlib.import_module("handlers.api")
+    served.client.get("/v2/health/live")
+    served.client.get("/v2")
+    assert served.get_calls == []
+    assert served.store.ready is False
+
+
+def test_one_get_per_file_across_warm_invocations(serve):
+    served = serve("digits")
+    first = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert first.status == 200
+    prefix = served.environment["MODEL_PREFIX"]
+    assert sorted(served.get_calls) == sorted([f"{prefix}manifest.json", f"{prefix}model.onnx"])
+    for _ in range(25):
+        assert served.client.post("/v2/models/digits/infer", DIGITS_BODY).status == 200
+    assert len(served.get_calls) == 2  # warm invocations reuse the session
+
+
+def test_minilm_fetches_model_and_tokenizer_once(serve):
+    served = serve("minilm")
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}
+    for _ in range(5):
+        assert served.client.post("/v2/models/minilm/infer", body).status == 200
+    assert len(served.get_calls) == 3
+    assert {key.rsplit("/", 1)[1] for key in served.get_calls} == {"manifest.json", "model.onnx", "tokenizer.json"}
+
+
+def test_s3_error_gives_503_is_not_cached_and_recovers(serve, s3):
+    served = serve("digits")
+    key = served.environment["MODEL_PREFIX"] + "model.onnx"
+    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=key)  # a delete marker: GetObject now fails with NoSuchKey
+    failed = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert failed.status == 503
+    assert "could not be loaded" in failed.json()["error"] and "retries" in failed.json()["error"]
+    assert "Traceback" not in failed.body.decode()
+    again = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert again.status == 503  # tried again, not a cached failure
+    assert served.get_calls.count(key) == 2
+    s3.put_object(Bucket=BUCKET, Key=key, Body=original)
+    assert served.client.post("/v2/models/digits/infer", DIGITS_BODY).status == 200
+    assert served.store.ready
+
+
+def test_wrong_sha256_is_never_served_and_recovers(serve, s3):
+    served = serve("digits")
+    key = served.environment["MODEL_PREFIX"] + "model.onnx"
+    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    corrupt = bytearray(original)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(corrupt))
+    for _ in range(2):
+        reply = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+        assert reply.status == 503
+        assert "sha256" in reply.json()["error"]
+    assert not served.store.ready
+    s3.put_object(Bucket=BUCKET, Key=key, Body=original)
+    assert served.client.post("/v2/models/digits/infer", DIGITS_BODY).status == 200
+
+
+def test_tampered_manifest_is_rejected_by_its_pin(serve, s3):
+    served = serve("digits", {"MANIFEST_VERSION_ID": ""})  # pinned by sha256 alone
+    key = served.environment["MODEL_PREFIX"] + "manifest.json"
+    manifest = (artifact("digits") / "manifest.json").read_bytes()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=manifest.replace(b'"max_batch": 1024', b'"max_batch": 9999'))
+    reply = served.client.get("/v2/models/digits")
+    assert reply.status == 503
+    assert "does not match the pinned" in reply.json()["error"]
+    s3.put_object(Bucket=BUCKET, Key=key, Body=manifest)
+    assert served.client.get("/v2/models/digits").status == 200
+    assert hashlib.sha256(manifest).hexdigest() == served.environment["MANIFEST_SHA256"]
+
+
+def test_pinned_version_id_is_fetched_even_after_overwrite(serve, s3):
+    served = serve("digits")
+    version_id = served.environment.get("MANIFEST_VERSION_ID")
+    assert version_id, "the test bucket is versioned, so the upload pins a version id"
+    key = served.environment["MODEL_PREFIX"] + "manifest.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}")  # a newer version that is not the deployed one
+    assert served.client.get("/v2/models/digits").status == 200
+
+
+def test_concurrent_first_requests_load_once(serve):
+    served = serve("digits")
+    results: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def request() -> None:
+        barrier.wait()
+        results.append(served.client.post("/v2/models/digits/infer", DIGITS_BODY).status)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 8
+    assert len(served.get_calls) == 2
+
+
+def test_eager_mode_loads_at_init(serve, monkeypatch):
+    served = serve("digits")
+    monkeypatch.setenv("LOAD_MODE", "eager")
+    sys.modules.pop("handlers.api", None)
+    importlib.import_module("handlers.api")
+    assert served.store.ready
+    assert len(served.get_calls) == 2
+    sys.modules.pop("handlers.api", None)
+
+
+def test_missing_bucket_setting_is_503(serve):
+    served = serve("digits", {"MODEL_BUCKET": ""})
+    reply = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert reply.status == 503
+    assert "MODEL_BUCKET is not set" in reply.json()["error"]
+
+

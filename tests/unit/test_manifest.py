@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import copy
+import re
+import json
+
+import pytest
+
+from handlers.runtime.errors import ManifestError
+from handlers.runtime.manifest import ClassificationPipeline, Manifest, TextEmbeddingPipeline
+
+VALID = {
+    "schema_version": 1,
+    "name": "churn",
+    "version": "3",
+    "files": [
+        {"path": "model.onnx", "role": "model", "sha256": "a" * 64, "bytes": 10},
+        {"path": "tokenizer.json", "role": "tokenizer", "sha256": "b" * 64, "bytes": 5},
+    ],
+    "onnx": {"opset": 17},
+    "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+    "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}],
+    "pipeline": {"kind": "text-embedding", "tokenizer": "tokenizer.json"},
+}
+
+
+def test_round_trip_keeps_every_field():
+    manifest = Manifest.from_dict(VALID)
+    assert isinstance(manifest.pipeline, TextEmbeddingPipeline)
+    assert manifest.inputs[0].shape == (-1,)
+    assert manifest.model_file.path == "model.onnx"
+    again = Manifest.loads(manifest.to_json())
+    assert again == manifest
+    assert json.loads(manifest.to_json())["limits"] == {"max_batch": 64, "max_elements": 1_048_576}
+
+
+def test_classification_labels_round_trip():
+    data = copy.deepcopy(VALID)
+    data["pipeline"] = {"kind": "classification", "labels": ["no", "yes"], "softmax": True}
+    data["files"] = data["files"][:1]
+    manifest = Manifest.from_dict(data)
+    assert manifest.pipeline == ClassificationPipeline(labels=("no", "yes"), softmax=True)
+    assert Manifest.loads(manifest.to_json()) == manifest
+
+
+def _broken(path: str, value):
+    data = copy.deepcopy(VALID)
+    target = data
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if key.isdigit() else target[key]
+    last = keys[-1]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[int(last) if last.isdigit() else last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("schema_version", 2, "reads version 1"),
+        ("name", "Bad Name", "manifest.name"),
+        ("name", KeyError, "manifest.name: required"),
+        ("files.0.sha256", "xyz", "manifest.files[0].sha256"),
+        ("files.0.path", "../escape.onnx", "relative path inside"),
+        ("files.0.role", "tokenizer", "exactly one file with role 'model'"),
+        ("files.0.bytes", -1, "integer >= 0"),
+        ("inputs.0.datatype", "FLOAT", "expected one of BOOL"),
+        ("inputs.0.shape", [], "non-empty list"),
+        ("inputs.0.shape", [0], "positive or -1"),
+        ("inputs", [], "non-empty list of tensors"),
+        ("onnx", {"opset": 0}, "manifest.onnx.opset"),
+        ("pipeline", {"kind": "magic"}, "pipeline.kind"),
+        ("pipeline", {"kind": "text-embedding", "tokenizer": "vocab.txt"}, "no entry for 'vocab.txt'"),
+        ("pipeline", {"kind": "text-embedding", "pooling": "max"}, "pipeline.pooling"),
+        ("surprise", 1, "unknown field(s) surprise"),
+    ],
+)
+def test_strict_parsing_names_the_field(path, value, message):
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        Manifest.from_dict(_broken(path, value))
+
+
+def test_not_json():
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.loads(b"\xff{")
