@@ -31,7 +31,9 @@ app.enable_swagger(path="/swagger", title="onnxfn inference API", version=__vers
 
 
 def _json(status: int, document: Any) -> Reply:
-    return Response(status_code=status, content_type="application/json", body=json.dumps(document, separators=(",", ":")))
+    return Response(
+        status_code=status, content_type="application/json", body=json.dumps(document, separators=(",", ":"))
+    )
 
 
 def _manifest(model: str, version: str | None = None) -> Manifest:
@@ -69,7 +71,9 @@ def live() -> Reply:
     return _json(200, {"live": True})
 
 
-@app.get("/v2/health/ready", summary="Readiness: loads the model if it is not loaded yet", tags=["Open Inference Protocol"])
+@app.get(
+    "/v2/health/ready", summary="Readiness: loads the model if it is not loaded yet", tags=["Open Inference Protocol"]
+)
 def ready() -> Reply:
     store = get_store()
     store.get_model()
@@ -108,7 +112,9 @@ def model_ready(model: str) -> Reply:
     return _json(200, {"name": model, "ready": True})
 
 
-@app.get("/v2/models/<model>/versions/<version>/ready", summary="Model version readiness", tags=["Open Inference Protocol"])
+@app.get(
+    "/v2/models/<model>/versions/<version>/ready", summary="Model version readiness", tags=["Open Inference Protocol"]
+)
 def model_version_ready(model: str, version: str) -> Reply:
     _loaded(model, version)
     return _json(200, {"name": model, "ready": True})
@@ -157,7 +163,12 @@ def _predict(model: str, version: str | None) -> Reply:
     return _json(200, v1.encode_predict_response(fmt, outputs, results))
 
 
-@app.post("/v1/models/<model>:predict", summary="TF Serving / KServe V1 predict", tags=["V1"], openapi_extensions=openapi.PREDICT_OPERATION)
+@app.post(
+    "/v1/models/<model>:predict",
+    summary="TF Serving / KServe V1 predict",
+    tags=["V1"],
+    openapi_extensions=openapi.PREDICT_OPERATION,
+)
 def predict(model: str) -> Reply:
     return _predict(model, None)
 
@@ -183,8 +194,12 @@ def model_status(model: str) -> Reply:
 # --- errors: the one place they become responses --------------------------------------------------
 
 
-@app.exception_handler(OnnxfnError)
+@app.exception_handler(OnnxfnError)  # type: ignore[untyped-decorator]
 def handle_onnxfn_error(error: OnnxfnError) -> Reply:
+    return _error_response(error)
+
+
+def _error_response(error: OnnxfnError) -> Reply:
     count_error(error.kind)
     log = logger.warning if error.status_code < 500 else logger.error
     log("request failed", extra={"status": error.status_code, "kind": error.kind, "reason": error.message})
@@ -194,12 +209,12 @@ def handle_onnxfn_error(error: OnnxfnError) -> Reply:
 @app.not_found
 def handle_not_found(_: Exception) -> Reply:
     event = app.current_event
-    return handle_onnxfn_error(
+    return _error_response(
         RouteNotFound(f"no route for {event.http_method} {event.path}; see /swagger for the routes this API offers")
     )
 
 
-@app.exception_handler(Exception)
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def handle_unexpected(error: Exception) -> Reply:
     count_error("Internal")
     logger.exception("unexpected error")

@@ -69,7 +69,9 @@ def write_artifact(
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-            entries.append({"path": relative, "role": role, "sha256": sha256_file(target), "bytes": target.stat().st_size})
+            entries.append(
+                {"path": relative, "role": role, "sha256": sha256_file(target), "bytes": target.stat().st_size}
+            )
             if role == "model":
                 model_path = target
         if model_path is None:

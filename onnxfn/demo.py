@@ -6,6 +6,8 @@ exactly as in Lambda; the model files are fetched from (moto's) S3 and verified 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -55,7 +57,9 @@ class DemoClient:
         raw = json.dumps(body) if body is not None else None
         event = api_gateway_event(method, path, raw, {"Content-Type": "application/json"})
         started = time.perf_counter()
-        response = self._api.lambda_handler(event, self._context())
+        # The handler prints its EMF metrics to stdout, as in Lambda; the demo shows tables instead.
+        with contextlib.redirect_stdout(io.StringIO()):
+            response = self._api.lambda_handler(event, self._context())
         elapsed = (time.perf_counter() - started) * 1000
         return response["statusCode"], json.loads(response_body(response)), elapsed
 

@@ -27,13 +27,13 @@ os.environ.update(
 )
 os.environ.pop("AWS_PROFILE", None)
 
-from moto import mock_aws  # noqa: E402
+from moto import mock_aws
 
-from handlers.runtime.model_store import ModelStore, reset_store  # noqa: E402
-from handlers.runtime.settings import load_settings  # noqa: E402
-from onnxfn.local.context import LocalContext  # noqa: E402
-from onnxfn.local.events import api_gateway_event, response_body  # noqa: E402
-from onnxfn.local.upload import upload_artifact  # noqa: E402
+from handlers.runtime.model_store import ModelStore, reset_store
+from handlers.runtime.settings import load_settings
+from onnxfn.local.context import LocalContext
+from onnxfn.local.events import api_gateway_event, response_body
+from onnxfn.local.upload import upload_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "model_artifacts"

@@ -19,7 +19,10 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Lambda functions s
 
 def _infer_body(name: str) -> dict:
     if name == "digits":
-        return {"id": "req-7", "inputs": [{"name": "pixels", "shape": [5, 64], "datatype": "FP32", "data": PIXELS.tolist()}]}
+        return {
+            "id": "req-7",
+            "inputs": [{"name": "pixels", "shape": [5, 64], "datatype": "FP32", "data": PIXELS.tolist()}],
+        }
     return {"id": "req-7", "inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": SENTENCES}]}
 
 
@@ -94,7 +97,12 @@ def test_binary_tensor_extension_in_and_out(serve):
     header = json.dumps(
         {
             "inputs": [
-                {"name": "pixels", "shape": [5, 64], "datatype": "FP32", "parameters": {"binary_data_size": PIXELS.nbytes}}
+                {
+                    "name": "pixels",
+                    "shape": [5, 64],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": PIXELS.nbytes},
+                }
             ],
             "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}, {"name": "label_name"}],
         }

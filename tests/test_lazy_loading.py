@@ -8,7 +8,6 @@ import importlib
 import sys
 import threading
 
-
 from tests.conftest import BUCKET, artifact
 
 DIGITS_BODY = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
@@ -132,5 +131,3 @@ def test_missing_bucket_setting_is_503(serve):
     reply = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
     assert reply.status == 503
     assert "MODEL_BUCKET is not set" in reply.json()["error"]
-
-

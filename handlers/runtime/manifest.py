@@ -259,8 +259,19 @@ def _pipeline(data: Any) -> Pipeline | None:
 
 
 _TOP_LEVEL = (
-    "schema_version", "name", "version", "description", "platform", "files", "onnx", "inputs",
-    "outputs", "limits", "pipeline", "quantization", "validation",
+    "schema_version",
+    "name",
+    "version",
+    "description",
+    "platform",
+    "files",
+    "onnx",
+    "inputs",
+    "outputs",
+    "limits",
+    "pipeline",
+    "quantization",
+    "validation",
 )
 
 

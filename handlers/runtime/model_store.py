@@ -39,7 +39,7 @@ class LoadedModel:
         try:
             with tracer.provider.in_subsegment("## run") as subsegment:
                 results = self.pipeline.run(inputs, outputs)
-                subsegment.put_annotation("batch", _batch_size(inputs))
+                subsegment.put_annotation("batch", str(_batch_size(inputs)))
         except self.input_errors as exc:
             raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from exc
         elapsed = (time.perf_counter() - started) * 1000

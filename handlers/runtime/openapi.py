@@ -17,8 +17,21 @@ _TENSOR = {
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
         "datatype": {
             "type": "string",
-            "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                     "FP16", "FP32", "FP64", "BYTES"],
+            "enum": [
+                "BOOL",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BYTES",
+            ],
         },
         "parameters": {
             "type": "object",
@@ -71,7 +84,10 @@ INFER_OPERATION: dict[str, Any] = {
                         },
                     },
                 },
-                "example": {"id": "1", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]},
+                "example": {
+                    "id": "1",
+                    "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}],
+                },
             },
             "application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"},

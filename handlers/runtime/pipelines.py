@@ -39,9 +39,7 @@ class RawPipeline:
         inputs, outputs = _session_io(session)
         for spec in manifest.inputs:
             if inputs.get(spec.name) != spec.datatype:
-                raise ManifestError(
-                    f"input {spec.name!r} {spec.datatype}: the model has {sorted(inputs.items())}"
-                )
+                raise ManifestError(f"input {spec.name!r} {spec.datatype}: the model has {sorted(inputs.items())}")
         missing = set(inputs) - {s.name for s in manifest.inputs}
         if missing:
             raise ManifestError(f"the model needs inputs the manifest does not declare: {sorted(missing)}")

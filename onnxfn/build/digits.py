@@ -80,7 +80,7 @@ def build(root: Path = DEFAULT_ROOT, *, force: bool = True) -> Manifest:
                 },
                 "quantization": {"method": "none", "reason": "a 10-class linear model is already small"},
                 "validation": {
-                    "samples": int(len(x_test)),
+                    "samples": len(x_test),
                     "top1_agreement": agreement,
                     "max_probability_diff": max_diff,
                     "accuracy": float(np.mean(labels == _test_labels())),

@@ -82,7 +82,7 @@ def decode_infer_request(body: bytes, header_length: str | None, manifest: Manif
     length = _header_length(header_length, len(body))
     view = memoryview(body)
     header = parse_json_object(view if length is None else view[:length], "inference request")
-    binary = view[length:] if length is not None else view[len(body):]
+    binary = view[length:] if length is not None else view[len(body) :]
 
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -103,9 +103,9 @@ def decode_infer_request(body: bytes, header_length: str | None, manifest: Manif
         if spec is None:
             expected_names = ", ".join(f'"{t.name}"' for t in manifest.inputs)
             raise InvalidInput(f"inputs[{index}]: unknown input {name!r}; this model expects {expected_names}")
-        if name in seen:
-            raise InvalidInput(f'input "{name}" appears more than once')
-        seen.add(name)
+        if spec.name in seen:
+            raise InvalidInput(f'input "{spec.name}" appears more than once')
+        seen.add(spec.name)
         datatype = item.get("datatype")
         if datatype != spec.datatype:
             raise InvalidInput(f'input "{name}": expected datatype {spec.datatype}, got {datatype!r}')

@@ -24,7 +24,7 @@ _KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats",
 
 
 def describe(spec: TensorSpec) -> str:
-    return f'{spec.datatype} shape {list(spec.shape)}'
+    return f"{spec.datatype} shape {list(spec.shape)}"
 
 
 def check_shape(spec: TensorSpec, shape: Any, what: str = "input") -> tuple[int, ...]:
@@ -101,7 +101,9 @@ def array_from_bytes(spec: TensorSpec, shape: tuple[int, ...], raw: memoryview, 
     if spec.datatype == "BYTES":
         items = deserialize_bytes(raw, label)
         if len(items) != count:
-            raise InvalidInput(f"{label}: binary data holds {len(items)} strings, expected {count} for shape {list(shape)}")
+            raise InvalidInput(
+                f"{label}: binary data holds {len(items)} strings, expected {count} for shape {list(shape)}"
+            )
         out = np.empty(count, dtype=object)
         out[:] = items
         return out.reshape(shape)
