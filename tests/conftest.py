@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +92,23 @@ class ApiClient:
         return self.call("GET", path)
 
 
-@pytest.fixture
-def s3() -> Iterator[Any]:
+@pytest.fixture(scope="session")
+def aws() -> Iterator[Any]:
+    """One moto S3 for the session; artifacts are uploaded once and shared by read-only tests."""
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield client
+
+
+@pytest.fixture
+def s3(aws: Any) -> Iterator[Any]:
+    yield aws
     reset_store()
+
+
+_UPLOADS: dict[str, dict[str, str]] = {}
 
 
 @dataclass
@@ -112,10 +122,18 @@ class Served:
 
 @pytest.fixture
 def serve(s3: Any) -> Callable[..., Served]:
-    """Upload an artifact to moto and point a fresh (cold) model store at it; counts S3 GETs."""
+    """Point a fresh (cold) model store at an uploaded artifact; counts the store's S3 GETs.
 
-    def _serve(name: str, extra_env: dict[str, str] | None = None) -> Served:
-        environment = upload_artifact(s3, BUCKET, artifact(name))
+    ``private=True`` uploads to a prefix of the test's own, for tests that change the objects.
+    """
+
+    def _serve(name: str, extra_env: dict[str, str] | None = None, *, private: bool = False) -> Served:
+        if private:
+            environment = upload_artifact(s3, BUCKET, artifact(name), f"models/{name}/{uuid.uuid4().hex}/")
+        else:
+            if name not in _UPLOADS:
+                _UPLOADS[name] = upload_artifact(s3, BUCKET, artifact(name))
+            environment = dict(_UPLOADS[name])
         environment.update(extra_env or {})
         calls: list[str] = []
 

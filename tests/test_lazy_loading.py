@@ -44,7 +44,7 @@ def test_minilm_fetches_model_and_tokenizer_once(serve):
 
 
 def test_s3_error_gives_503_is_not_cached_and_recovers(serve, s3):
-    served = serve("digits")
+    served = serve("digits", private=True)
     key = served.environment["MODEL_PREFIX"] + "model.onnx"
     original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     s3.delete_object(Bucket=BUCKET, Key=key)  # a delete marker: GetObject now fails with NoSuchKey
@@ -61,7 +61,7 @@ def test_s3_error_gives_503_is_not_cached_and_recovers(serve, s3):
 
 
 def test_wrong_sha256_is_never_served_and_recovers(serve, s3):
-    served = serve("digits")
+    served = serve("digits", private=True)
     key = served.environment["MODEL_PREFIX"] + "model.onnx"
     original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     corrupt = bytearray(original)
@@ -77,7 +77,7 @@ def test_wrong_sha256_is_never_served_and_recovers(serve, s3):
 
 
 def test_tampered_manifest_is_rejected_by_its_pin(serve, s3):
-    served = serve("digits", {"MANIFEST_VERSION_ID": ""})  # pinned by sha256 alone
+    served = serve("digits", {"MANIFEST_VERSION_ID": ""}, private=True)  # pinned by sha256 alone
     key = served.environment["MODEL_PREFIX"] + "manifest.json"
     manifest = (artifact("digits") / "manifest.json").read_bytes()
     s3.put_object(Bucket=BUCKET, Key=key, Body=manifest.replace(b'"max_batch": 1024', b'"max_batch": 9999'))
@@ -90,7 +90,7 @@ def test_tampered_manifest_is_rejected_by_its_pin(serve, s3):
 
 
 def test_pinned_version_id_is_fetched_even_after_overwrite(serve, s3):
-    served = serve("digits")
+    served = serve("digits", private=True)
     version_id = served.environment.get("MANIFEST_VERSION_ID")
     assert version_id, "the test bucket is versioned, so the upload pins a version id"
     key = served.environment["MODEL_PREFIX"] + "manifest.json"

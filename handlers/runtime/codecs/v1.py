@@ -69,7 +69,8 @@ def decode_predict_request(body: bytes, manifest: Manifest) -> tuple[str, dict[s
         instances = document["instances"]
         if not isinstance(instances, list) or not instances:
             raise InvalidInput('"instances": expected a non-empty list, one entry per instance')
-        if len(names) == 1 and not all(isinstance(i, Mapping) for i in instances):
+        keyed = all(isinstance(i, Mapping) and set(i) == set(names) for i in instances)
+        if len(names) == 1 and not keyed:  # a bare value per instance ({"b64": ...} included)
             columns = {names[0]: instances}
         else:
             columns = {name: [] for name in names}
