@@ -1,0 +1,106 @@
+"""What the functions are made of, prepared at synth time: the handlers asset, the dependency layer
+(built by ``layers/build.py``, by path) and the container-image build context. Also the 250 MB
+budget of a zip function with its layers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 1024 * 1024
+ZIP_LIMIT_BYTES = 250 * MB  # Lambda: function code + all layers, unzipped
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache")
+
+
+class BudgetExceeded(ValueError):
+    """Function code plus layers would not fit Lambda's unzipped size limit."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    path: Path
+    hash: str
+    bytes: int
+    arch: str
+    python_version: str
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _tree_hash(root: Path, paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        for item in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(item.relative_to(root)).encode())
+            digest.update(item.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stage_handlers(root: Path) -> Path:
+    """A folder holding only ``handlers/`` (no caches): the zip functions' code asset."""
+    digest = _tree_hash(root, [root / "handlers"])
+    target = root / ".cache" / "assets" / f"handlers-{digest}"
+    if not target.exists():
+        staging = target.with_name(target.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(root / "handlers", staging / "handlers", ignore=_IGNORED)
+        staging.rename(target)
+    return target
+
+
+def stage_image_context(root: Path) -> Path:
+    """The container image's build context: the same requirements, Dockerfile and handlers."""
+    digest = _tree_hash(root, [root / "handlers", root / "layers"])
+    target = root / ".cache" / "assets" / f"image-{digest}"
+    if not target.exists():
+        staging = target.with_name(target.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(root / "handlers", staging / "handlers", ignore=_IGNORED)
+        (staging / "layers").mkdir(parents=True)
+        for name in ("requirements.txt", "Dockerfile"):
+            shutil.copyfile(root / "layers" / name, staging / "layers" / name)
+        staging.rename(target)
+    return target
+
+
+def build_layer(root: Path, python_version: str, arch: str) -> Layer:
+    """Run ``layers/build.py`` (cached by a hash of the requirements) and describe its output."""
+    command = [
+        sys.executable,
+        str(root / "layers" / "build.py"),
+        "--python-version",
+        python_version,
+        "--arch",
+        arch,
+        "--print-json",
+    ]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"layer build for Python {python_version} {arch} failed:\n{result.stderr.strip()[-2000:]}")
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    return Layer(
+        path=Path(info["path"]),
+        hash=str(info["hash"]),
+        bytes=int(info["bytes"]),
+        arch=arch,
+        python_version=python_version,
+    )
+
+
+def check_budget(function: str, code_bytes: int, layers: list[Layer]) -> str:
+    """Fail when code + layers exceed 250 MB unzipped; otherwise describe the budget used."""
+    used = code_bytes + sum(layer.bytes for layer in layers)
+    line = (
+        f"{function}: {used / MB:.1f} MB of {ZIP_LIMIT_BYTES / MB:.0f} MB unzipped "
+        f"(code {code_bytes / MB:.2f} MB + layers {sum(layer.bytes for layer in layers) / MB:.1f} MB)"
+    )
+    if used > ZIP_LIMIT_BYTES:
+        raise BudgetExceeded(f"{line}: over Lambda's limit; use packaging 'image' or trim layers/requirements.txt")
+    return line

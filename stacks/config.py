@@ -1,0 +1,276 @@
+"""``cdk.json`` context -> one frozen, validated configuration.
+
+Every deployed model is a folder in ``model_artifacts/`` with a manifest; ``onnxfn.models.<name>``
+overrides the defaults in ``onnxfn.defaults`` for that model. A wrong setting stops synth with one
+message that names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURES = ("x86_64", "arm64")
+PACKAGINGS = ("zip", "image")
+RUNTIMES = ("python3.12", "python3.13")
+LOAD_MODES = ("lazy", "eager")
+AUTH_MODES = ("api_key", "iam")
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    """A setting in cdk.json is wrong; the message names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmThresholds:
+    errors: int = 1
+    throttles: int = 1
+    duration_p99_ratio: float = 0.8
+    concurrency_ratio: float = 0.8
+    api_5xx: int = 1
+    api_4xx_rate: float = 0.05
+    api_latency_p99_ms: int = 5000
+    dlq_messages: int = 1
+    queue_age_s: int = 300
+    model_load_failures: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    memory_mb: int = 1769
+    architecture: str = "x86_64"
+    packaging: str = "zip"
+    runtime: str = "python3.12"
+    timeout_s: int = 30
+    load_mode: str = "lazy"
+    reserved_concurrency: int | None = None
+    provisioned_concurrency: int = 0
+    snapstart: bool = False
+    auth: str = "api_key"
+    canary: bool = False
+    log_retention_days: int = 30
+    batch_size: int = 10
+    max_concurrency: int = 5
+    alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFile:
+    path: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    name: str
+    version: str
+    artifact_dir: Path
+    manifest_sha256: str
+    files: tuple[ModelFile, ...]
+    settings: ModelSettings
+
+    @property
+    def prefix(self) -> str:
+        """Where the artifact lives in the model bucket."""
+        return f"models/{self.name}/{self.version}/"
+
+    @property
+    def construct_id(self) -> str:
+        return "".join(part.capitalize() for part in re.split(r"[-_]", self.name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppConfig:
+    project_root: Path
+    models: tuple[ModelConfig, ...]
+    alarm_email: str | None = None
+    service_name: str = "onnxfn"
+    metrics_namespace: str = "onnxfn"
+    throttle_rate: float = 50.0
+    throttle_burst: int = 100
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def _choice(key: str, value: Any, allowed: tuple[Any, ...]) -> Any:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected one of {', '.join(map(str, allowed))}")
+    return value
+
+
+def _int(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected an integer from {low} to {high}")
+    return value
+
+
+def _number(key: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected a number from {low} to {high}")
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected true or false")
+    return value
+
+
+def _known(key: str, given: Mapping[str, Any], allowed: list[str]) -> None:
+    for name in given:
+        if name not in allowed:
+            raise ConfigError(f"{key}.{name}: unknown setting; allowed: {', '.join(allowed)}")
+
+
+def _alarms(key: str, raw: Any, base: AlarmThresholds) -> AlarmThresholds:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key}: {raw!r} is not allowed; expected an object")
+    _known(key, raw, [f.name for f in fields(AlarmThresholds)])
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name.endswith("_ratio") or name == "api_4xx_rate":
+            values[name] = _number(f"{key}.{name}", value, 0.01, 1.0)
+        else:
+            values[name] = _int(f"{key}.{name}", value, 1, 10_000_000)
+    return replace(base, **values)
+
+
+def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key}: {raw!r} is not allowed; expected an object")
+    _known(key, raw, [f.name for f in fields(ModelSettings)])
+    values: dict[str, Any] = {}
+    checks = {
+        "memory_mb": lambda k, v: _int(k, v, 128, 10240),
+        "architecture": lambda k, v: _choice(k, v, ARCHITECTURES),
+        "packaging": lambda k, v: _choice(k, v, PACKAGINGS),
+        "runtime": lambda k, v: _choice(k, v, RUNTIMES),
+        "timeout_s": lambda k, v: _int(k, v, 1, 900),
+        "load_mode": lambda k, v: _choice(k, v, LOAD_MODES),
+        "reserved_concurrency": lambda k, v: None if v is None else _int(k, v, 1, 1000),
+        "provisioned_concurrency": lambda k, v: _int(k, v, 0, 1000),
+        "snapstart": _bool,
+        "auth": lambda k, v: _choice(k, v, AUTH_MODES),
+        "canary": _bool,
+        "log_retention_days": lambda k, v: _choice(k, v, LOG_RETENTION_DAYS),
+        "batch_size": lambda k, v: _int(k, v, 1, 10),
+        "max_concurrency": lambda k, v: _int(k, v, 2, 1000),
+    }
+    for name, value in raw.items():
+        if name == "alarms":
+            values[name] = _alarms(f"{key}.alarms", value, base.alarms)
+        else:
+            values[name] = checks[name](f"{key}.{name}", value)
+    settings = replace(base, **values)
+    if settings.snapstart and settings.packaging != "zip":
+        raise ConfigError(f"{key}.snapstart: true is not allowed with packaging 'image'; SnapStart needs zip")
+    if settings.snapstart and settings.provisioned_concurrency:
+        raise ConfigError(f"{key}.snapstart: true is not allowed together with provisioned_concurrency")
+    if settings.reserved_concurrency is not None and settings.provisioned_concurrency > settings.reserved_concurrency:
+        raise ConfigError(
+            f"{key}.provisioned_concurrency: {settings.provisioned_concurrency} is not allowed; "
+            f"expected at most reserved_concurrency ({settings.reserved_concurrency})"
+        )
+    return settings
+
+
+def _model(root: Path, artifacts: Path, name: str, settings: ModelSettings) -> ModelConfig:
+    folder = artifacts / name
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise ConfigError(f"onnxfn.models.{name}: no artifact at {manifest_path}; build it first (make models)")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+        files = tuple(ModelFile(path=f["path"], sha256=f["sha256"], bytes=f["bytes"]) for f in manifest["files"])
+        version = str(manifest["version"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{manifest_path}: not a valid onnxfn manifest ({exc})") from exc
+    if manifest.get("name") != name:
+        raise ConfigError(f"{manifest_path}: names model {manifest.get('name')!r}, folder is {name!r}")
+    for entry in files:
+        if not (folder / entry.path).exists():
+            raise ConfigError(f"{manifest_path}: lists {entry.path!r}, which is missing from {folder}")
+    return ModelConfig(
+        name=name,
+        version=version,
+        artifact_dir=folder,
+        manifest_sha256=hashlib.sha256(raw).hexdigest(),
+        files=files,
+        settings=settings,
+    )
+
+
+def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppConfig:
+    """Validate the ``onnxfn`` context object and the artifacts it deploys."""
+    raw = dict(context or {})
+    _known(
+        "onnxfn",
+        raw,
+        [
+            "artifacts_dir",
+            "models",
+            "defaults",
+            "alarm_email",
+            "service_name",
+            "metrics_namespace",
+            "throttle_rate",
+            "throttle_burst",
+        ],
+    )
+    artifacts = project_root / str(raw.get("artifacts_dir", "model_artifacts"))
+    defaults = _settings("onnxfn.defaults", raw.get("defaults", {}), ModelSettings())
+    overrides = raw.get("models")
+    if overrides is None:
+        names = sorted(p.parent.name for p in artifacts.glob("*/manifest.json") if not p.parent.name.startswith("."))
+        overrides = {name: {} for name in names}
+    if not isinstance(overrides, Mapping) or not overrides:
+        raise ConfigError(f"onnxfn.models: {overrides!r} is not allowed; expected an object naming at least one model")
+    models = tuple(
+        _model(project_root, artifacts, name, _settings(f"onnxfn.models.{name}", value or {}, defaults))
+        for name, value in sorted(overrides.items())
+    )
+    email = raw.get("alarm_email")
+    if email is not None and (not isinstance(email, str) or not EMAIL.match(email)):
+        raise ConfigError(f"onnxfn.alarm_email: {email!r} is not allowed; expected an e-mail address or null")
+    return AppConfig(
+        project_root=project_root,
+        models=models,
+        alarm_email=email,
+        service_name=str(raw.get("service_name", "onnxfn")),
+        metrics_namespace=str(raw.get("metrics_namespace", "onnxfn")),
+        throttle_rate=_number("onnxfn.throttle_rate", raw.get("throttle_rate", 50.0), 1, 10_000),
+        throttle_burst=_int("onnxfn.throttle_burst", raw.get("throttle_burst", 100), 1, 5_000),
+    )

@@ -1,0 +1,1 @@
+"""L3 constructs: each does one architectural task and exposes what it created."""

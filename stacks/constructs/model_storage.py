@@ -1,0 +1,76 @@
+"""ModelStorage: the private, versioned model bucket, its access-log bucket and the artifact upload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
+from constructs import Construct
+
+from stacks.config import ModelConfig
+from stacks.nag import acknowledge
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelStorageProps:
+    models: tuple[ModelConfig, ...]
+    noncurrent_version_days: int = 30
+    access_log_days: int = 365
+    removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
+
+
+class ModelStorage(Construct):
+    """Versioned, encrypted, SSL-only, private bucket with server access logs; artifacts uploaded on deploy.
+
+    Attributes: ``bucket``, ``access_logs``, ``deployments`` (one per model, by name).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, props: ModelStorageProps) -> None:
+        super().__init__(scope, construct_id)
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(props.access_log_days))],
+            removal_policy=props.removal_policy,
+        )
+        acknowledge(
+            self.access_logs,
+            "AwsSolutions-S1",
+            "This bucket is the target of the model bucket's server access logs; logging it would recurse.",
+        )
+        self.bucket = s3.Bucket(
+            self,
+            "Models",
+            versioned=True,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="models-bucket/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    noncurrent_version_expiration=Duration.days(props.noncurrent_version_days),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+            removal_policy=props.removal_policy,
+        )
+        self.deployments: dict[str, s3deploy.BucketDeployment] = {}
+        for model in props.models:
+            self.deployments[model.name] = s3deploy.BucketDeployment(
+                self,
+                f"Deploy{model.construct_id}",
+                sources=[s3deploy.Source.asset(str(model.artifact_dir))],
+                destination_bucket=self.bucket,
+                destination_key_prefix=model.prefix,
+                prune=False,
+                retain_on_delete=True,
+                memory_limit=1024,
+            )
