@@ -27,7 +27,7 @@ def build_app(overrides: dict[str, object] | None = None, outdir: str | None = N
         app = cdk.App()
     else:
         app = cdk.App(context={**cdk_json_context(), **(overrides or {})}, outdir=outdir)
-    config = load_config(app.node.try_get_context("onnxfn"), ROOT)
+    config = load_config(_with_cli_overrides(app), ROOT)
     stack = OnnxfnStack(
         app,
         str(app.node.try_get_context("onnxfn:stack_name") or "Onnxfn"),
@@ -36,6 +36,21 @@ def build_app(overrides: dict[str, object] | None = None, outdir: str | None = N
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
+
+
+def _with_cli_overrides(app: cdk.App) -> dict[str, object]:
+    """``-c onnxfn:architecture=arm64`` / ``-c onnxfn:packaging=image`` set that value for every model."""
+    context = dict(app.node.try_get_context("onnxfn") or {})
+    forced = {
+        key: app.node.try_get_context(f"onnxfn:{key}")
+        for key in ("architecture", "packaging", "runtime", "auth")
+        if app.node.try_get_context(f"onnxfn:{key}") is not None
+    }
+    if forced:
+        defaults = {**dict(context.get("defaults") or {}), **forced}
+        models = {name: {**dict(value or {}), **forced} for name, value in dict(context.get("models") or {}).items()}
+        context.update(defaults=defaults, models=models or None)
+    return context
 
 
 def main() -> int:

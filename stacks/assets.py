@@ -85,6 +85,11 @@ def build_layer(root: Path, python_version: str, arch: str) -> Layer:
     if result.returncode != 0:
         raise RuntimeError(f"layer build for Python {python_version} {arch} failed:\n{result.stderr.strip()[-2000:]}")
     info = json.loads(result.stdout.strip().splitlines()[-1])
+    if info.get("lambda_compatible") is False:
+        raise RuntimeError(
+            f"the layer for Python {python_version} {arch} needs glibc {info.get('requires_glibc')}, "
+            "newer than that Lambda runtime's; use python3.12 or later"
+        )
     return Layer(
         path=Path(info["path"]),
         hash=str(info["hash"]),

@@ -14,12 +14,15 @@ from stacks.assets import Layer, build_layer, check_budget, stage_handlers, stag
 from stacks.config import AppConfig, ModelConfig
 from stacks.constructs.event_sources import BatchInbox, BatchInboxProps, RequestQueue, RequestQueueProps
 from stacks.constructs.inference_api import ApiRoute, InferenceApi, InferenceApiProps
-from stacks.constructs.model_function import ModelFunction, ModelFunctionProps
+from stacks.constructs.model_function import RUNTIMES, ModelFunction, ModelFunctionProps
 from stacks.constructs.model_storage import ModelStorage, ModelStorageProps
 from stacks.constructs.monitoring import Monitoring, MonitoringProps
 from stacks.contract import env_name
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
 
+ASSET_BUCKET_FINDING = (
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]"
+)
 READ = ("s3:GetObject", "s3:GetObjectVersion")
 WRITE = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
 BATCH_TIMEOUT_S = 300  # a batch file may hold many thousand rows
@@ -100,7 +103,7 @@ class OnnxfnStack(Stack):
                 code=lambda_.Code.from_asset(
                     str(built.path), asset_hash=built.hash, asset_hash_type=AssetHashType.CUSTOM
                 ),
-                compatible_runtimes=[lambda_.Runtime(settings.runtime, lambda_.RuntimeFamily.PYTHON)],
+                compatible_runtimes=[RUNTIMES[settings.runtime]],
                 compatible_architectures=[
                     lambda_.Architecture.ARM_64 if settings.architecture == "arm64" else lambda_.Architecture.X86_64
                 ],
@@ -261,7 +264,7 @@ class OnnxfnStack(Stack):
             "AwsSolutions-L1": "CDK pins the runtime of its own deploy-time helper functions.",
             "AwsSolutions-IAM5[Resource::*]": "CDK's notification helper configures the bucket it is given.",
             f"AwsSolutions-IAM5[Resource::{arn_finding(bucket, '/*')}]": "CDK's upload helper fills the model bucket.",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]": "CDK's upload helper reads the staged artifacts from the bootstrap asset bucket.",
+            ASSET_BUCKET_FINDING: "CDK's upload helper reads the staged artifacts from the bootstrap asset bucket.",
         }
         for action in ("s3:GetBucket*", "s3:GetObject*", "s3:List*", "s3:Abort*", "s3:DeleteObject*"):
             helper_findings[f"AwsSolutions-IAM5[Action::{action}]"] = "CDK's upload helper syncs artifact files."

@@ -12,6 +12,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import ModelConfig
+from stacks.nag import acknowledge
 
 ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
 PLATFORMS = {"x86_64": ecr_assets.Platform.LINUX_AMD64, "arm64": ecr_assets.Platform.LINUX_ARM64}
@@ -77,7 +78,7 @@ class ModelFunction(Construct):
             self.function = lambda_.Function(
                 self,
                 "Function",
-                runtime=lambda_.Runtime(settings.runtime, lambda_.RuntimeFamily.PYTHON),
+                runtime=RUNTIMES[settings.runtime],
                 handler=props.handler,
                 code=lambda_.Code.from_asset(props.code_dir),
                 layers=[props.layer, *props.extra_layers],
@@ -101,6 +102,11 @@ class ModelFunction(Construct):
             alias=self.alias,
             deployment_config=codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES,
             alarms=alarms,  # type: ignore[arg-type]
+        )
+        acknowledge(
+            self.deployment_group,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited]",
+            "CodeDeploy's own service role for Lambda traffic shifting: AWS's limited managed policy for it.",
         )
         return self.deployment_group
 

@@ -1,0 +1,464 @@
+"""Build the Lambda layer that carries ``layers/requirements.txt`` for one Python version and architecture.
+
+The CDK app runs this file by path, as a subprocess, at synth time::
+
+    python layers/build.py --python-version 3.12 --arch arm64 --print-json
+
+and reads one JSON object from the last line of stdout. Everything else (progress, warnings) goes
+to stderr. The layer is installed from manylinux wheels for the target (never compiled here),
+stripped of what never runs in Lambda, and cached under ``.cache/layers/`` keyed by a hash of the
+requirements, the target and the strip rules; a cache entry appears only complete (it is built
+beside its final place and renamed into it). ``--measure PATH...`` prints the unzipped size of
+directories, for Lambda's 250 MB budget of function code plus layers.
+
+Standard library only: the CDK app must not need the layer's packages to build the layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REQUIREMENTS = REPO_ROOT / "layers" / "requirements.txt"
+DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "layers"
+MARKER = "onnxfn-layer.json"  # written last, at the layer root; lands in /opt as the layer's provenance
+
+# Lambda's architecture names and pip's.
+ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
+# Lambda's Python runtimes and the glibc of the Amazon Linux they run on: python3.11 is Amazon
+# Linux 2 (glibc 2.26), python3.12 and later Amazon Linux 2023 (glibc 2.34).
+LAMBDA_PYTHON_GLIBC = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34), "3.14": (2, 34)}
+# onnxruntime publishes no manylinux2014 wheel any more, so manylinux_2_28 comes first.
+MANYLINUX_TAGS = ("manylinux_2_28", "manylinux_2_17", "manylinux2014")
+
+# Bump when the strip logic changes in a way the rules below do not show; either changes the hash.
+STRIP_RULES_VERSION = 1
+STRIP_RULES: dict[str, Any] = {
+    # Bytecode is interpreter-specific and /opt is read-only in Lambda: it would only be stale weight.
+    "bytecode": {"dirs": ["__pycache__"], "suffixes": [".pyc", ".pyo"]},
+    # Test suites shipped inside packages (numpy's alone is ~7 MB); only folders holding Python code,
+    # so a data folder that happens to be called "test" stays.
+    "tests": {"dirs": ["tests", "test"]},
+    # Type stubs are for type checkers, never imported.
+    "stubs": {"suffixes": [".pyi"], "top_level_dir_suffix": "-stubs"},
+    # Console scripts, with the build machine's interpreter in their shebangs.
+    "scripts": {"paths": ["bin"]},
+    # onnxruntime's model tooling (offline optimizers, quantization, the ONNX backend API) needs the
+    # onnx package, which the layer does not carry; CPU inference never imports it.
+    "onnxruntime-tooling": {
+        "paths": ["onnxruntime/tools", "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/backend"]
+    },
+}
+
+# A manylinux platform tag and the glibc it requires.
+_MANYLINUX_LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+_MANYLINUX_PEP600 = re.compile(r"manylinux_(\d+)_(\d+)_")
+_PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
+
+
+class UsageError(Exception):
+    """A flag has a value this script cannot use (exit status 2)."""
+
+
+class PipError(Exception):
+    """pip could not install the requirements for the target (exit status 1)."""
+
+
+@dataclass(frozen=True)
+class DirectorySize:
+    """Unzipped size of a directory tree: what Lambda counts against its limits."""
+
+    bytes: int
+    files: int
+
+
+@dataclass(frozen=True)
+class LayerBuild:
+    """A built (or reused) layer; ``path`` is the folder that contains ``python/``."""
+
+    path: str
+    arch: str
+    python_version: str
+    bytes: int
+    files: int
+    cached: bool
+    hash: str
+    bytes_before_strip: int
+    requires_glibc: str | None
+    lambda_compatible: bool
+
+
+# --- checks and keys ------------------------------------------------------------------------------
+
+
+def check_arch(arch: str) -> str:
+    """The Lambda architecture name, or a UsageError naming the flag and what is allowed."""
+    if arch not in ARCHITECTURES:
+        raise UsageError(f"--arch: expected one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    return arch
+
+
+def check_python_version(version: str) -> str:
+    """``3.12`` (``python3.12``, a Lambda runtime name, is accepted too) for a Lambda Python runtime."""
+    normalized = version.strip().removeprefix("python")
+    if normalized not in LAMBDA_PYTHON_GLIBC:
+        allowed = ", ".join(LAMBDA_PYTHON_GLIBC)
+        raise UsageError(f"--python-version: expected one of {allowed} (Lambda's Python runtimes), got {version!r}")
+    return normalized
+
+
+def platform_tags(arch: str) -> list[str]:
+    """pip ``--platform`` values for an architecture, most preferred first."""
+    return [f"{tag}_{ARCHITECTURES[arch]}" for tag in MANYLINUX_TAGS]
+
+
+def cache_hash(requirements: bytes, python_version: str, arch: str) -> str:
+    """12 hex digits naming a cache entry: what was asked for and how it is stripped."""
+    key = {
+        "requirements_sha256": hashlib.sha256(requirements).hexdigest(),
+        "python_version": python_version,
+        "arch": arch,
+        "platforms": platform_tags(arch),
+        "strip_rules_version": STRIP_RULES_VERSION,
+        "strip_rules": STRIP_RULES,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --- sizes ----------------------------------------------------------------------------------------
+
+
+def measure(path: Path) -> DirectorySize:
+    """Unzipped bytes and file count of a directory tree (symlinks to files count as their target)."""
+    if not path.is_dir():
+        raise UsageError(f"--measure: {path} is not a directory")
+    total = files = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            total += os.stat(os.path.join(dirpath, name)).st_size
+            files += 1
+    return DirectorySize(total, files)
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
+
+
+# --- install --------------------------------------------------------------------------------------
+
+
+def pip_install(requirements: Path, target: Path, python_version: str, arch: str) -> None:
+    """Install the requirements' wheels for the target into ``target`` (nothing compiled here)."""
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
+    command += ["--no-input", "--target", str(target)]
+    for tag in platform_tags(arch):
+        command += ["--platform", tag]
+    command += ["--implementation", "cp", "--python-version", python_version, "--only-binary=:all:"]
+    command += ["-r", str(requirements)]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in result.stdout.splitlines() if line.strip() and not _PIP_NOISE.match(line)]
+        tail = "\n".join(lines[-15:]) or "(pip printed nothing)"
+        raise PipError(f"pip install for Python {python_version} {arch} failed (exit {result.returncode}):\n{tail}")
+
+
+# --- strip ----------------------------------------------------------------------------------------
+
+
+def _tree_size(path: Path) -> DirectorySize:
+    return measure(path) if path.is_dir() else DirectorySize(path.stat().st_size, 1)
+
+
+def _dir_rule(python_dir: Path, directory: Path) -> str | None:
+    """The strip rule that removes this directory, if any."""
+    relative = directory.relative_to(python_dir).as_posix()
+    name = directory.name
+    for rule, spec in STRIP_RULES.items():
+        if relative in spec.get("paths", ()):
+            return rule
+        if name in spec.get("dirs", ()) and (rule != "tests" or any(directory.rglob("*.py"))):
+            return rule
+        suffix = spec.get("top_level_dir_suffix")
+        if suffix and directory.parent == python_dir and name.endswith(suffix):
+            return rule
+    return None
+
+
+def _file_rule(name: str) -> str | None:
+    for rule, spec in STRIP_RULES.items():
+        if name.endswith(tuple(spec.get("suffixes", ()))):
+            return rule
+    return None
+
+
+def strip(python_dir: Path) -> dict[str, DirectorySize]:
+    """Remove what never runs in Lambda (see STRIP_RULES); return what each rule removed."""
+    removed: dict[str, list[int]] = {rule: [0, 0] for rule in STRIP_RULES}
+
+    def account(rule: str, size: DirectorySize) -> None:
+        removed[rule][0] += size.bytes
+        removed[rule][1] += size.files
+
+    for dirpath, dirnames, filenames in os.walk(python_dir):
+        here = Path(dirpath)
+        for name in list(dirnames):
+            if name.endswith(".dist-info"):  # metadata stays whole: packages read their own version
+                dirnames.remove(name)
+                continue
+            rule = _dir_rule(python_dir, here / name)
+            if rule:
+                account(rule, _tree_size(here / name))
+                shutil.rmtree(here / name)
+                dirnames.remove(name)
+        for name in filenames:
+            rule = _file_rule(name)
+            if rule:
+                account(rule, _tree_size(here / name))
+                (here / name).unlink()
+    for dirpath, _, _ in sorted(os.walk(python_dir), key=lambda entry: -len(entry[0])):
+        if Path(dirpath) != python_dir and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+    return {rule: DirectorySize(size[0], size[1]) for rule, size in removed.items()}
+
+
+# --- what was installed ---------------------------------------------------------------------------
+
+
+def _tag_glibc(tag: str) -> tuple[int, int] | None:
+    platform = tag.rsplit("-", 1)[-1]
+    match = _MANYLINUX_PEP600.match(platform)
+    if match:
+        return int(match.group(1)), int(match.group(2))
+    for legacy, glibc in _MANYLINUX_LEGACY.items():
+        if platform.startswith(legacy + "_"):
+            return glibc
+    return None
+
+
+def required_glibc(python_dir: Path) -> tuple[int, int] | None:
+    """The newest glibc any installed wheel needs (a wheel with several tags needs its oldest)."""
+    needed: tuple[int, int] | None = None
+    for wheel in python_dir.glob("*.dist-info/WHEEL"):
+        tags = [line.split(":", 1)[1].strip() for line in wheel.read_text().splitlines() if line.startswith("Tag:")]
+        versions = [v for v in map(_tag_glibc, tags) if v is not None]
+        if versions and (needed is None or min(versions) > needed):
+            needed = min(versions)
+    return needed
+
+
+def installed_packages(python_dir: Path) -> dict[str, str]:
+    """Distribution name → version, from the dist-info folders."""
+    packages = {}
+    for info in sorted(python_dir.glob("*.dist-info")):
+        name, _, version = info.name.removesuffix(".dist-info").rpartition("-")
+        packages[name] = version
+    return packages
+
+
+# --- cache ----------------------------------------------------------------------------------------
+
+
+def _read_marker(root: Path, digest: str) -> dict[str, Any] | None:
+    """The completion record of a cache entry, if the entry is complete and is the one asked for."""
+    try:
+        record: dict[str, Any] = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("hash") == digest and (root / "python").is_dir() else None
+
+
+def _discard(path: Path) -> None:
+    """Remove a directory by first renaming it aside, so no one sees it half-deleted."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".discard", dir=path.parent))
+    path.rename(aside / path.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_stale_staging(cache_dir: Path, name: str, older_than_s: float = 3 * 3600) -> None:
+    """Staging folders of builds that were killed (a build takes about a minute)."""
+    for leftover in cache_dir.glob(f".{name}.*"):
+        if time.time() - leftover.stat().st_mtime > older_than_s:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _result(root: Path, record: dict[str, Any], *, cached: bool) -> LayerBuild:
+    size = measure(root)
+    glibc = record.get("requires_glibc")
+    return LayerBuild(
+        path=str(root),
+        arch=record["arch"],
+        python_version=record["python_version"],
+        bytes=size.bytes,
+        files=size.files,
+        cached=cached,
+        hash=record["hash"],
+        bytes_before_strip=int(record["python_bytes_before_strip"]),
+        requires_glibc=glibc,
+        lambda_compatible=record["lambda_compatible"],
+    )
+
+
+def build_layer(
+    python_version: str,
+    arch: str,
+    *,
+    requirements: Path = DEFAULT_REQUIREMENTS,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    rebuild: bool = False,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> LayerBuild:
+    """Build the layer for a Lambda Python runtime and architecture, or reuse its cache entry."""
+    python_version = check_python_version(python_version)
+    arch = check_arch(arch)
+    try:
+        requirement_bytes = requirements.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--requirements: cannot read {requirements}: {exc.strerror}") from exc
+    digest = cache_hash(requirement_bytes, python_version, arch)
+    final = cache_dir.resolve() / f"{arch}-py{python_version}-{digest}"
+
+    record = _read_marker(final, digest)
+    if record and not rebuild:
+        log(f"layer {arch} py{python_version}: cached at {final}")
+        return _result(final, record, cached=True)
+
+    started = time.perf_counter()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(final.parent, final.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        python_dir = staging / "python"
+        python_dir.mkdir()  # exists even when the requirements install nothing
+        log(f"layer {arch} py{python_version}: installing {requirements.name} with pip (wheels for {arch})")
+        pip_install(requirements, python_dir, python_version, arch)
+        before = measure(python_dir)
+        removed = strip(python_dir)
+        after = measure(python_dir)
+        glibc = required_glibc(python_dir)
+        record = {
+            "hash": digest,
+            "arch": arch,
+            "python_version": python_version,
+            "platforms": platform_tags(arch),
+            "requirements_sha256": hashlib.sha256(requirement_bytes).hexdigest(),
+            "strip_rules_version": STRIP_RULES_VERSION,
+            "python_bytes_before_strip": before.bytes,
+            "python_files_before_strip": before.files,
+            "python_bytes": after.bytes,
+            "python_files": after.files,
+            "stripped": {rule: asdict(size) for rule, size in removed.items()},
+            "requires_glibc": f"{glibc[0]}.{glibc[1]}" if glibc else None,
+            "lambda_glibc": "{}.{}".format(*LAMBDA_PYTHON_GLIBC[python_version]),
+            "lambda_compatible": glibc is None or glibc <= LAMBDA_PYTHON_GLIBC[python_version],
+            "packages": installed_packages(python_dir),
+        }
+        (staging / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        staging.chmod(0o755)  # mkdtemp makes it private; the entry is shared like any build output
+        # A concurrent build of the same entry may have finished first: keep its (identical) result.
+        if rebuild or _read_marker(final, digest) is None:
+            if final.exists():  # a rebuild, or an entry without its marker
+                _discard(final)
+            try:
+                staging.rename(final)
+            except OSError:
+                if _read_marker(final, digest) is None:
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    stripped = ", ".join(f"{rule} {_mb(size.bytes)}" for rule, size in removed.items() if size.files)
+    log(
+        f"layer {arch} py{python_version}: {_mb(before.bytes)} installed, {_mb(after.bytes)} after stripping "
+        f"({stripped}); built in {time.perf_counter() - started:.1f} s at {final}"
+    )
+    return _result(final, record, cached=False)
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2: the caller is usually a CDK synth that shows stderr as-is."""
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="build.py", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--python-version", help=f"Lambda Python runtime: {', '.join(LAMBDA_PYTHON_GLIBC)}")
+    parser.add_argument("--arch", help=f"Lambda architecture: {', '.join(ARCHITECTURES)}")
+    parser.add_argument("--requirements", type=Path, default=DEFAULT_REQUIREMENTS, help="default: %(default)s")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="default: %(default)s")
+    parser.add_argument("--rebuild", action="store_true", help="build even if the cache holds this layer")
+    parser.add_argument("--print-json", action="store_true", help="print one JSON object as stdout's last line")
+    parser.add_argument("--measure", nargs="+", type=Path, metavar="PATH", help="print the unzipped size of PATHs")
+    return parser
+
+
+def _warn_if_incompatible(build: LayerBuild) -> None:
+    if not build.lambda_compatible:
+        glibc = "{}.{}".format(*LAMBDA_PYTHON_GLIBC[build.python_version])
+        print(
+            f"warning: the Lambda python{build.python_version} runtime has glibc {glibc}, but these wheels need "
+            f"glibc {build.requires_glibc}: the layer imports on this machine, not in Lambda; "
+            "use --python-version 3.12 or later to deploy",
+            file=sys.stderr,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (2 bad flag, 1 pip failed)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.measure:
+            sizes = [measure(path) for path in args.measure]
+            total = DirectorySize(sum(s.bytes for s in sizes), sum(s.files for s in sizes))
+            if args.print_json:
+                paths = [str(path.resolve()) for path in args.measure]
+                print(json.dumps({"paths": paths, "bytes": total.bytes, "files": total.files}))
+            else:
+                print(total.bytes)
+            return 0
+        for flag, value in (("--python-version", args.python_version), ("--arch", args.arch)):
+            if not value:
+                raise UsageError(f"{flag} is required (or --measure PATH)")
+        build = build_layer(
+            args.python_version,
+            args.arch,
+            requirements=args.requirements,
+            cache_dir=args.cache_dir,
+            rebuild=args.rebuild,
+        )
+    except UsageError as exc:
+        print(f"build.py: {exc}", file=sys.stderr)
+        return 2
+    except PipError as exc:
+        print(f"build.py: {exc}", file=sys.stderr)
+        return 1
+    _warn_if_incompatible(build)
+    if args.print_json:
+        print(json.dumps(asdict(build)))
+    else:
+        state = "cached" if build.cached else "built"
+        print(
+            f"{build.path}\n  {build.arch} python{build.python_version}, {state}: {_mb(build.bytes)} unzipped, "
+            f"{build.files} files ({_mb(build.bytes_before_strip)} before stripping), hash {build.hash}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

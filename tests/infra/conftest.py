@@ -1,0 +1,89 @@
+"""One in-process synth per variant per session (the first synth in a process costs ~4 s)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "options": {
+        "onnxfn": {
+            "alarm_email": "ops@example.com",
+            "defaults": {"runtime": "python3.12"},
+            "models": {
+                "digits": {
+                    "architecture": "arm64",
+                    "snapstart": True,
+                    "auth": "iam",
+                    "canary": True,
+                    "load_mode": "eager",
+                    "memory_mb": 512,
+                },
+                "minilm": {
+                    "memory_mb": 3538,
+                    "reserved_concurrency": 10,
+                    "provisioned_concurrency": 2,
+                    "canary": True,
+                    "batch_size": 8,
+                    "max_concurrency": 4,
+                },
+            },
+        }
+    },
+    "image": {
+        "onnxfn": {
+            "models": {
+                "digits": {"packaging": "image", "architecture": "arm64"},
+                "minilm": {"packaging": "image", "architecture": "x86_64"},
+            }
+        }
+    },
+}
+
+
+@dataclass
+class Synth:
+    app: Any
+    stack: Any
+    template: Any  # aws_cdk.assertions.Template
+    outdir: Path
+
+    @property
+    def template_file(self) -> Path:
+        return self.outdir / f"{self.stack.stack_name}.template.json"
+
+    def logical_id(self, construct: Any) -> str:
+        """The logical id CDK computed for ``construct`` (never written into a test by hand)."""
+        cfn = construct.node.default_child
+        return str(self.stack.resolve(self.stack.get_logical_id(cfn)))
+
+
+_CACHE: dict[str, Synth] = {}
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Synth]:
+    from aws_cdk.assertions import Template
+
+    from app import build_app
+
+    def _synth(variant: str) -> Synth:
+        if variant not in _CACHE:
+            outdir = tmp_path_factory.mktemp(f"cdk-{variant}")
+            app, stack = build_app(VARIANTS[variant], outdir=str(outdir))
+            app.synth()
+            _CACHE[variant] = Synth(app, stack, Template.from_stack(stack), outdir)
+        return _CACHE[variant]
+
+    return _synth
