@@ -92,6 +92,7 @@ def test_wrong_setting_fails_synth_with_one_line():
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
