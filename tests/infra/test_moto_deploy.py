@@ -8,6 +8,7 @@ placeholders, and they are covered by the template assertions in test_stack.py i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from collections.abc import Iterator
@@ -59,10 +60,10 @@ def _strip(template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         if resource["Type"] in CASCADE and json.dumps(rewrite(resource)) != json.dumps(resource):
             removed[lid] = resource["Type"]
     kept = {}
-    for lid, resource in resources.items():
+    for lid, original in resources.items():
         if lid in removed:
             continue
-        resource = rewrite(resource)
+        resource = rewrite(original)
         depends = resource.get("DependsOn")
         if depends:
             depends = [d for d in ([depends] if isinstance(depends, str) else depends) if d not in removed]
@@ -90,10 +91,8 @@ def _publish_assets(s3: Any, outdir: Path, stack_name: str, tmp: Path) -> int:
         source = outdir / asset["source"]["path"]
         for destination in asset["destinations"].values():
             bucket = destination["bucketName"].replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", REGION)
-            try:
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
                 s3.create_bucket(Bucket=bucket)
-            except s3.exceptions.BucketAlreadyOwnedByYou:
-                pass
             body = source if asset["source"]["packaging"] == "file" else _zip_dir(source, tmp / f"{asset_id}.zip")
             s3.upload_file(str(body), bucket, destination["objectKey"])
             count += 1
