@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup models demo test lint unit clean
+.PHONY: help setup models demo test lint unit synth deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,13 +51,26 @@ demo: setup models ## serve both demo models through the real handler and print 
 
 lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file pyproject.toml stacks app.py
 
 unit: setup models ## the test suite alone
 	$(BIN)/pytest -q
 
 test: lint unit ## everything: lint, import contracts, the whole test suite
+
+CDK := npx --no-install cdk --no-notices
+
+synth: setup models ## synthesize the CloudFormation templates into cdk.out/ (cdk-nag checked)
+	$(CDK) synth -q
+
+deploy: setup models ## cdk deploy to the account and region of your AWS credentials
+	$(CDK) deploy --require-approval broadening
+
+destroy: ## cdk destroy (the model bucket is retained)
+	$(CDK) destroy
 
 clean: ## remove built models, caches and the environment
 	rm -rf $(VENV) node_modules model_artifacts/*/ .cache cdk.out .pytest_cache .mypy_cache .ruff_cache

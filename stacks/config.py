@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
         raise ConfigError(f"{key}: {raw!r} is not allowed; expected an object")
     _known(key, raw, [f.name for f in fields(ModelSettings)])
     values: dict[str, Any] = {}
-    checks = {
+    checks: dict[str, Callable[[str, Any], Any]] = {
         "memory_mb": lambda k, v: _int(k, v, 128, 10240),
         "architecture": lambda k, v: _choice(k, v, ARCHITECTURES),
         "packaging": lambda k, v: _choice(k, v, PACKAGINGS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_codedeploy as codedeploy
@@ -48,7 +49,7 @@ class ModelFunction(Construct):
             retention=_retention(settings.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
-        common = {
+        common: dict[str, Any] = {
             "description": props.description,
             "memory_size": settings.memory_mb,
             "timeout": Duration.seconds(props.timeout_s or settings.timeout_s),

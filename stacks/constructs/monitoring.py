@@ -50,7 +50,7 @@ class Monitoring(Construct):
         self.alarms: dict[str, cw.Alarm] = {}
         self._action = actions.SnsAction(self.topic)
 
-    def _alarm(self, alarm_id: str, metric: cw.IMetric, threshold: float, description: str) -> cw.Alarm:
+    def _alarm(self, alarm_id: str, metric: cw.Metric, threshold: float, description: str) -> cw.Alarm:
         alarm = metric.create_alarm(
             self,
             alarm_id,
