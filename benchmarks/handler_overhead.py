@@ -1,0 +1,153 @@
+"""Warm overhead of the API handler over a bare ``session.run``, init (import) time and first-request time.
+
+First request = the first invocation after init: manifest and model fetched from (moto's) S3,
+sha256 checked, session created, one inference; the import is measured apart as init.
+
+Run: ``.venv/bin/python -m benchmarks.handler_overhead`` (``make bench`` runs every benchmark).
+Everything in one process run, medians over many repetitions; the machine is shared, so compare the
+ratios, not the absolute milliseconds, across runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_LOG_LEVEL="WARNING",
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1769",
+)
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def subprocess_ms(code: str, runs: int = 5) -> float:
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        samples.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(samples)
+
+
+FIRST_REQUEST = """
+import io, json, os, time, contextlib
+t0 = time.perf_counter()
+from moto import mock_aws
+import boto3
+with mock_aws():
+    s3 = boto3.client("s3"); s3.create_bucket(Bucket="bench-first")
+    from pathlib import Path
+    from onnxfn.local.upload import upload_artifact
+    os.environ.update(upload_artifact(s3, "bench-first", Path("model_artifacts/{name}")))
+    from onnxfn.local.events import api_gateway_event
+    from onnxfn.local.context import LocalContext
+    event = api_gateway_event("POST", "/v2/models/{name}/infer", {body!r}, {{"Content-Type": "application/json"}})
+    from handlers import api
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        response = api.lambda_handler(event, LocalContext())
+    assert response["statusCode"] == 200, response
+    print((time.perf_counter() - started) * 1000)
+"""
+
+
+def main() -> None:
+    import boto3
+    import onnxruntime as ort
+    from moto import mock_aws
+
+    from handlers.runtime.model_store import ModelStore, reset_store
+    from handlers.runtime.settings import load_settings
+    from onnxfn.local.context import LocalContext
+    from onnxfn.local.events import api_gateway_event
+    from onnxfn.local.upload import upload_artifact
+
+    results: dict[str, float] = {}
+    results["init_import_ms"] = subprocess_ms(
+        "import time; t=time.perf_counter(); import handlers.api; print((time.perf_counter()-t)*1000)"
+    )
+    pixels = np.random.default_rng(0).uniform(0, 16, (1, 64)).astype(np.float32)
+    digits_body = json.dumps(
+        {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels.tolist()}]}
+    )
+    texts = ["The quick brown fox jumps over the lazy dog."] * 8
+    minilm_body = json.dumps({"inputs": [{"name": "text", "shape": [8], "datatype": "BYTES", "data": texts}]})
+    results["digits_first_request_ms"] = subprocess_ms(FIRST_REQUEST.format(name="digits", body=digits_body))
+    results["minilm_first_request_ms"] = subprocess_ms(FIRST_REQUEST.format(name="minilm", body=minilm_body))
+
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bench")
+        from handlers import api
+
+        for name, body in (("digits", digits_body), ("minilm", minilm_body)):
+            env = upload_artifact(s3, "bench", ROOT / "model_artifacts" / name)
+            store = ModelStore(load_settings({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}))
+            reset_store(store)
+            event = api_gateway_event("POST", f"/v2/models/{name}/infer", body, {"Content-Type": "application/json"})
+            context = LocalContext()
+
+            def handler(event: dict = event) -> None:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    api.lambda_handler(event, context)
+
+            handler()
+            loaded = store.get_model()
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = store.settings.intra_op_threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(
+                str(ROOT / "model_artifacts" / name / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+            if name == "digits":
+                feeds = {"pixels": pixels}
+                outputs = ["probabilities"]
+            else:
+                feeds = loaded.pipeline.tokenize(texts)  # type: ignore[attr-defined]
+                outputs = ["last_hidden_state"]
+            runs = 300 if name == "digits" else 60
+            handler_ms = median_ms(handler, runs)
+            bare_ms = median_ms(lambda: session.run(outputs, feeds), runs)
+            results[f"{name}_handler_warm_ms"] = handler_ms
+            results[f"{name}_bare_session_run_ms"] = bare_ms
+            results[f"{name}_overhead_ms"] = handler_ms - bare_ms
+            results[f"{name}_overhead_ratio"] = handler_ms / bare_ms
+    for key, value in results.items():
+        print(f"{key:32s} {value:10.3f}")
+
+
+if __name__ == "__main__":
+    main()
