@@ -11,6 +11,7 @@ ratios, not the absolute milliseconds, across runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -120,7 +121,7 @@ def main() -> None:
             event = api_gateway_event("POST", f"/v2/models/{name}/infer", body, {"Content-Type": "application/json"})
             context = LocalContext()
 
-            def handler(event: dict = event) -> None:
+            def handler(event: dict = event, context: LocalContext = context) -> None:
                 with contextlib.redirect_stdout(io.StringIO()):
                     api.lambda_handler(event, context)
 
@@ -140,7 +141,7 @@ def main() -> None:
                 outputs = ["last_hidden_state"]
             runs = 300 if name == "digits" else 60
             handler_ms = median_ms(handler, runs)
-            bare_ms = median_ms(lambda: session.run(outputs, feeds), runs)
+            bare_ms = median_ms(functools.partial(session.run, outputs, feeds), runs)
             results[f"{name}_handler_warm_ms"] = handler_ms
             results[f"{name}_bare_session_run_ms"] = bare_ms
             results[f"{name}_overhead_ms"] = handler_ms - bare_ms
