@@ -64,6 +64,39 @@ class Settings:
         return f"{self.prefix}{relative_path}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class DataSettings:
+    """Where the event-driven functions read inputs and write outputs (one model's prefixes)."""
+
+    bucket: str
+    inbox_prefix: str
+    outbox_prefix: str
+    results_prefix: str
+    requests_prefix: str
+    memory_mb: int
+
+
+def load_data_settings(env: Mapping[str, str] | None = None) -> DataSettings:
+    """The batch and queue functions' prefixes; defaults follow the model name."""
+    env = os.environ if env is None else env
+    name = env.get(MODEL_NAME, "").strip()
+    if not name:
+        raise ValueError(f"{MODEL_NAME} is not set: expected the name of the model this function serves")
+
+    def prefix(var: str, default: str) -> str:
+        value = env.get(var, "").strip() or default
+        return value if value.endswith("/") else value + "/"
+
+    return DataSettings(
+        bucket=(env.get(DATA_BUCKET, "") or env.get(MODEL_BUCKET, "")).strip(),
+        inbox_prefix=prefix(INBOX_PREFIX, f"inbox/{name}/"),
+        outbox_prefix=prefix(OUTBOX_PREFIX, f"outbox/{name}/"),
+        results_prefix=prefix(RESULTS_PREFIX, f"results/{name}/"),
+        requests_prefix=prefix(REQUESTS_PREFIX, f"requests/{name}/"),
+        memory_mb=_int(env, FUNCTION_MEMORY_MB, 1769) or 1769,
+    )
+
+
 def vcpus_for_memory(memory_mb: int | None) -> int:
     """vCPUs Lambda gives a function of ``memory_mb``; the host's cores when not in Lambda."""
     if memory_mb is None:

@@ -76,3 +76,37 @@ def response_body(response: Mapping[str, Any]) -> bytes:
     if response.get("isBase64Encoded"):
         return base64.b64decode(body)
     return str(body).encode("utf-8")
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
+    """The event Lambda's SQS event source mapping builds from ``ReceiveMessage`` results."""
+    records = []
+    for message in messages:
+        attributes = {
+            key: message.get("Attributes", {}).get(key, "")
+            for key in ("ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp")
+        }
+        message_attributes = {
+            name: {
+                "stringValue": value.get("StringValue"),
+                "binaryValue": value.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": value.get("DataType", "String"),
+            }
+            for name, value in (message.get("MessageAttributes") or {}).items()
+        }
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+        )
+    return {"Records": records}

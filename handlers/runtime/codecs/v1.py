@@ -69,8 +69,9 @@ def decode_predict_request(body: bytes, manifest: Manifest) -> tuple[str, dict[s
         instances = document["instances"]
         if not isinstance(instances, list) or not instances:
             raise InvalidInput('"instances": expected a non-empty list, one entry per instance')
-        keyed = all(isinstance(i, Mapping) and set(i) == set(names) for i in instances)
-        if len(names) == 1 and not keyed:  # a bare value per instance ({"b64": ...} included)
+        bare = [i for i in instances if not isinstance(i, Mapping) or set(i) == {"b64"}]
+        if len(names) == 1 and len(bare) == len(instances) and names != ["b64"]:
+            # a bare value per instance ({"b64": ...} included)
             columns = {names[0]: instances}
         else:
             columns = {name: [] for name in names}

@@ -1,0 +1,46 @@
+"""Queue entry point: SQS messages carrying inference requests, scored in micro-batches."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handlers.runtime.model_store import get_store
+from handlers.runtime.observability import logger, metrics, tracer
+from handlers.runtime.queue_requests import deliver, score_records
+from handlers.runtime.settings import load_data_settings
+
+processor = BatchProcessor(event_type=EventType.SQS)
+_clients: dict[str, Any] = {}
+
+
+def _client(service: str) -> Any:
+    """One boto3 client per service, created on first use (kept warm in module scope)."""
+    if service not in _clients:
+        import boto3
+
+        _clients[service] = boto3.session.Session().client(service)  # type: ignore[call-overload]
+    return _clients[service]
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    data = load_data_settings()
+    loaded = get_store().get_model()  # a load failure fails the whole batch: every record is retried
+    records = event.get("Records", [])
+    outcomes = score_records(_client("s3"), data, loaded, records)
+
+    def record_handler(record: SQSRecord) -> str:
+        return deliver(
+            _client("s3"), _client("sqs"), data, loaded.manifest, record.raw_event, outcomes[record.message_id]
+        )
+
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return cast(dict[str, Any], response)

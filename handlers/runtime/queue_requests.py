@@ -1,0 +1,122 @@
+"""Scoring a batch of SQS messages, each an inference request, in as few ``session.run`` calls as fit.
+
+A message body is an OIP infer request or a V1 request, or a claim check
+``{"claim_check": "s3://<bucket>/requests/<model>/<key>"}`` pointing at one (SQS caps a message at
+256 KB). The answer goes to ``results/<model>/<message id>.json`` and, when the message carries a
+``reply_to`` attribute (a queue URL), to that queue. A message that cannot be scored fails alone
+(partial batch response) and leaves ``results/<model>/<message id>.error.json`` with its reason;
+after ``maxReceiveCount`` receives SQS moves it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from handlers.runtime import rows as rowlib
+from handlers.runtime.errors import InvalidInput, OnnxfnError
+from handlers.runtime.manifest import Manifest
+from handlers.runtime.model_store import LoadedModel
+from handlers.runtime.observability import MetricUnit, logger, metrics
+from handlers.runtime.settings import DataSettings
+
+REPLY_ATTRIBUTE = "reply_to"
+CLAIM_CHECK = "claim_check"
+MAX_CLAIM_BYTES = 6 * 1024 * 1024
+
+
+class RecordFailed(Exception):
+    """A record that could not be scored; its message is the reason."""
+
+
+def _claimed(s3: Any, data: DataSettings, pointer: Any) -> bytes:
+    if not isinstance(pointer, str) or not pointer.startswith("s3://"):
+        raise InvalidInput(f'{CLAIM_CHECK}: expected "s3://<bucket>/<key>", got {pointer!r}')
+    parsed = urlparse(pointer)
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if bucket != data.bucket or not key.startswith(data.requests_prefix):
+        raise InvalidInput(f"{CLAIM_CHECK}: requests must live under s3://{data.bucket}/{data.requests_prefix}")
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except s3.exceptions.NoSuchKey as exc:
+        raise InvalidInput(f"{CLAIM_CHECK}: no object at {pointer}") from exc
+    if obj.get("ContentLength", 0) > MAX_CLAIM_BYTES:
+        raise InvalidInput(f"{CLAIM_CHECK}: the request is over {MAX_CLAIM_BYTES} bytes")
+    body: bytes = obj["Body"].read()
+    return body
+
+
+def parse_record(s3: Any, data: DataSettings, manifest: Manifest, record: Mapping[str, Any]) -> rowlib.Row:
+    """A checked row from one SQS record (following a claim check)."""
+    message_id = str(record["messageId"])
+    raw = str(record.get("body", "")).encode("utf-8")
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"message body is not valid JSON: {exc}") from exc
+    if isinstance(document, Mapping) and set(document) == {CLAIM_CHECK}:
+        raw = _claimed(s3, data, document[CLAIM_CHECK])
+        try:
+            document = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"claimed request is not valid JSON: {exc}") from exc
+    if not isinstance(document, Mapping) or not ({"inputs", "instances"} & set(document)):
+        raise InvalidInput('expected an OIP infer request {"inputs": [...]} or a V1 request {"instances": [...]}')
+    return rowlib.row_from_document(message_id, document, manifest, raw)
+
+
+def score_records(
+    s3: Any, data: DataSettings, loaded: LoadedModel, records: list[Mapping[str, Any]]
+) -> dict[str, rowlib.Outcome]:
+    """Every record's outcome by message id: parsed one by one, scored together."""
+    outcomes: dict[str, rowlib.Outcome] = {}
+    valid: list[rowlib.Row] = []
+    for record in records:
+        message_id = str(record["messageId"])
+        try:
+            valid.append(parse_record(s3, data, loaded.manifest, record))
+        except OnnxfnError as exc:
+            outcomes[message_id] = rowlib.Outcome(rowlib.Row(message_id), error=exc.message)
+    started = time.perf_counter()
+    for outcome in rowlib.score(loaded, valid):
+        outcomes[str(outcome.row.ref)] = outcome
+    seconds = max(time.perf_counter() - started, 1e-9)
+    scored = sum(o.results is not None for o in outcomes.values())
+    metrics.add_metric(name="RecordsIn", unit=MetricUnit.Count, value=len(records))
+    metrics.add_metric(name="RecordsScored", unit=MetricUnit.Count, value=scored)
+    metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(records) - scored)
+    if valid:
+        rows = sum(row.batch for row in valid)
+        metrics.add_metric(name="RowsPerSecond", unit=MetricUnit.CountPerSecond, value=rows / seconds)
+    return outcomes
+
+
+def deliver(
+    s3: Any, sqs: Any, data: DataSettings, manifest: Manifest, record: Mapping[str, Any], outcome: rowlib.Outcome
+) -> str:
+    """Write the answer (or the failure and its reason); raise ``RecordFailed`` for a failure."""
+    message_id = str(record["messageId"])
+    if outcome.error is not None:
+        failure = {"message_id": message_id, "error": outcome.error, "model": manifest.name}
+        s3.put_object(
+            Bucket=data.bucket,
+            Key=f"{data.results_prefix}{message_id}.error.json",
+            Body=json.dumps(failure).encode(),
+            ContentType="application/json",
+        )
+        logger.warning("record failed", extra={"message_id": message_id, "reason": outcome.error})
+        raise RecordFailed(outcome.error)
+    key = f"{data.results_prefix}{message_id}.json"
+    body = json.dumps(rowlib.answer(manifest, outcome), separators=(",", ":"))
+    s3.put_object(Bucket=data.bucket, Key=key, Body=body.encode(), ContentType="application/json")
+    reply_to = ((record.get("messageAttributes") or {}).get(REPLY_ATTRIBUTE) or {}).get("stringValue")
+    if reply_to:
+        sqs.send_message(
+            QueueUrl=reply_to,
+            MessageBody=body,
+            MessageAttributes={"correlation_id": {"DataType": "String", "StringValue": message_id}},
+        )
+    return key

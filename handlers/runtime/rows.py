@@ -1,0 +1,161 @@
+"""Rows from files and messages, checked one by one, scored together.
+
+A row is one input record (a JSON line, a CSV line, a slice of an array, a queue message) turned into
+checked input arrays with a leading batch dimension. Rows whose non-batch shapes agree are stacked
+and scored in one ``session.run`` (micro-batching); each row gets its own slice of the outputs back,
+or its own error. A bad row never takes its neighbours down with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from handlers.runtime.codecs import oip, v1
+from handlers.runtime.codecs.tensors import array_from_json, check_limits, check_shape
+from handlers.runtime.errors import InvalidInput, OnnxfnError
+from handlers.runtime.manifest import Manifest
+from handlers.runtime.model_store import LoadedModel
+
+
+@dataclass
+class Row:
+    """One record: where it came from, its checked inputs, and how its answer is written."""
+
+    ref: int | str  # line number or message id
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    kind: str = "row"  # "oip" (answer as an OIP response), "v1" (predictions), "row" (outputs by name)
+    request_id: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    binary_outputs: set[str] = field(default_factory=set)
+    v1_format: str = "instances"
+
+    @property
+    def batch(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def signature(self) -> tuple[Any, ...]:
+        return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(self.inputs.items()))
+
+
+@dataclass
+class Outcome:
+    row: Row
+    results: dict[str, np.ndarray] | None = None
+    error: str | None = None
+
+
+def _is_text_model(manifest: Manifest) -> bool:
+    return len(manifest.inputs) == 1 and manifest.inputs[0].datatype == "BYTES"
+
+
+def row_from_document(ref: int | str, document: Any, manifest: Manifest, raw: bytes | None = None) -> Row:
+    """A JSON record: an OIP infer request, a V1 request or instance, a bare input object, or a string."""
+    outputs = [t.name for t in manifest.outputs]
+    if (
+        isinstance(document, Mapping)
+        and "inputs" in document
+        and isinstance(document["inputs"], list)
+        and all(isinstance(t, Mapping) and "datatype" in t for t in document["inputs"])
+    ):
+        request = oip.decode_infer_request(raw or json.dumps(document).encode(), None, manifest)
+        return Row(ref, request.inputs, "oip", request.id, request.outputs, request.binary_outputs)
+    if isinstance(document, Mapping) and ("instances" in document or "inputs" in document):
+        fmt, arrays = v1.decode_predict_request(raw or json.dumps(document).encode(), manifest)
+        return Row(ref, arrays, "v1", None, outputs, v1_format=fmt)
+    _, arrays = v1.decode_predict_request(json.dumps({"instances": [document]}).encode(), manifest)
+    return Row(ref, arrays, "row", None, outputs)
+
+
+def row_from_line(line_number: int, line: bytes, manifest: Manifest) -> Row:
+    """One JSON Lines record; for a text model a line that is not JSON is the text itself."""
+    text = line.strip()
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if _is_text_model(manifest):
+            try:
+                return row_from_document(line_number, text.decode("utf-8"), manifest)
+            except UnicodeDecodeError as decode_error:
+                raise InvalidInput("line is not UTF-8 text") from decode_error
+        raise InvalidInput(f"line is not valid JSON: {exc}") from exc
+    return row_from_document(line_number, document, manifest, text)
+
+
+def row_from_csv(line_number: int, cells: Sequence[str], manifest: Manifest) -> Row:
+    """One CSV record for a single-input tabular model: every cell a number."""
+    spec = manifest.inputs[0]
+    try:
+        values = [float(cell) for cell in cells]
+    except ValueError as exc:
+        raise InvalidInput(f"expected {len(cells)} numbers, got {list(cells)[:8]}…: {exc}") from exc
+    shape = check_shape(spec, [1, len(values)])
+    check_limits({spec.name: shape}, manifest.limits)
+    return Row(
+        line_number, {spec.name: array_from_json(spec, shape, values)}, "row", None, [t.name for t in manifest.outputs]
+    )
+
+
+def score(loaded: LoadedModel, rows: Sequence[Row]) -> list[Outcome]:
+    """Score rows, stacking compatible ones into batches of at most the manifest's ``max_batch``."""
+    limit = loaded.manifest.limits.max_batch
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.signature(), []).append(row)
+    outcomes: dict[int, Outcome] = {}
+    for group in groups.values():
+        for chunk in _chunks(group, limit):
+            for row, outcome in zip(chunk, _score_chunk(loaded, chunk), strict=True):
+                outcomes[id(row)] = outcome
+    return [outcomes[id(row)] for row in rows]
+
+
+def _chunks(rows: list[Row], limit: int) -> Iterable[list[Row]]:
+    chunk: list[Row] = []
+    size = 0
+    for row in rows:
+        if chunk and size + row.batch > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += row.batch
+    if chunk:
+        yield chunk
+
+
+def _score_chunk(loaded: LoadedModel, rows: list[Row]) -> list[Outcome]:
+    names = [t.name for t in loaded.manifest.outputs]
+    stacked = {name: np.concatenate([row.inputs[name] for row in rows]) for name in rows[0].inputs}
+    try:
+        results = loaded.run(stacked, names)
+    except OnnxfnError as exc:
+        if len(rows) == 1:
+            return [Outcome(rows[0], error=exc.message)]
+        # One row made the graph reject the whole batch: score them one by one to find it.
+        return [outcome for row in rows for outcome in _score_chunk(loaded, [row])]
+    outcomes = []
+    offset = 0
+    for row in rows:
+        sliced = {name: results[name][offset : offset + row.batch] for name in names}
+        outcomes.append(Outcome(row, results=sliced))
+        offset += row.batch
+    return outcomes
+
+
+def answer(manifest: Manifest, outcome: Outcome) -> dict[str, Any]:
+    """The JSON answer for one scored row, shaped like the request it came from."""
+    row, results = outcome.row, outcome.results
+    assert results is not None
+    if row.kind == "oip":
+        request = oip.InferRequest(id=row.request_id, inputs={}, outputs=row.outputs, binary_outputs=set())
+        body, _ = oip.encode_infer_response(manifest, request, results)
+        document: dict[str, Any] = json.loads(body)
+        return document
+    if row.kind == "v1":
+        return v1.encode_predict_response(row.v1_format, row.outputs, results)
+    prediction = v1.encode_predict_response("instances", row.outputs, results)["predictions"][0]
+    return prediction if isinstance(prediction, dict) else {row.outputs[0]: prediction}

@@ -1,0 +1,59 @@
+"""S3 batch entry point: files dropped under ``inbox/<model>/`` (S3 notifications delivered by SQS)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handlers.runtime.batch_files import FileSummary, process_object
+from handlers.runtime.model_store import get_store
+from handlers.runtime.observability import logger, metrics, tracer
+from handlers.runtime.settings import load_data_settings
+
+processor = BatchProcessor(event_type=EventType.SQS)
+_clients: dict[str, Any] = {}
+
+
+def _s3() -> Any:
+    if "s3" not in _clients:
+        import boto3
+
+        _clients["s3"] = boto3.client("s3")
+    return _clients["s3"]
+
+
+def handle_notification(record: SQSRecord) -> list[FileSummary]:
+    """Every object named in one S3 event notification; an S3 test event is acknowledged and ignored."""
+    event = json.loads(record.body)
+    if event.get("Event") == "s3:TestEvent":
+        return []
+    data = load_data_settings()
+    summaries = []
+    for entry in event.get("Records", []):
+        s3_info = entry["s3"]
+        bucket = s3_info["bucket"]["name"]
+        key = unquote_plus(s3_info["object"]["key"])
+        if not key.startswith(data.inbox_prefix) or key.endswith("/"):
+            logger.warning("object outside this model's inbox; ignored", extra={"key": key})
+            continue
+        summaries.append(
+            process_object(
+                _s3(), data, get_store(), bucket, key, s3_info["object"].get("versionId"), s3_info["object"].get("eTag")
+            )
+        )
+    return summaries
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    response = process_partial_response(
+        event=event, record_handler=handle_notification, processor=processor, context=context
+    )
+    return cast(dict[str, Any], response)
