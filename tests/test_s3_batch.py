@@ -8,9 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from sklearn.datasets import load_digits
 
 from handlers.runtime import batch_files
 from handlers.runtime.model_store import LoadedModel
