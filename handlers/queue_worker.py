@@ -30,6 +30,8 @@ def _client(service: str) -> Any:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if not event.get("Records"):
+        return {"batchItemFailures": []}
     data = load_data_settings()
     loaded = get_store().get_model()  # a load failure fails the whole batch: every record is retried
     records = event.get("Records", [])

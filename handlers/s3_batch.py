@@ -53,6 +53,8 @@ def handle_notification(record: SQSRecord) -> list[FileSummary]:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if not event.get("Records"):
+        return {"batchItemFailures": []}
     response = process_partial_response(
         event=event, record_handler=handle_notification, processor=processor, context=context
     )
