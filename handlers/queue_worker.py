@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.runtime.model_store import get_store
 from handlers.runtime.observability import logger, metrics, tracer
-from handlers.runtime.queue_requests import deliver, score_records
+from handlers.runtime.queue_requests import deliver_all, score_records
 from handlers.runtime.settings import load_data_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -36,11 +36,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     loaded = get_store().get_model()  # a load failure fails the whole batch: every record is retried
     records = event.get("Records", [])
     outcomes = score_records(_client("s3"), data, loaded, records)
+    delivered = deliver_all(_client("s3"), _client("sqs"), data, loaded.manifest, records, outcomes)
 
     def record_handler(record: SQSRecord) -> str:
-        return deliver(
-            _client("s3"), _client("sqs"), data, loaded.manifest, record.raw_event, outcomes[record.message_id]
-        )
+        result = delivered[record.message_id]
+        if isinstance(result, BaseException):
+            raise result  # this record alone fails; SQS retries it, then dead-letters it
+        return result
 
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

@@ -26,6 +26,7 @@ from handlers.runtime.settings import DataSettings
 REPLY_ATTRIBUTE = "reply_to"
 CLAIM_CHECK = "claim_check"
 MAX_CLAIM_BYTES = 6 * 1024 * 1024
+DELIVERY_THREADS = 8
 
 
 class RecordFailed(Exception):
@@ -120,3 +121,25 @@ def deliver(
             MessageAttributes={"correlation_id": {"DataType": "String", "StringValue": message_id}},
         )
     return key
+
+
+def deliver_all(
+    s3: Any,
+    sqs: Any,
+    data: DataSettings,
+    manifest: Manifest,
+    records: list[Mapping[str, Any]],
+    outcomes: Mapping[str, rowlib.Outcome],
+) -> dict[str, str | BaseException]:
+    """Deliver every record's answer concurrently (S3 and SQS calls are I/O); failures kept per record."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(record: Mapping[str, Any]) -> str | BaseException:
+        try:
+            return deliver(s3, sqs, data, manifest, record, outcomes[str(record["messageId"])])
+        except Exception as exc:  # kept and re-raised for that record alone
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(DELIVERY_THREADS, len(records)))) as pool:
+        results = list(pool.map(one, records))
+    return {str(record["messageId"]): result for record, result in zip(records, results, strict=True)}
