@@ -4,7 +4,6 @@ behind an API Gateway REST proxy integration, with an OpenAPI document and Swagg
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -12,7 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.runtime import openapi
+from handlers.runtime import jsonio, openapi
 from handlers.runtime.codecs import oip, v1
 from handlers.runtime.errors import ModelNotFound, OnnxfnError, RouteNotFound
 from handlers.runtime.http import header, request_body
@@ -31,9 +30,7 @@ app.enable_swagger(path="/swagger", title="onnxfn inference API", version=__vers
 
 
 def _json(status: int, document: Any) -> Reply:
-    return Response(
-        status_code=status, content_type="application/json", body=json.dumps(document, separators=(",", ":"))
-    )
+    return Response(status_code=status, content_type="application/json", body=jsonio.dumps(document).decode("utf-8"))
 
 
 def _manifest(model: str, version: str | None = None) -> Manifest:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from handlers.runtime import jsonio
 from handlers.runtime import rows as rowlib
 from handlers.runtime.codecs.tensors import check_shape
 from handlers.runtime.datatypes import OIP_TO_NUMPY
@@ -185,7 +186,7 @@ def _jsonl(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None
 
     def write(outcome: rowlib.Outcome) -> None:
         line = {"line": outcome.row.ref, **rowlib.answer(manifest, outcome)}
-        sink.output.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+        sink.output.write(jsonio.dumps(line) + b"\n")
 
     numbered = ((n, line) for n, line in enumerate(iter_lines(body), start=1) if line.strip())
     for chunk in _parsed(numbered, lambda n, line: rowlib.row_from_line(n, line, manifest), sink, chunk_rows):

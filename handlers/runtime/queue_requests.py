@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
+from handlers.runtime import jsonio
 from handlers.runtime import rows as rowlib
 from handlers.runtime.errors import InvalidInput, OnnxfnError
 from handlers.runtime.manifest import Manifest
@@ -27,6 +29,17 @@ REPLY_ATTRIBUTE = "reply_to"
 CLAIM_CHECK = "claim_check"
 MAX_CLAIM_BYTES = 6 * 1024 * 1024
 DELIVERY_THREADS = 8
+
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Delivery threads, started once per execution environment and kept for warm invocations."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="deliver")
+    return _executor
 
 
 class RecordFailed(Exception):
@@ -55,14 +68,14 @@ def parse_record(s3: Any, data: DataSettings, manifest: Manifest, record: Mappin
     message_id = str(record["messageId"])
     raw = str(record.get("body", "")).encode("utf-8")
     try:
-        document = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        document = jsonio.loads(raw)
+    except jsonio.JSONDecodeError as exc:
         raise InvalidInput(f"message body is not valid JSON: {exc}") from exc
     if isinstance(document, Mapping) and set(document) == {CLAIM_CHECK}:
         raw = _claimed(s3, data, document[CLAIM_CHECK])
         try:
-            document = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            document = jsonio.loads(raw)
+        except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"claimed request is not valid JSON: {exc}") from exc
     if not isinstance(document, Mapping) or not ({"inputs", "instances"} & set(document)):
         raise InvalidInput('expected an OIP infer request {"inputs": [...]} or a V1 request {"instances": [...]}')
@@ -111,13 +124,13 @@ def deliver(
         logger.warning("record failed", extra={"message_id": message_id, "reason": outcome.error})
         raise RecordFailed(outcome.error)
     key = f"{data.results_prefix}{message_id}.json"
-    body = json.dumps(rowlib.answer(manifest, outcome), separators=(",", ":"))
-    s3.put_object(Bucket=data.bucket, Key=key, Body=body.encode(), ContentType="application/json")
+    body = rowlib.answer_json(manifest, outcome)
+    s3.put_object(Bucket=data.bucket, Key=key, Body=body, ContentType="application/json")
     reply_to = ((record.get("messageAttributes") or {}).get(REPLY_ATTRIBUTE) or {}).get("stringValue")
     if reply_to:
         sqs.send_message(
             QueueUrl=reply_to,
-            MessageBody=body,
+            MessageBody=body.decode("utf-8"),
             MessageAttributes={"correlation_id": {"DataType": "String", "StringValue": message_id}},
         )
     return key
@@ -132,7 +145,6 @@ def deliver_all(
     outcomes: Mapping[str, rowlib.Outcome],
 ) -> dict[str, str | BaseException]:
     """Deliver every record's answer concurrently (S3 and SQS calls are I/O); failures kept per record."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(record: Mapping[str, Any]) -> str | BaseException:
         try:
@@ -140,6 +152,5 @@ def deliver_all(
         except Exception as exc:  # kept and re-raised for that record alone
             return exc
 
-    with ThreadPoolExecutor(max_workers=max(1, min(DELIVERY_THREADS, len(records)))) as pool:
-        results = list(pool.map(one, records))
+    results = list(_pool().map(one, records)) if len(records) > 1 else [one(r) for r in records]
     return {str(record["messageId"]): result for record, result in zip(records, results, strict=True)}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from handlers.runtime import jsonio
 from handlers.runtime.codecs import oip, v1
 from handlers.runtime.codecs.tensors import array_from_json, check_limits, check_shape
 from handlers.runtime.errors import InvalidInput, OnnxfnError
@@ -75,8 +76,8 @@ def row_from_line(line_number: int, line: bytes, manifest: Manifest) -> Row:
     """One JSON Lines record; for a text model a line that is not JSON is the text itself."""
     text = line.strip()
     try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        document = jsonio.loads(text)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
         if _is_text_model(manifest):
             try:
                 return row_from_document(line_number, text.decode("utf-8"), manifest)
@@ -146,6 +147,17 @@ def _score_chunk(loaded: LoadedModel, rows: list[Row]) -> list[Outcome]:
     return outcomes
 
 
+def answer_json(manifest: Manifest, outcome: Outcome) -> bytes:
+    """The answer as JSON bytes, encoded once (OIP answers come straight from the OIP encoder)."""
+    if outcome.row.kind == "oip":
+        assert outcome.results is not None
+        row = outcome.row
+        request = oip.InferRequest(id=row.request_id, inputs={}, outputs=row.outputs, binary_outputs=set())
+        body, _ = oip.encode_infer_response(manifest, request, outcome.results)
+        return body
+    return jsonio.dumps(answer(manifest, outcome))
+
+
 def answer(manifest: Manifest, outcome: Outcome) -> dict[str, Any]:
     """The JSON answer for one scored row, shaped like the request it came from."""
     row, results = outcome.row, outcome.results
@@ -153,7 +165,7 @@ def answer(manifest: Manifest, outcome: Outcome) -> dict[str, Any]:
     if row.kind == "oip":
         request = oip.InferRequest(id=row.request_id, inputs={}, outputs=row.outputs, binary_outputs=set())
         body, _ = oip.encode_infer_response(manifest, request, results)
-        document: dict[str, Any] = json.loads(body)
+        document: dict[str, Any] = jsonio.loads(body)
         return document
     if row.kind == "v1":
         return v1.encode_predict_response(row.v1_format, row.outputs, results)

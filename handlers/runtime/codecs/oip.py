@@ -6,13 +6,13 @@ by the tensors named with ``parameters.binary_data_size``, in the order the head
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from handlers.runtime import jsonio
 from handlers.runtime.codecs.tensors import (
     array_from_bytes,
     array_from_json,
@@ -51,8 +51,8 @@ def _header_length(value: str | None, body_length: int) -> int | None:
 
 def parse_json_object(raw: bytes | memoryview, what: str = "request body") -> dict[str, Any]:
     try:
-        data = json.loads(bytes(raw))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = jsonio.loads(raw)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidInput(f"{what}: expected a JSON object, got {type(data).__name__}")
@@ -185,7 +185,7 @@ def encode_infer_response(
     if request.id is not None:
         document["id"] = request.id
     document["outputs"] = outputs
-    header = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    header = jsonio.dumps(document)
     if not chunks:
         return header, {"Content-Type": JSON_CONTENT_TYPE}
     return header + b"".join(chunks), {

@@ -142,12 +142,12 @@ def serialize_bytes(items: Iterable[Any]) -> bytes:
     return b"".join(parts)
 
 
-def to_json_data(array: np.ndarray, datatype: str) -> list[Any]:
-    """Row-major flat list for an OIP JSON response."""
+def to_json_data(array: np.ndarray, datatype: str) -> list[Any] | np.ndarray:
+    """Row-major flat data for an OIP JSON response: text for BYTES, else a contiguous array."""
     flat = array.reshape(-1)
     if datatype == "BYTES":
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat.tolist()]
-    return flat.tolist()  # type: ignore[no-any-return]
+    return np.ascontiguousarray(flat, dtype=OIP_TO_NUMPY[datatype])
 
 
 def to_binary(array: np.ndarray, datatype: str) -> bytes:

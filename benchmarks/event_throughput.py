@@ -1,0 +1,212 @@
+"""Throughput of the event-driven handlers (issue targets), all in one run.
+
+* Queue worker on ``minilm``, batches of 10 records: records/s of the handler vs a bare
+  ``session.run`` on the same batched tensors (tokenized beforehand) vs the same records one per
+  invocation. Measured twice: with results written to moto's in-process S3, and with the S3/SQS
+  clients replaced by no-op stubs (the scoring path alone: in Lambda the writes are network I/O,
+  overlapped by the worker's delivery threads, not CPU).
+* S3 batch on a 10,000-line JSON Lines file for ``digits``: rows/s and the process's peak RSS
+  (a fresh subprocess: Python, moto holding the file, and the handler).
+
+Run: ``.venv/bin/python -m benchmarks.event_throughput``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_LOG_LEVEL="ERROR",
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1769",
+)
+SENTENCES = [
+    "A man is playing a guitar on stage.",
+    "The stock market fell sharply on Monday after the report.",
+    "Serverless inference keeps costs at zero when idle.",
+    "A cat sleeps on a warm windowsill in the afternoon sun.",
+    "Quantized weights make the model four times smaller.",
+    "The train to the airport leaves every fifteen minutes.",
+    "She wrote the report in a single long evening.",
+    "Rain is expected across the north by the weekend.",
+    "Embeddings map sentences to points in a vector space.",
+    "Please return the library books before Friday.",
+]
+
+
+class _NullClient:
+    """Stands in for boto3's S3/SQS clients when only the scoring path is measured."""
+
+    def put_object(self, **_: Any) -> dict[str, Any]:
+        return {}
+
+    def send_message(self, **_: Any) -> dict[str, Any]:
+        return {}
+
+
+def _median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def _event(texts: list[str]) -> dict[str, Any]:
+    from onnxfn.local.events import sqs_event
+
+    messages = [
+        {
+            "MessageId": str(uuid.uuid4()),
+            "ReceiptHandle": "r",
+            "Body": json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t]}]}),
+        }
+        for t in texts
+    ]
+    return sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:requests")
+
+
+def queue_worker(runs: int) -> dict[str, float]:
+    import boto3
+    from moto import mock_aws
+
+    from handlers.runtime.model_store import ModelStore, reset_store
+    from handlers.runtime.settings import load_settings
+    from onnxfn.local.context import LocalContext
+    from onnxfn.local.upload import upload_artifact
+
+    results: dict[str, float] = {}
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bench-data")
+        env = upload_artifact(s3, "bench-data", ROOT / "model_artifacts" / "minilm")
+        os.environ.update({**env, "DATA_BUCKET": "bench-data"})
+        store = ModelStore(load_settings(os.environ))
+        reset_store(store)
+        from handlers import queue_worker as worker
+
+        batch_event = _event(SENTENCES)
+        single_events = [_event([t]) for t in SENTENCES]
+        context = LocalContext()
+
+        def handler_batch() -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                response = worker.lambda_handler(batch_event, context)
+            assert response == {"batchItemFailures": []}, response
+
+        def handler_single() -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                for event in single_events:
+                    worker.lambda_handler(event, context)
+
+        handler_batch()
+        loaded = store.get_model()
+        feeds = loaded.pipeline.tokenize(SENTENCES)  # type: ignore[attr-defined]
+        session = loaded.pipeline._session  # type: ignore[attr-defined]
+
+        def bare() -> None:
+            session.run(["last_hidden_state"], feeds)
+
+        single_feeds = [loaded.pipeline.tokenize([t]) for t in SENTENCES]  # type: ignore[attr-defined]
+
+        def bare_one_by_one() -> None:
+            for one in single_feeds:
+                session.run(["last_hidden_state"], one)
+
+        for label, clients in (("moto_s3", None), ("no_io", {"s3": _NullClient(), "sqs": _NullClient()})):
+            if clients:
+                worker._clients.update(clients)
+            batch_ms = _median_ms(handler_batch, runs)
+            single_ms = _median_ms(handler_single, max(5, runs // 3))
+            bare_ms = _median_ms(bare, runs)
+            results[f"queue_{label}_batch10_records_per_s"] = 10_000 / batch_ms
+            results[f"queue_{label}_one_by_one_records_per_s"] = 10_000 / single_ms
+            results[f"queue_{label}_ratio_vs_bare"] = bare_ms / batch_ms
+            results[f"queue_{label}_ratio_vs_one_by_one"] = single_ms / batch_ms
+        results["queue_bare_session_run_batch10_records_per_s"] = 10_000 / bare_ms
+        bare_single_ms = _median_ms(bare_one_by_one, max(5, runs // 3))
+        results["queue_bare_session_run_one_by_one_records_per_s"] = 10_000 / bare_single_ms
+        results["queue_bare_batching_gain"] = bare_single_ms / bare_ms
+    return results
+
+
+S3_BATCH = """
+import contextlib, io, json, os, resource, time
+from pathlib import Path
+import numpy as np
+from moto import mock_aws
+import boto3
+from sklearn.datasets import load_digits
+with mock_aws():
+    s3 = boto3.client("s3"); s3.create_bucket(Bucket="bench-data")
+    from onnxfn.local.upload import upload_artifact
+    os.environ.update({**upload_artifact(s3, "bench-data", Path("model_artifacts/digits")), "DATA_BUCKET": "bench-data"})
+    pixels = load_digits().data.astype(np.float32)
+    lines = [json.dumps(pixels[i % len(pixels)].tolist()) for i in range(10_000)]
+    s3.put_object(Bucket="bench-data", Key="inbox/digits/rows.jsonl", Body="\\n".join(lines).encode())
+    from handlers import s3_batch
+    from onnxfn.local.context import LocalContext
+    event = {"Records": [{"messageId": "m", "receiptHandle": "r", "attributes": {}, "messageAttributes": {},
+             "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:q", "awsRegion": "us-east-1",
+             "body": json.dumps({"Records": [{"s3": {"bucket": {"name": "bench-data"},
+                     "object": {"key": "inbox/digits/rows.jsonl", "eTag": "e"}}}]})}]}
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        response = s3_batch.lambda_handler(event, LocalContext())
+    seconds = time.perf_counter() - started
+    summary = json.loads(s3.get_object(Bucket="bench-data", Key="outbox/digits/rows.jsonl.summary.json")["Body"].read())
+    assert response == {"batchItemFailures": []} and summary["scored"] == 10_000, (response, summary)
+    print(json.dumps({"rows_per_s": 10_000 / seconds, "seconds": seconds,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def s3_batch(repeats: int = 3) -> dict[str, float]:
+    samples = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-c", S3_BATCH],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {
+        "s3_batch_digits_10k_rows_per_s": statistics.median(s["rows_per_s"] for s in samples),
+        "s3_batch_digits_10k_seconds": statistics.median(s["seconds"] for s in samples),
+        "s3_batch_digits_10k_peak_rss_mb": max(s["peak_rss_mb"] for s in samples),
+    }
+
+
+def main() -> None:
+    results = {**queue_worker(runs=40), **s3_batch()}
+    for key, value in results.items():
+        print(f"{key:48s} {value:10.2f}")
+    print(f"{'benchmark_process_peak_rss_mb':48s} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
