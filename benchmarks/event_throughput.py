@@ -159,7 +159,8 @@ from sklearn.datasets import load_digits
 with mock_aws():
     s3 = boto3.client("s3"); s3.create_bucket(Bucket="bench-data")
     from onnxfn.local.upload import upload_artifact
-    os.environ.update({**upload_artifact(s3, "bench-data", Path("model_artifacts/digits")), "DATA_BUCKET": "bench-data"})
+    env = upload_artifact(s3, "bench-data", Path("model_artifacts/digits"))
+    os.environ.update({**env, "DATA_BUCKET": "bench-data"})
     pixels = load_digits().data.astype(np.float32)
     lines = [json.dumps(pixels[i % len(pixels)].tolist()) for i in range(10_000)]
     s3.put_object(Bucket="bench-data", Key="inbox/digits/rows.jsonl", Body="\\n".join(lines).encode())
