@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup models demo test lint unit synth deploy destroy clean
+.PHONY: help setup models demo test lint unit bench synth deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ unit: setup models ## the test suite alone
 	$(BIN)/pytest -q
 
 test: lint unit ## everything: lint, import contracts, the whole test suite
+
+bench: setup models ## benchmarks (not tests): handler overhead, event-driven throughput
+	$(PY) -m benchmarks.handler_overhead
+	$(PY) -m benchmarks.event_throughput
 
 CDK := npx --no-install cdk --no-notices
 
