@@ -41,7 +41,7 @@ setup: $(SETUP_STAMP) $(NODE_STAMP) ## create .venv and node_modules with every 
 model_artifacts/digits/manifest.json: $(SETUP_STAMP) onnxfn/build/digits.py
 	$(BIN)/onnxfn build-demo digits
 
-model_artifacts/minilm/manifest.json: $(SETUP_STAMP) onnxfn/build/bert.py onnxfn/build/quantize.py onnxfn/build/demo_models.py
+model_artifacts/minilm/manifest.json: $(SETUP_STAMP) onnxfn/build/bert.py onnxfn/build/quantize.py onnxfn/build/demo_models.py $(wildcard onnxfn/prepare/*.py)
 	$(BIN)/onnxfn build-demo minilm
 
 models: $(MODELS) ## build the demo models (digits, minilm) into model_artifacts/

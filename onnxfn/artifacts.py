@@ -50,11 +50,14 @@ def write_artifact(
     *,
     root: Path = DEFAULT_ROOT,
     force: bool = False,
+    extras: Mapping[str, Path] | None = None,
 ) -> Manifest:
     """Copy ``files`` (relative path -> (source, role)) and a manifest built from ``spec`` into ``root/name``.
 
     ``spec`` holds the manifest fields other than ``schema_version``, ``name``, ``files`` and
     ``onnx``, which are computed here. The manifest is validated before anything is renamed.
+    ``extras`` (report, plots) are copied beside the model but not listed in the manifest, so the
+    function never fetches them.
     """
     destination = root / name
     if destination.exists() and not force:
@@ -76,6 +79,8 @@ def write_artifact(
                 model_path = target
         if model_path is None:
             raise ManifestError("an artifact needs exactly one file with role 'model'")
+        for relative, source in (extras or {}).items():
+            shutil.copyfile(source, staging / relative)
         optimization = spec.get("optimization_level")
         document = {
             "schema_version": SCHEMA_VERSION,

@@ -14,7 +14,7 @@ from handlers.runtime.errors import ManifestError
 from onnxfn.artifacts import DEFAULT_ROOT, list_artifacts
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _cmd_build_demo(args: argparse.Namespace) -> int:
@@ -56,6 +56,74 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,64, got {text!r}") from exc
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from onnxfn.prepare.add import AddOptions, GateFailed, add_model
+    from onnxfn.prepare.calibration import CalibrationError
+    from onnxfn.prepare.quantization import QuantizationError
+    from onnxfn.prepare.report import summary_table
+    from onnxfn.prepare.sources import SourceError
+    from onnxfn.prepare.validation import Thresholds
+
+    options = AddOptions(
+        quantize=args.quantize,
+        optimize=args.optimize,
+        calibration=Path(args.calibration) if args.calibration else None,
+        samples=Path(args.samples) if args.samples else None,
+        thresholds=Thresholds(
+            min_top1_agreement=args.min_top1,
+            max_probability_diff=args.max_prob_diff,
+            min_cosine_mean=args.min_cosine_mean,
+            min_cosine_min=args.min_cosine_min,
+            max_abs_error=args.max_abs_error if args.max_abs_error is not None else float("inf"),
+            max_rel_error=args.max_rel_error,
+        ),
+        trust_pickle=args.trust_pickle,
+        input_name=args.input_name,
+        input_shape=args.input_shape,
+        labels=[x.strip() for x in args.labels.split(",")] if args.labels else None,
+        exclude_nodes=[x.strip() for x in args.exclude_nodes.split(",")] if args.exclude_nodes else [],
+        version=args.version,
+        packaging=args.packaging,
+        force=args.force,
+    )
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        current = bar.add_task("starting", total=None)
+
+        def step(text: str) -> None:
+            bar.update(current, description=text)
+
+        try:
+            result = add_model(Path(args.source), args.name, options, root=Path(args.root), step=step, progress=step)
+        except GateFailed as failed:
+            bar.stop()
+            console.print(summary_table(failed.report, name=args.name))
+            err_console.print(f"[red]error:[/] validation gate failed, nothing written: {failed}")
+            return 1
+        except (SourceError, QuantizationError, CalibrationError, FileExistsError) as exc:
+            bar.stop()
+            err_console.print(f"[red]error:[/] {exc}")
+            return 2
+    console.print(summary_table(result.report, name=args.name))
+    fit = result.lambda_fit
+    console.print(
+        f"[green]wrote[/] {result.path} — {fit['artifact_mb']} MB; peak RSS {fit['peak_rss_mb']} MB → "
+        f"memory_mb {fit['recommended_memory_mb']}; layer: {fit['package_budget']}; report {result.path / 'report.md'}"
+    )
+    for warning in fit["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from onnxfn.demo import run_demo
 
@@ -70,6 +138,34 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build-demo", help="build the demo models (digits, minilm) from pinned packages")
     build.add_argument("model", nargs="?", default="all", choices=("all", "digits", "minilm"))
     build.set_defaults(func=_cmd_build_demo)
+
+    add = sub.add_parser("add", help="convert, quantize, pre-optimize and validate a model into model_artifacts/NAME")
+    add.add_argument("source", help="an .onnx file, a scikit-learn/PyTorch pickle, or a BERT checkpoint folder")
+    add.add_argument("--name", required=True)
+    add.add_argument("--version", default="1")
+    add.add_argument("--quantize", default="dynamic", choices=("dynamic", "static", "fp16", "none"))
+    add.add_argument("--calibration", help="calibration set for --quantize static: .npy, .jsonl or text lines")
+    add.add_argument("--samples", help="validation samples (.npy, .jsonl or text lines); default: generated")
+    add.add_argument(
+        "--optimize",
+        default="extended",
+        choices=("basic", "extended", "none"),
+        help="save onnxruntime's optimized graph at this level (default: %(default)s)",
+    )
+    add.add_argument("--exclude-nodes", help="comma-separated node names to keep in float")
+    add.add_argument("--trust-pickle", action="store_true", help="allow loading pickle/joblib/torch files")
+    add.add_argument("--input-name", default="input", help="input name for scikit-learn models")
+    add.add_argument("--input-shape", type=_ints, help="example input shape for PyTorch modules, e.g. 1,64")
+    add.add_argument("--labels", help="comma-separated class names (PyTorch classifiers)")
+    add.add_argument("--packaging", default="zip", choices=("zip", "image"))
+    add.add_argument("--force", action="store_true", help="replace an existing artifact")
+    add.add_argument("--min-top1", type=float, default=0.99, help="classifiers: minimum top-1 agreement")
+    add.add_argument("--max-prob-diff", type=float, default=0.05, help="classifiers: maximum probability diff")
+    add.add_argument("--min-cosine-mean", type=float, default=0.99, help="embedders: minimum mean cosine")
+    add.add_argument("--min-cosine-min", type=float, default=0.985, help="embedders: minimum cosine")
+    add.add_argument("--max-abs-error", type=float, help="other models: maximum absolute error (default: off)")
+    add.add_argument("--max-rel-error", type=float, default=0.05, help="other models: maximum relative error")
+    add.set_defaults(func=_cmd_add)
 
     sub.add_parser("list", help="list the models in the artifact folder").set_defaults(func=_cmd_list)
     show = sub.add_parser("show", help="print one model's manifest")

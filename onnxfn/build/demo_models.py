@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from handlers.runtime.manifest import Manifest
-from onnxfn.artifacts import write_artifact
 
 NAMES = ("digits", "minilm")
-MINILM_DIM = 384
 
 
 def minilm_checkpoint() -> Path:
@@ -29,37 +25,11 @@ def minilm_checkpoint() -> Path:
 
 
 def build_minilm(root: Path, *, force: bool = True) -> Manifest:
-    """Export MiniLM-L6-v2 to ONNX, quantize it (dynamic int8, per-channel) and write ``root/minilm``."""
-    from onnxfn.build.bert import build_minilm_int8
+    """``onnxfn add <checkpoint> --name minilm``: the same command a user runs, with the demo's settings."""
+    from onnxfn.prepare.add import AddOptions, add_model
 
-    checkpoint = minilm_checkpoint()
-    with tempfile.TemporaryDirectory() as tmp:
-        facts: dict[str, Any] = build_minilm_int8(checkpoint, Path(tmp))
-        return write_artifact(
-            "minilm",
-            {
-                "model.onnx": (Path(tmp) / "model.onnx", "model"),
-                "tokenizer.json": (checkpoint / "tokenizer.json", "tokenizer"),
-            },
-            {
-                "version": "1",
-                "description": "sentence-transformers/all-MiniLM-L6-v2: text in, 384-d normalised embeddings out",
-                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-                "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, MINILM_DIM]}],
-                "limits": {"max_batch": 64, "max_elements": 64},
-                "pipeline": {
-                    "kind": "text-embedding",
-                    "tokenizer": "tokenizer.json",
-                    "max_length": 256,
-                    "pooling": "mean",
-                    "normalize": True,
-                    "hidden_output": "last_hidden_state",
-                },
-                "quantization": {"method": "dynamic", "weight_type": "QInt8", **facts},
-            },
-            root=root,
-            force=force,
-        )
+    options = AddOptions(force=force, batch_sizes=(1, 8), runs=5)
+    return add_model(minilm_checkpoint(), "minilm", options, root=root).manifest
 
 
 def build(name: str, root: Path) -> tuple[Manifest, float]:

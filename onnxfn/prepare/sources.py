@@ -1,0 +1,387 @@
+"""What a user brings, turned into an fp32 ONNX model plus what describes it.
+
+Four kinds: an ``.onnx`` file; a scikit-learn estimator or pipeline (joblib/pickle, converted by
+skl2onnx with zipmap off); a PyTorch module saved whole with ``torch.save`` (exported by
+``torch.onnx.export``); a BERT-family / sentence-transformers checkpoint folder (``config.json``,
+``model.safetensors``, ``tokenizer.json``), built into a text-embedding model with numpy + onnx.
+Unpickling runs code from the file, so the two pickle kinds need ``trust_pickle``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from handlers.runtime.datatypes import OIP_TO_NUMPY
+from handlers.runtime.pipelines import classification_outputs
+from onnxfn.prepare.validation import Feeds, Task
+
+SUPPORTED = (
+    "an .onnx file; a scikit-learn estimator or pipeline (.joblib, .pkl, .pickle; with --trust-pickle); "
+    "a PyTorch module saved with torch.save (.pt, .pth; with --trust-pickle and --input-shape); "
+    "a BERT / sentence-transformers checkpoint folder (config.json, model.safetensors, tokenizer.json)"
+)
+ONNX_TO_OIP = {
+    onnx.TensorProto.FLOAT: "FP32",
+    onnx.TensorProto.DOUBLE: "FP64",
+    onnx.TensorProto.FLOAT16: "FP16",
+    onnx.TensorProto.INT64: "INT64",
+    onnx.TensorProto.INT32: "INT32",
+    onnx.TensorProto.INT16: "INT16",
+    onnx.TensorProto.INT8: "INT8",
+    onnx.TensorProto.UINT8: "UINT8",
+    onnx.TensorProto.UINT16: "UINT16",
+    onnx.TensorProto.UINT32: "UINT32",
+    onnx.TensorProto.UINT64: "UINT64",
+    onnx.TensorProto.BOOL: "BOOL",
+    onnx.TensorProto.STRING: "BYTES",
+}
+SAMPLE_ROWS = 64
+
+
+class SourceError(ValueError):
+    """The source cannot be used; the message says why and what would work."""
+
+
+@dataclass
+class Source:
+    """An fp32 ONNX model in the staging folder and everything ``onnxfn add`` needs to describe it."""
+
+    kind: str
+    onnx_path: Path
+    inputs: list[dict[str, Any]]  # client-facing tensors (manifest)
+    outputs: list[dict[str, Any]]
+    model_inputs: dict[str, tuple[np.dtype, tuple[int, ...]]]  # what the graph takes
+    task: Task
+    pipeline: dict[str, Any] | None = None
+    files: dict[str, tuple[Path, str]] = field(default_factory=dict)  # extra artifact files
+    tokenize: Callable[[list[str]], Feeds] | None = None
+    samples: list[Feeds] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    max_batch: int = 64
+
+
+def _tensor_specs(values: Any) -> list[dict[str, Any]]:
+    specs = []
+    for value in values:
+        elem = value.type.tensor_type.elem_type
+        if elem not in ONNX_TO_OIP:
+            raise SourceError(f"tensor {value.name!r} has ONNX type {elem}, which onnxfn cannot serve")
+        dims = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in value.type.tensor_type.shape.dim
+        ]
+        specs.append({"name": value.name, "datatype": ONNX_TO_OIP[elem], "shape": dims or [-1]})
+    return specs
+
+
+def graph_io(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = _tensor_specs([i for i in model.graph.input if i.name not in initializers])
+    if not inputs:
+        raise SourceError("the model has no inputs; expected at least one graph input that is not a weight")
+    return inputs, _tensor_specs(model.graph.output)
+
+
+def _model_inputs(specs: list[dict[str, Any]]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    return {s["name"]: (OIP_TO_NUMPY[s["datatype"]], tuple(s["shape"])) for s in specs}
+
+
+def random_samples(specs: list[dict[str, Any]], rows: int = SAMPLE_ROWS, seed: int = 0) -> list[Feeds]:
+    """Sample feeds generated from the input schema; only the first (batch) dimension may be dynamic."""
+    rng = np.random.default_rng(seed)
+    feeds: Feeds = {}
+    for spec in specs:
+        dims = spec["shape"][1:]
+        if any(d == -1 for d in dims):
+            raise SourceError(
+                f"input {spec['name']!r} has a dynamic dimension after the batch ({spec['shape']}); "
+                "samples cannot be generated for it: give --samples FILE (.npy or .jsonl)"
+            )
+        dtype = OIP_TO_NUMPY[spec["datatype"]]
+        shape = (rows, *dims)
+        if dtype.kind == "f":
+            feeds[spec["name"]] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[spec["name"]] = rng.integers(0, 10, shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec["name"]] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            raise SourceError(f"input {spec['name']!r} is {spec['datatype']}: give --samples FILE")
+    return [{k: v[i : i + 8] for k, v in feeds.items()} for i in range(0, rows, 8)]
+
+
+# --- .onnx ---------------------------------------------------------------------------------------
+
+
+def from_onnx(path: Path, staging: Path) -> Source:
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError, ...
+        raise SourceError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    inputs, outputs = graph_io(model)
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        reason = str(exc).split(" : ")[-1].splitlines()[0][:240]
+        raise SourceError(f"onnxruntime {ort.__version__} cannot load {path.name}: {reason}") from exc
+    target = staging / "original.onnx"
+    shutil.copyfile(path, target)
+    return Source(
+        kind="onnx",
+        onnx_path=target,
+        inputs=inputs,
+        outputs=outputs,
+        model_inputs=_model_inputs(inputs),
+        task=Task(kind="raw", output=outputs[0]["name"]),
+    )
+
+
+# --- scikit-learn ----------------------------------------------------------------------------------
+
+
+def _unpickle(path: Path, trust_pickle: bool, what: str) -> Any:
+    if not trust_pickle:
+        raise SourceError(
+            f"{path.name}: loading a {what} file runs code from it; pass --trust-pickle if you trust its origin"
+        )
+    import joblib
+
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        raise SourceError(f"{path} could not be loaded as a {what} file ({type(exc).__name__}: {exc})") from exc
+
+
+def from_sklearn(path: Path, staging: Path, *, trust_pickle: bool, input_name: str = "input") -> Source:
+    estimator = _unpickle(path, trust_pickle, "pickle/joblib")
+    if not hasattr(estimator, "predict") or not hasattr(estimator, "n_features_in_"):
+        raise SourceError(f"{path.name} holds a {type(estimator).__name__}, not a fitted scikit-learn estimator")
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    features = int(estimator.n_features_in_)
+    try:
+        model = to_onnx(
+            estimator,
+            initial_types=[(input_name, FloatTensorType([None, features]))],
+            options={"zipmap": False},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+    except Exception as exc:
+        raise SourceError(f"skl2onnx cannot convert {type(estimator).__name__}: {exc}") from exc
+    target = staging / "original.onnx"
+    onnx.save(model, str(target))
+    samples = random_samples([{"name": input_name, "datatype": "FP32", "shape": [-1, features]}])
+    inputs = [{"name": input_name, "datatype": "FP32", "shape": [-1, features]}]
+    check = np.concatenate([s[input_name] for s in samples])
+    expected = estimator.predict(check)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    got = session.run(None, {input_name: check})[0]
+    if hasattr(estimator, "classes_") and hasattr(estimator, "predict_proba"):
+        labels = [str(c) for c in estimator.classes_]
+        agreement = float(np.mean(np.asarray(got).reshape(-1) == np.asarray(expected).reshape(-1)))
+        if agreement < 0.99:
+            raise SourceError(f"the converted model agrees with scikit-learn on {agreement:.1%} of samples")
+        return Source(
+            kind="sklearn",
+            onnx_path=target,
+            inputs=inputs,
+            outputs=classification_outputs(labels, len(labels)),
+            model_inputs=_model_inputs(inputs),
+            task=Task(kind="classifier", output="probabilities"),
+            pipeline={"kind": "classification", "scores_output": "probabilities", "softmax": False, "labels": labels},
+            samples=samples,
+            facts={"estimator": type(estimator).__name__, "sklearn_agreement": agreement},
+        )
+    error = float(np.max(np.abs(np.asarray(got).reshape(-1) - np.asarray(expected, dtype=np.float64).reshape(-1))))
+    _, outputs = graph_io(model)
+    return Source(
+        kind="sklearn",
+        onnx_path=target,
+        inputs=inputs,
+        outputs=outputs,
+        model_inputs=_model_inputs(inputs),
+        task=Task(kind="raw", output=outputs[0]["name"]),
+        samples=samples,
+        facts={"estimator": type(estimator).__name__, "sklearn_max_abs_error": error},
+    )
+
+
+# --- PyTorch -------------------------------------------------------------------------------------------
+
+
+def from_pytorch(
+    path: Path, staging: Path, *, trust_pickle: bool, input_shape: list[int] | None, labels: list[str] | None
+) -> Source:
+    try:
+        import torch
+    except ImportError as exc:
+        raise SourceError("PyTorch sources need torch: pip install torch==2.13.0 (the CPU build)") from exc
+    if not trust_pickle:
+        raise SourceError(f"{path.name}: loading a PyTorch file runs code from it; pass --trust-pickle if you trust it")
+    if not input_shape:
+        raise SourceError("a PyTorch module has no input schema: give --input-shape, e.g. --input-shape 1,64")
+    try:
+        module = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:
+        raise SourceError(f"{path} could not be loaded with torch.load ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise SourceError(f"{path.name} holds a {type(module).__name__}; save the whole module with torch.save(model)")
+    module.eval()
+    example = torch.randn(*input_shape)
+    target = staging / "original.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
+        torch.onnx.export(
+            module,
+            (example,),
+            str(target),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            opset_version=17,
+        )
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        expected = module(example).numpy()
+    got = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, {"input": example.numpy()})[0]
+    error = float(np.max(np.abs(got - expected)))
+    if error > 1e-3:
+        raise SourceError(f"the exported ONNX model differs from the module by {error:.2e} (max abs)")
+    model = onnx.load(str(target))
+    inputs, outputs = graph_io(model)
+    source = Source(
+        kind="pytorch",
+        onnx_path=target,
+        inputs=inputs,
+        outputs=outputs,
+        model_inputs=_model_inputs(inputs),
+        task=Task(kind="raw", output="output"),
+        samples=random_samples(inputs),
+        facts={"module": type(module).__name__, "export_max_abs_error": error, "exporter": "torch.onnx (TorchScript)"},
+    )
+    if labels:
+        classes = int(outputs[0]["shape"][-1])
+        if classes != len(labels):
+            raise SourceError(f"--labels names {len(labels)} classes, the model outputs {classes} scores")
+        source.outputs = classification_outputs(labels, classes)
+        source.pipeline = {"kind": "classification", "scores_output": "output", "softmax": True, "labels": labels}
+        source.task = Task(kind="classifier", output="output", softmax=True)
+    return source
+
+
+# --- BERT checkpoint -------------------------------------------------------------------------------------
+
+
+def is_bert_checkpoint(path: Path) -> bool:
+    return path.is_dir() and all((path / f).exists() for f in ("config.json", "model.safetensors", "tokenizer.json"))
+
+
+def from_bert(path: Path, staging: Path) -> Source:
+    from tokenizers import Tokenizer
+
+    from onnxfn.build.bert import build_bert_encoder, save_model
+    from onnxfn.prepare.sentences import SENTENCES
+
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (path / f).exists()]
+    if missing:
+        raise SourceError(f"{path} is not a BERT checkpoint folder: missing {', '.join(missing)}")
+    max_length = 256
+    config_file = path / "sentence_bert_config.json"
+    if config_file.exists():
+        max_length = int(json.loads(config_file.read_text()).get("max_seq_length", max_length))
+    pooling = "mean"
+    pooling_file = path / "1_Pooling" / "config.json"
+    if pooling_file.exists() and json.loads(pooling_file.read_text()).get("pooling_mode_cls_token"):
+        pooling = "cls"
+    try:
+        model = build_bert_encoder(path)
+    except Exception as exc:
+        raise SourceError(f"{path}: not a BERT-family checkpoint this builder understands ({exc})") from exc
+    target = staging / "original.onnx"
+    save_model(model, target)
+    hidden = int(json.loads((path / "config.json").read_text())["hidden_size"])
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.enable_padding()
+    names = [i.name for i in model.graph.input]
+
+    def tokenize(texts: list[str]) -> Feeds:
+        encodings = tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        feeds = {
+            "input_ids": ids,
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.zeros_like(ids),
+        }
+        return {k: v for k, v in feeds.items() if k in names}
+
+    def embed(hidden_states: np.ndarray, feeds: Feeds) -> np.ndarray:
+        if pooling == "cls":
+            pooled = hidden_states[:, 0, :]
+        else:
+            mask = feeds["attention_mask"][:, :, None].astype(np.float32)
+            pooled = (hidden_states * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        return np.asarray(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+
+    return Source(
+        kind="bert",
+        onnx_path=target,
+        inputs=[{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        outputs=[{"name": "embedding", "datatype": "FP32", "shape": [-1, hidden]}],
+        model_inputs={n: (np.dtype(np.int64), (-1, -1)) for n in names},
+        task=Task(kind="embedder", output="last_hidden_state", embed=embed),
+        pipeline={
+            "kind": "text-embedding",
+            "tokenizer": "tokenizer.json",
+            "max_length": max_length,
+            "pooling": pooling,
+            "normalize": True,
+            "hidden_output": "last_hidden_state",
+        },
+        files={"tokenizer.json": (path / "tokenizer.json", "tokenizer")},
+        tokenize=tokenize,
+        samples=[tokenize(SENTENCES[i : i + 16]) for i in range(0, len(SENTENCES), 16)],
+        facts={"checkpoint": path.name, "hidden_size": hidden, "pooling": pooling},
+    )
+
+
+def load_source(
+    source: Path,
+    staging: Path,
+    *,
+    trust_pickle: bool = False,
+    input_name: str = "input",
+    input_shape: list[int] | None = None,
+    labels: list[str] | None = None,
+) -> Source:
+    """The fp32 model and its description, whatever kind of source ``source`` is."""
+    if not source.exists():
+        raise SourceError(f"{source} does not exist; expected {SUPPORTED}")
+    if source.is_dir():
+        if is_bert_checkpoint(source):
+            return from_bert(source, staging)
+        raise SourceError(f"{source} is a folder but not a BERT checkpoint; supported sources: {SUPPORTED}")
+    suffix = source.suffix.lower()
+    if suffix == ".onnx":
+        return from_onnx(source, staging)
+    if suffix in (".joblib", ".pkl", ".pickle"):
+        return from_sklearn(source, staging, trust_pickle=trust_pickle, input_name=input_name)
+    if suffix in (".pt", ".pth"):
+        return from_pytorch(source, staging, trust_pickle=trust_pickle, input_shape=input_shape, labels=labels)
+    raise SourceError(f"{source.name}: unsupported source type {suffix or '(none)'}; supported: {SUPPORTED}")

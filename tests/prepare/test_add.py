@@ -1,0 +1,252 @@
+"""`onnxfn add` end to end for every source kind, on small models built here; the gate's pass and fail
+paths; bad input gives one error line and leaves nothing in the artifact folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+
+from handlers.runtime.manifest import Manifest
+from onnxfn.cli import main
+
+RNG = np.random.default_rng(7)
+
+
+def _mlp(path: Path, inputs: int = 16, hidden: int = 64, outputs: int = 4, dims: list | None = None) -> Path:
+    w1 = numpy_helper.from_array(RNG.standard_normal((inputs, hidden)).astype(np.float32) * 0.3, "w1")
+    w2 = numpy_helper.from_array(RNG.standard_normal((hidden, outputs)).astype(np.float32) * 0.3, "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims or ["batch", inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(root: Path, *args: str) -> int:
+    return main(["--root", str(root), "add", *args])
+
+
+def _artifact_files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_onnx_source_writes_a_servable_artifact_with_report(tmp_path, capsys):
+    root = tmp_path / "artifacts"
+    # dynamic int8 on a small random MLP: measured max relative error 0.18
+    assert _run(root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "mlp", "--max-rel-error", "0.25") == 0
+    manifest = Manifest.load(root / "mlp" / "manifest.json")
+    assert manifest.inputs[0].name == "x" and manifest.inputs[0].shape == (-1, 16)
+    assert manifest.quantization["method"] == "dynamic"
+    assert manifest.onnx.optimization_level == "extended"
+    validation = manifest.validation
+    assert validation["drift"]["max_rel_error"] <= 0.25
+    assert set(validation["latency_ms"]) == {"original", "prepared"}
+    assert validation["lambda"]["recommended_memory_mb"] >= 512
+    files = _artifact_files(root / "mlp")
+    assert {"manifest.json", "model.onnx", "report.md", "latency.png", "drift.png"} <= set(files)
+    assert (root / "mlp" / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "mlp" in capsys.readouterr().out
+    assert [p.name for p in root.iterdir()] == ["mlp"]  # no staging folder left behind
+    # list and show print the figures
+    assert main(["--root", str(root), "list"]) == 0 and "mlp" in capsys.readouterr().out
+    assert main(["--root", str(root), "show", "mlp"]) == 0 and "max_abs_error" in capsys.readouterr().out
+
+
+def test_sklearn_source_needs_trust_and_becomes_a_classifier(tmp_path, capsys):
+    features, labels = load_digits(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(features, labels)
+    joblib.dump(model, tmp_path / "clf.joblib")
+    root = tmp_path / "artifacts"
+    assert _run(root, str(tmp_path / "clf.joblib"), "--name", "clf") == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert not (root / "clf").exists()
+    assert _run(root, str(tmp_path / "clf.joblib"), "--name", "clf", "--trust-pickle", "--input-name", "pixels") == 0
+    manifest = Manifest.load(root / "clf" / "manifest.json")
+    assert manifest.pipeline is not None and manifest.pipeline.kind == "classification"
+    assert manifest.pipeline.labels == tuple(str(i) for i in range(10))
+    assert [t.name for t in manifest.outputs] == ["label", "label_name", "probabilities"]
+    assert manifest.validation["drift"]["top1_agreement"] >= 0.99
+
+
+def test_pytorch_source_with_labels(tmp_path):
+    import torch  # requirements-dev.txt pins the CPU build
+
+    module = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    torch.save(module, tmp_path / "net.pt")
+    root = tmp_path / "artifacts"
+    code = _run(
+        root, str(tmp_path / "net.pt"), "--name", "net", "--trust-pickle", "--input-shape", "2,12", "--labels", "a,b,c"
+    )
+    assert code == 0
+    manifest = Manifest.load(root / "net" / "manifest.json")
+    assert manifest.inputs[0].shape == (-1, 12)
+    assert manifest.pipeline is not None and manifest.pipeline.softmax is True
+    assert manifest.validation["drift"]["top1_agreement"] >= 0.99
+
+
+def _tiny_bert(folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer."""
+    from safetensors.numpy import save_file
+
+    from onnxfn.build.demo_models import minilm_checkpoint
+
+    folder.mkdir()
+    hidden, inter, layers, vocab = 32, 64, 2, 30522
+    w = {
+        "embeddings.word_embeddings.weight": RNG.standard_normal((vocab, hidden)) * 0.02,
+        "embeddings.position_embeddings.weight": RNG.standard_normal((512, hidden)) * 0.02,
+        "embeddings.token_type_embeddings.weight": RNG.standard_normal((2, hidden)) * 0.02,
+        "embeddings.LayerNorm.weight": np.ones(hidden),
+        "embeddings.LayerNorm.bias": np.zeros(hidden),
+    }
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for name, shape in (
+            ("attention.self.query", (hidden, hidden)),
+            ("attention.self.key", (hidden, hidden)),
+            ("attention.self.value", (hidden, hidden)),
+            ("attention.output.dense", (hidden, hidden)),
+            ("intermediate.dense", (inter, hidden)),
+            ("output.dense", (hidden, inter)),
+        ):
+            w[p + name + ".weight"] = RNG.standard_normal(shape) * 0.05
+            w[p + name + ".bias"] = np.zeros(shape[0])
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[p + name + ".weight"] = np.ones(hidden)
+            w[p + name + ".bias"] = np.zeros(hidden)
+    save_file({k: np.asarray(v, dtype=np.float32) for k, v in w.items()}, str(folder / "model.safetensors"))
+    config = {
+        "hidden_size": hidden,
+        "num_attention_heads": 2,
+        "num_hidden_layers": layers,
+        "intermediate_size": inter,
+        "layer_norm_eps": 1e-12,
+        "vocab_size": vocab,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "hidden_act": "gelu",
+        "model_type": "bert",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.copyfile(minilm_checkpoint() / "tokenizer.json", folder / "tokenizer.json")
+    return folder
+
+
+def test_bert_checkpoint_becomes_a_text_embedding_pipeline(tmp_path):
+    root = tmp_path / "artifacts"
+    checkpoint = _tiny_bert(tmp_path / "tiny-bert")
+    assert _run(root, str(checkpoint), "--name", "tiny") == 0  # dynamic: the MiniLM recipe
+    manifest = Manifest.load(root / "tiny" / "manifest.json")
+    assert manifest.pipeline is not None and manifest.pipeline.kind == "text-embedding"
+    assert [t.name for t in manifest.inputs] == ["text"] and manifest.outputs[0].shape == (-1, 32)
+    assert (root / "tiny" / "tokenizer.json").exists()
+    assert manifest.validation["drift"]["cosine_min"] >= 0.985
+
+
+def test_gate_failure_writes_nothing_and_names_the_figure(tmp_path, capsys):
+    root = tmp_path / "artifacts"
+    code = _run(
+        root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "strict", "--max-abs-error", "1e-9", "--max-rel-error", "1"
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "validation gate failed, nothing written" in err and "--max-abs-error" in err
+    assert _artifact_files(root) == []
+
+
+def test_atomic_under_a_failure_mid_write(tmp_path, monkeypatch):
+    import onnxfn.prepare.report as report
+
+    def boom(*_, **__):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(report, "write_report", boom)
+    root = tmp_path / "artifacts"
+    with pytest.raises(OSError, match="simulated"):
+        _run(root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "half", "--quantize", "none")
+    assert _artifact_files(root) == []
+
+
+def _no_inputs(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=numpy_helper.from_array(np.ones(3, np.float32)))],
+        "constant",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (
+            lambda d: (d / "bad.onnx").write_bytes(_mlp(d / "ok.onnx").read_bytes()[:200]) and d / "bad.onnx",
+            [],
+            "is not a valid ONNX model",
+        ),
+        (lambda d: _no_inputs(d / "none.onnx"), [], "the model has no inputs"),
+        (lambda d: _mlp(d / "dyn.onnx", dims=["batch", "features"]), [], "has a dynamic dimension after the batch"),
+        (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt", [], "unsupported source type .txt"),
+        (lambda d: d / "missing.onnx", [], "does not exist"),
+        (lambda d: _mlp(d / "mlp.onnx"), ["--quantize", "static"], "static quantization needs a calibration set"),
+    ],
+    ids=["truncated-onnx", "no-inputs", "dynamic-dims", "unsupported", "missing", "static-without-calibration"],
+)
+def test_bad_input_is_one_clear_line_and_nothing_written(tmp_path, capsys, make, extra, message):
+    root = tmp_path / "artifacts"
+    source = make(tmp_path)
+    assert _run(root, str(source), "--name", "bad", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err, err
+    assert len(err.splitlines()) <= 3  # one message (rich may wrap a long line)
+    assert _artifact_files(root) == []
+
+
+def test_calibration_of_the_wrong_shape(tmp_path, capsys):
+    np.save(tmp_path / "calib.npy", np.zeros((10, 15), np.float32))
+    root = tmp_path / "artifacts"
+    code = _run(
+        root,
+        str(_mlp(tmp_path / "mlp.onnx")),
+        "--name",
+        "cal",
+        "--quantize",
+        "static",
+        "--calibration",
+        str(tmp_path / "calib.npy"),
+    )
+    assert code == 2
+    assert "calibration data" in capsys.readouterr().err
+    assert _artifact_files(root) == []
+
+
+def test_existing_name_needs_force(tmp_path, capsys):
+    root = tmp_path / "artifacts"
+    source = str(_mlp(tmp_path / "mlp.onnx"))
+    assert _run(root, source, "--name", "twice", "--quantize", "none") == 0
+    before = (root / "twice" / "manifest.json").read_bytes()
+    assert _run(root, source, "--name", "twice", "--quantize", "none") == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert (root / "twice" / "manifest.json").read_bytes() == before
+    assert _run(root, source, "--name", "twice", "--force", "--max-rel-error", "0.25") == 0
+    assert Manifest.load(root / "twice" / "manifest.json").quantization["method"] == "dynamic"
