@@ -31,6 +31,38 @@ class CalibrationError(ValueError):
     """A calibration file cannot feed the model; the message says which input and what was expected."""
 
 
+class CalibrationReader:
+    """Feed dicts as onnxruntime's ``CalibrationDataReader``, which checks for ``get_next`` only.
+
+    ``__len__`` and ``set_range`` let ``quantize_static`` take ranges a slice at a time
+    (``CalibStridedMinMax``) instead of holding every calibrated tensor of every batch.
+    """
+
+    def __init__(self, feeds: list[Feed], input_names: list[str]) -> None:
+        for index, feed in enumerate(feeds):
+            missing = [name for name in input_names if name not in feed]
+            if missing:
+                raise CalibrationError(
+                    f"calibration data: batch {index} lacks input {', '.join(map(repr, missing))}; "
+                    f"the model needs {', '.join(input_names)}"
+                )
+        # Only the model's inputs: onnxruntime rejects a feed with names the model does not have.
+        self._feeds = [{name: feed[name] for name in input_names} for feed in feeds]
+        self._next = iter(self._feeds)
+
+    def get_next(self) -> Feed | None:
+        return next(self._next, None)
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next = iter(self._feeds[start_index:end_index])
+
+    def rewind(self) -> None:
+        self._next = iter(self._feeds)
+
+
 def model_inputs(model_path: Path) -> InputSpec:
     """Read the input names, dtypes and shapes of an ONNX model, as ``load_calibration`` wants them.
 

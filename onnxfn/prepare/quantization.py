@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxfn.build.quantize import quantize_dynamic_int8
+from onnxfn.prepare.calibration import CalibrationError, CalibrationReader
 
 MODES = ("dynamic", "static", "fp16", "none")
 OPTIMIZATION_LEVELS = ("basic", "extended")
@@ -30,7 +31,9 @@ WEIGHT_OPS = ("MatMul", "Gemm")
 # The second projection of a BERT feed-forward block, as torch.onnx and onnxfn.build.bert name it.
 _FFN_OUTPUT = re.compile(r"(^|/)encoder/layer\.\d+/output/dense/MatMul$")
 _GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu"})
-_STATIC_HINT = "pre-processing before quantization"
+# quantize_static advises quant_pre_process on every call. Its graph optimizations may fuse or
+# rename the nodes the exclusion lists name, so it is not run, and the advice is noise.
+_PRE_PROCESS_HINT = "pre-processing before quantization"
 
 
 class QuantizationError(ValueError):
@@ -48,12 +51,11 @@ def quantize(
 ) -> dict[str, Any]:
     """Write ``src`` quantized with ``mode`` to ``dst`` and return the facts for the manifest.
 
-    ``dynamic`` stores MatMul weights as int8 (activations quantized per call, no data needed);
-    ``static`` also fixes activation scales from ``calibration`` (QDQ format), leaving in fp32 the
-    MatMuls whose accuracy it wrecks; ``fp16`` stores float weights as float16, computing in fp32
-    wherever onnxruntime's CPU provider has no float16 kernel; ``none`` copies. A model with nothing
-    to quantize is copied and reported with 0 quantized nodes. ``dst`` is written to a temporary
-    file beside it and renamed only once the result loads in onnxruntime, so it is never partial.
+    ``dynamic``: int8 MatMul weights, activations quantized per call (no data needed). ``static``:
+    QDQ with activation scales fixed by ``calibration``, leaving in fp32 the MatMuls that static
+    scales wreck. ``fp16``: float16 weights, fp32 compute wherever onnxruntime's CPU provider
+    has no float16 kernel. ``none``: a copy. A model with nothing to quantize is copied, with
+    ``quantized_nodes`` 0. ``dst`` appears only once the result loads in onnxruntime.
 
     Parameters
     ----------
@@ -66,7 +68,7 @@ def quantize(
     calibration
         ``static`` only: feed dicts of model inputs with a batch dimension (``load_calibration``).
     exclude_nodes
-        Names of nodes to keep in fp32, added to those ``static`` excludes by itself.
+        Names of nodes to keep in fp32, on top of those ``static`` excludes by itself.
     per_channel
         One int8 scale per output channel of each weight rather than one per tensor.
 
@@ -74,14 +76,14 @@ def quantize(
     -------
     dict
         JSON-serialisable: ``method``, ``weight_type``, ``per_channel``, ``excluded_nodes``,
-        ``quantized_nodes``, ``original_bytes``, ``quantized_bytes``, ``onnxruntime`` and what the
-        mode adds (``activation_type``, ``format``, ``calibration_rows``, ``blocked_op_types``).
+        ``quantized_nodes``, ``original_bytes``, ``quantized_bytes``, ``onnxruntime``, and per
+        mode ``activation_type``, ``auto_excluded_nodes``, ``calibration_rows``, ``blocked_op_types``...
 
     Raises
     ------
     QuantizationError
-        Unknown mode, missing calibration, unknown node names, a failure of the underlying tool,
-        or a result that onnxruntime cannot load.
+        Unknown mode or node, no calibration set, a failure of the tool, or a result that
+        onnxruntime cannot load.
     """
     import onnxruntime
 
@@ -94,28 +96,24 @@ def quantize(
     src, dst = Path(src), Path(dst)
     model = _load(src, mode)
     excluded = list(dict.fromkeys(exclude_nodes or []))
-    names = {node.name for node in model.graph.node}
-    unknown = [name for name in excluded if name not in names]
+    unknown = sorted(set(excluded) - {node.name for node in model.graph.node})
     if unknown:
         raise QuantizationError(f"{mode}: no node named {', '.join(map(repr, unknown))} in {src.name}; check the names")
 
-    int8 = mode in ("dynamic", "static")
-    facts: dict[str, Any] = {"method": mode, "per_channel": per_channel if int8 else False}
-    candidates: dict[str, str] = {}
+    facts: dict[str, Any] = {"method": mode, "per_channel": per_channel and mode in ("dynamic", "static")}
+    candidates: dict[str, str] | None = None  # int8 modes: node -> the weight handed to the tool
     with _staged(dst) as staged:
         try:
             if mode == "dynamic":
                 part, candidates = _dynamic(src, staged, model, excluded, per_channel)
-                facts |= part
             elif mode == "static":
                 assert calibration is not None  # checked above
                 part, candidates = _static(src, staged, model, excluded, per_channel, calibration)
-                facts |= part
             elif mode == "fp16":
-                facts |= _fp16(model, staged, excluded)
+                part = _fp16(model, staged, excluded)
             else:
                 shutil.copyfile(src, staged)
-                facts |= {"weight_type": "FLOAT", "excluded_nodes": [], "quantized_nodes": 0}
+                part = {"weight_type": "FLOAT", "excluded_nodes": [], "quantized_nodes": 0}
         except QuantizationError:
             raise
         except Exception as exc:
@@ -123,14 +121,18 @@ def quantize(
                 f"{mode} quantization of {src.name} failed: {_first_line(exc)}; "
                 "exclude the node it names (--exclude-nodes) or choose another --quantization mode"
             ) from exc
-        _check_loads(staged, mode)
-        if int8:
-            facts["quantized_nodes"] = _count_quantized(candidates, staged)
-    return facts | {
-        "original_bytes": src.stat().st_size,
-        "quantized_bytes": dst.stat().st_size,
-        "onnxruntime": onnxruntime.__version__,
-    }
+        _check_loads(staged, mode, shown=dst.name)
+        if candidates is not None:
+            part |= _count_quantized(candidates, staged, static=mode == "static")
+    return (
+        facts
+        | part
+        | {
+            "original_bytes": src.stat().st_size,
+            "quantized_bytes": dst.stat().st_size,
+            "onnxruntime": onnxruntime.__version__,
+        }
+    )
 
 
 def preoptimize(src: Path, dst: Path, level: str = "extended") -> dict[str, Any]:
@@ -176,33 +178,28 @@ def preoptimize(src: Path, dst: Path, level: str = "extended") -> dict[str, Any]
             ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise QuantizationError(f"{level} optimization of {src.name} failed: {_first_line(exc)}") from exc
-        _check_loads(staged, f"{level} optimization", optimize=False)
+        _check_loads(staged, f"{level} optimization", shown=dst.name, optimize=False)
     return {"optimization_level": level, "bytes": dst.stat().st_size}
 
 
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
     """Names of MatMuls whose two inputs both vary with the input (attention's Q·Kᵀ and probs·V).
 
-    Their two operands get one static scale each, fixed by calibration; in attention that scale
-    is set by rare extremes and the products lose most of their resolution (DESIGN.md).
+    Static quantization gives each operand one scale fixed in advance; in attention the rare
+    extremes set it and the products lose most of their resolution (DESIGN.md).
     """
     constant = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         # A node fed only by constants (Transpose of a weight, Constant) yields a constant.
         if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
             constant.update(node.output)
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and all(i not in constant for i in node.input[:2])
-    ]
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not constant.intersection(n.input[:2])]
 
 
 def ffn_output_matmuls(model: onnx.ModelProto) -> list[str]:
-    """Names of feed-forward output MatMuls: BERT's ``layer.N/output/dense`` and any fed by a GELU op.
+    """Names of feed-forward output MatMuls: BERT's ``layer.N/output/dense``, and any fed by a GELU op.
 
-    GELU outputs carry a few very large values per sequence; one static scale for them costs
-    MiniLM most of its accuracy (DESIGN.md).
+    A GELU output has a few very large values per sequence, which one fixed scale cannot serve.
     """
     producers = {out: node.op_type for node in model.graph.node for out in node.output}
     return [
@@ -215,18 +212,17 @@ def ffn_output_matmuls(model: onnx.ModelProto) -> list[str]:
 def _dynamic(
     src: Path, staged: Path, model: onnx.ModelProto, excluded: list[str], per_channel: bool
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Facts, and the weight of each node handed to the quantizer (none: the model is copied)."""
     candidates = _weight_nodes(model, ("MatMul",), excluded)
-    facts: dict[str, Any] = {
+    if candidates:
+        quantize_dynamic_int8(src, staged, per_channel=per_channel, exclude_nodes=excluded, op_types=["MatMul"])
+    else:
+        shutil.copyfile(src, staged)
+    facts = {
         "weight_type": "QInt8",
         "activation_type": "QUInt8, one scale per tensor computed at run time",
         "op_types": ["MatMul"],
         "excluded_nodes": excluded,
     }
-    if not candidates:
-        shutil.copyfile(src, staged)
-        return facts, {}
-    quantize_dynamic_int8(src, staged, per_channel=per_channel, exclude_nodes=excluded, op_types=["MatMul"])
     return facts, candidates
 
 
@@ -241,7 +237,7 @@ def _static(
     automatic = [n for n in activation_matmuls(model) + ffn_output_matmuls(model) if n not in excluded]
     excluded = list(dict.fromkeys(excluded + automatic))
     candidates = _weight_nodes(model, WEIGHT_OPS, excluded)
-    facts: dict[str, Any] = {
+    facts = {
         "weight_type": "QInt8",
         "activation_type": "QUInt8, one scale per tensor fixed by calibration",
         "format": "QDQ",
@@ -249,37 +245,41 @@ def _static(
         "excluded_nodes": excluded,
         "auto_excluded_nodes": automatic,
         "calibration_batches": len(calibration),
-        "calibration_rows": int(sum(len(next(iter(feed.values()))) for feed in calibration)),
+        "calibration_rows": sum(len(next(iter(feed.values()))) for feed in calibration),
     }
+    weights = {t.name for t in model.graph.initializer}
+    try:
+        reader = CalibrationReader(calibration, [i.name for i in model.graph.input if i.name not in weights])
+    except CalibrationError as exc:
+        raise QuantizationError(f"static: {exc}") from exc
     if not candidates:
         shutil.copyfile(src, staged)
-        return facts, {}
+        return facts, candidates
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    with _quiet(_STATIC_HINT):
+    with _quiet(_PRE_PROCESS_HINT):
         quantize_static(
-            src,
+            _type_matmul_inputs(model, candidates) or src,
             staged,
-            _FeedReader(calibration, model),
+            reader,
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(WEIGHT_OPS),
             per_channel=per_channel,
-            # uint8 activations: the u8s8 kernels are onnxruntime's fast path on every x86 CPU.
+            # u8 activations with s8 weights: the pair dynamic mode uses, onnxruntime's x86 fast path.
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={
                 "DefaultTensorType": TensorProto.FLOAT,
-                # A quantized MatMul output would be rounded again for a consumer that computes in
-                # fp32; left float, DQ -> MatMul fuses into MatMulIntegerToFloat.
+                # Left in fp32, a MatMul output is not rounded again for a consumer that computes
+                # in fp32, and DQ -> MatMul fuses into MatMulIntegerToFloat.
                 "OpTypesToExcludeOutputQuantization": list(WEIGHT_OPS),
-                # A Q -> DQ pair per quantized consumer: the others (the residual Add beside the
-                # MatMuls reading a LayerNorm output) keep the exact fp32 tensor. Faster too.
+                # A Q -> DQ pair per quantized consumer: the other consumers of a tensor (the
+                # residual Add beside the MatMuls reading a LayerNorm) keep it exact. Faster too.
                 "DedicatedQDQPair": True,
-                # Take ranges batch by batch (merged as min/max) rather than holding every calibrated
-                # tensor of every batch in memory. Not CalibMaxIntermediateOutputs: onnxruntime 1.31
-                # drops the batches it was meant to merge.
+                # Ranges taken batch by batch and merged, instead of holding every calibrated tensor
+                # of every batch. Not CalibMaxIntermediateOutputs: in onnxruntime 1.31 it drops them.
                 "CalibStridedMinMax": 1,
             },
         )
@@ -296,57 +296,24 @@ def _fp16(model: onnx.ModelProto, staged: Path, excluded: list[str]) -> dict[str
         keep_io_types=True,
         op_block_list=blocked,
         node_block_list=excluded,
-        # Weights of blocked nodes are stored in fp16 too (the size is the point); onnxruntime
-        # folds their Cast back to fp32 when the session is created.
+        # The weights of blocked nodes are stored in fp16 too (the size is the point); onnxruntime
+        # folds their Cast back to fp32 when it creates the session.
         force_fp16_initializers=True,
     )
-    _drop_cast_round_trips(converted)
+    _tidy_fp16(converted)
     onnx.save_model(converted, str(staged))
     types = _tensor_types(converted)
-    fp16_nodes = [
-        n.name
-        for n in converted.graph.node
-        if n.op_type != "Cast" and any(types.get(t) == TensorProto.FLOAT16 for t in [*n.input, *n.output])
-    ]
+    half = [n for n in converted.graph.node if n.op_type != "Cast" and TensorProto.FLOAT16 in map(types.get, n.output)]
     return {
         "weight_type": "FLOAT16",
         "excluded_nodes": excluded,
         "blocked_op_types": blocked,
-        "quantized_nodes": len(fp16_nodes),
+        "quantized_nodes": len(half),
     }
 
 
-class _FeedReader:
-    """The calibration set as onnxruntime's CalibrationDataReader (it checks for ``get_next`` only)."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]], model: onnx.ModelProto) -> None:
-        weights = {t.name for t in model.graph.initializer}
-        names = [i.name for i in model.graph.input if i.name not in weights]
-        for index, feed in enumerate(feeds):
-            missing = [name for name in names if name not in feed]
-            if missing:
-                raise QuantizationError(
-                    f"static: calibration batch {index} lacks input {', '.join(map(repr, missing))}; "
-                    f"the model needs {', '.join(names)}"
-                )
-        self._feeds = [{name: feed[name] for name in names} for feed in feeds]
-        self._next = iter(self._feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._next, None)
-
-    def __len__(self) -> int:
-        return len(self._feeds)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._next = iter(self._feeds[start_index:end_index])
-
-    def rewind(self) -> None:
-        self._next = iter(self._feeds)
-
-
 def _weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...], excluded: list[str]) -> dict[str, str]:
-    """Node name to weight initializer name, for the nodes of ``op_types`` the quantizer can take."""
+    """Node name to fp32 weight initializer, for the nodes of ``op_types`` the quantizer can take."""
     weights = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
     return {
         node.name: node.input[1]
@@ -354,18 +321,40 @@ def _weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...], excluded: l
         if node.op_type in op_types
         and _domain(node) == ""
         and node.name not in excluded
-        and len(node.input) > 1
+        and node.input[1:2]
         and node.input[1] in weights
     }
 
 
-def _count_quantized(candidates: dict[str, str], path: Path) -> int:
-    """Candidates whose fp32 weight the quantizer replaced (it drops the fp32 tensor when it does)."""
-    if not candidates:
-        return 0
+def _count_quantized(candidates: dict[str, str], path: Path, *, static: bool) -> dict[str, int]:
+    """Candidates whose fp32 weight is gone; for ``static`` also those reading a dequantized input."""
     model = onnx.load(str(path), load_external_data=False)
     left = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
-    return sum(weight not in left for weight in candidates.values())
+    counts = {"quantized_nodes": sum(weight not in left for weight in candidates.values())}
+    if static:
+        producers = {out: node.op_type for node in model.graph.node for out in node.output}
+        counts["activation_quantized_nodes"] = sum(
+            node.name in candidates and producers.get(node.input[0]) == "DequantizeLinear" for node in model.graph.node
+        )
+    return counts
+
+
+def _type_matmul_inputs(model: onnx.ModelProto, candidates: dict[str, str]) -> onnx.ModelProto | None:
+    """A copy of ``model`` typing each candidate's activation input like its weight, if ONNX cannot.
+
+    The quantizer skips (with a warning) activations of unknown type, as behind the contrib ops of
+    a fused graph (Attention, SkipLayerNormalization); the MatMul then gets int8 weights but runs
+    in fp32, slower than before. MatMul and Gemm inputs share one type. ``None``: all known.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = _tensor_types(inferred)
+    nodes = {node.name: node for node in inferred.graph.node}
+    missing = {nodes[name].input[0]: types[weight] for name, weight in candidates.items()}
+    missing = {name: elem for name, elem in missing.items() if name not in types}
+    if not missing:
+        return None
+    inferred.graph.value_info.extend(onnx.helper.make_tensor_value_info(n, t, None) for n, t in missing.items())
+    return inferred
 
 
 def _cpu_fp16_ops() -> set[tuple[str, str]]:
@@ -380,47 +369,47 @@ def _cpu_fp16_ops() -> set[tuple[str, str]]:
     }
 
 
-def _drop_cast_round_trips(model: onnx.ModelProto) -> int:
-    """Remove fp32 -> fp16 -> fp32 Cast pairs the converter puts between two blocked nodes.
+def _tidy_fp16(model: onnx.ModelProto) -> None:
+    """Repair and trim what ``convert_float_to_float16`` leaves around blocked (fp32) nodes.
 
-    They would round an fp32 activation to fp16 and back for nothing but lost precision.
+    It adds one Cast per blocked consumer of a tensor, all with the same name and output, which
+    onnxruntime rejects: keep one. And it rounds every fp32 tensor passed between two blocked
+    nodes to fp16 and back (fp32 -> fp16 -> fp32 Casts), which only loses precision: bypass them.
     """
     graph = model.graph
+    unique = {(n.op_type, tuple(n.input), tuple(n.output)): n for n in reversed(graph.node)}
+    nodes = [n for n in graph.node if unique[(n.op_type, tuple(n.input), tuple(n.output))] is n]
     types = _tensor_types(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
+    for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
-    rename: dict[str, str] = {}
-    dropped: list[onnx.NodeProto] = []
-    for node in graph.node:
-        if not (_is_cast(node, TensorProto.FLOAT16) and types.get(node.input[0]) == TensorProto.FLOAT):
-            continue
-        users = consumers.get(node.output[0], [])
-        if node.output[0] in outputs or not users or not all(_is_cast(u, TensorProto.FLOAT) for u in users):
-            continue
-        dropped.append(node)
-        for user in users:
-            dropped.append(user)
-            rename[user.output[0]] = node.input[0]
-    if not dropped:
-        return 0
+    source: dict[str, str] = {}  # output of a dropped fp16 -> fp32 Cast: the fp32 tensor it copies
+    dropped: set[int] = set()
+    for node in nodes:
+        users = consumers.get(node.output[0], []) if _is_cast(node, TensorProto.FLOAT16) else []
+        if (
+            users
+            and types.get(node.input[0]) == TensorProto.FLOAT
+            and node.output[0] not in outputs
+            and all(_is_cast(u, TensorProto.FLOAT) for u in users)
+        ):
+            dropped.update(id(n) for n in [node, *users])
+            source.update((u.output[0], node.input[0]) for u in users)
 
-    def source(name: str) -> str:
-        while name in rename:  # back-to-back round trips
-            name = rename[name]
+    def origin(name: str) -> str:
+        while name in source:  # back-to-back round trips
+            name = source[name]
         return name
 
-    keep = [n for n in graph.node if all(n is not d for d in dropped)]
-    for node in keep:
-        node.input[:] = [source(name) for name in node.input]
-    for out in graph.output:  # a fp32 graph output fed by a round trip keeps its name
-        if out.name in rename:
-            keep.append(onnx.helper.make_node("Identity", [source(out.name)], [out.name], name=f"{out.name}_fp32"))
+    kept = [n for n in nodes if id(n) not in dropped]
+    for node in kept:
+        node.input[:] = [origin(name) for name in node.input]
+    # A graph output fed by a round trip keeps its name.
+    kept += [onnx.helper.make_node("Identity", [origin(o)], [o], name=f"{o}_fp32") for o in outputs if o in source]
     del graph.node[:]
-    graph.node.extend(keep)
-    return len(dropped)
+    graph.node.extend(kept)
 
 
 def _is_cast(node: onnx.NodeProto, to: int) -> bool:
@@ -447,7 +436,7 @@ def _load(src: Path, mode: str) -> onnx.ModelProto:
         raise QuantizationError(f"{mode}: cannot read {src} as an ONNX model: {_first_line(exc)}") from exc
 
 
-def _check_loads(path: Path, what: str, *, optimize: bool = True) -> None:
+def _check_loads(path: Path, what: str, *, shown: str, optimize: bool = True) -> None:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -456,8 +445,9 @@ def _check_loads(path: Path, what: str, *, optimize: bool = True) -> None:
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
+        problem = _first_line(exc).replace(str(path), shown)  # name dst, not the temporary file
         raise QuantizationError(
-            f"{what}: the result does not load in onnxruntime: {_first_line(exc)}; try another mode"
+            f"{what}: the result does not load in onnxruntime: {problem}; try another mode"
         ) from exc
 
 
@@ -477,7 +467,7 @@ def _staged(dst: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _quiet(text: str) -> Iterator[None]:
-    """Drop root-logger records containing ``text`` (advice that does not apply here)."""
+    """Drop root-logger records containing ``text``."""
 
     def keep(record: logging.LogRecord) -> bool:
         return text not in str(record.msg)
@@ -491,6 +481,6 @@ def _quiet(text: str) -> Iterator[None]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
     return line if len(line) <= 300 else f"{line[:297]}..."
