@@ -124,6 +124,16 @@ def _infer(model: str, version: str | None) -> Reply:
     loaded = get_store().get_model()
     results = loaded.run(request.inputs, request.outputs)
     payload, headers = oip.encode_infer_response(manifest, request, results)
+    logger.info(
+        "inference",
+        extra={
+            "route": "v2",
+            "inputs": {name: list(array.shape) for name, array in request.inputs.items()},
+            "request_bytes": len(body),
+            "response_bytes": len(payload),
+            "binary_outputs": sorted(request.binary_outputs),
+        },
+    )
     content_type = headers.pop("Content-Type")
     body_out: bytes | str = payload if request.binary_outputs else payload.decode("utf-8")
     return Response(status_code=200, content_type=content_type, body=body_out, headers=headers)
@@ -157,6 +167,9 @@ def _predict(model: str, version: str | None) -> Reply:
     fmt, inputs = v1.decode_predict_request(_body(), manifest)
     outputs = [t.name for t in manifest.outputs]
     results = get_store().get_model().run(inputs, outputs)
+    logger.info(
+        "inference", extra={"route": "v1", "format": fmt, "inputs": {name: list(a.shape) for name, a in inputs.items()}}
+    )
     return _json(200, v1.encode_predict_response(fmt, outputs, results))
 
 
