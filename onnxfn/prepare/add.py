@@ -22,8 +22,9 @@ from handlers.runtime.manifest import NAME_PATTERN, Manifest
 from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, write_artifact
 from onnxfn.prepare.calibration import load_calibration
 from onnxfn.prepare.quantization import preoptimize, quantize
+from onnxfn.prepare.sizing import peak_rss_mb, recommend_memory_mb
 from onnxfn.prepare.sources import Source, SourceError, load_source
-from onnxfn.prepare.validation import Thresholds, ValidationReport, evaluate, peak_rss_mb, recommend_memory_mb
+from onnxfn.prepare.validation import Thresholds, ValidationReport, evaluate
 
 MB = 1024 * 1024
 ZIP_LIMIT = 250 * MB

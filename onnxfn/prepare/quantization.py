@@ -3,6 +3,7 @@
 ``quantize`` is what ``onnxfn add`` calls; it writes the model atomically and returns the facts the
 manifest records. ``preoptimize`` saves onnxruntime's optimized graph so a cold start can skip
 graph optimization. Both check that the result loads in onnxruntime on CPU before returning.
+The fp16 conversion itself is in ``onnxfn.prepare.fp16``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from onnx import TensorProto
 
 from onnxfn.build.quantize import quantize_dynamic_int8
 from onnxfn.prepare.calibration import CalibrationError, CalibrationReader
+from onnxfn.prepare.fp16 import convert_fp16, op_domain, tensor_types
 
 MODES = ("dynamic", "static", "fp16", "none")
 OPTIMIZATION_LEVELS = ("basic", "extended")
@@ -110,7 +112,7 @@ def quantize(
                 assert calibration is not None  # checked above
                 part, candidates = _static(src, staged, model, excluded, per_channel, calibration)
             elif mode == "fp16":
-                part = _fp16(model, staged, excluded)
+                part = convert_fp16(model, staged, excluded)
             else:
                 shutil.copyfile(src, staged)
                 part = {"weight_type": "FLOAT", "excluded_nodes": [], "quantized_nodes": 0}
@@ -286,32 +288,6 @@ def _static(
     return facts, candidates
 
 
-def _fp16(model: onnx.ModelProto, staged: Path, excluded: list[str]) -> dict[str, Any]:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    kernels = _cpu_fp16_ops()
-    blocked = sorted({n.op_type for n in model.graph.node if (_domain(n), n.op_type) not in kernels})
-    converted = convert_float_to_float16(
-        model,
-        keep_io_types=True,
-        op_block_list=blocked,
-        node_block_list=excluded,
-        # The weights of blocked nodes are stored in fp16 too (the size is the point); onnxruntime
-        # folds their Cast back to fp32 when it creates the session.
-        force_fp16_initializers=True,
-    )
-    _tidy_fp16(converted)
-    onnx.save_model(converted, str(staged))
-    types = _tensor_types(converted)
-    half = [n for n in converted.graph.node if n.op_type != "Cast" and TensorProto.FLOAT16 in map(types.get, n.output)]
-    return {
-        "weight_type": "FLOAT16",
-        "excluded_nodes": excluded,
-        "blocked_op_types": blocked,
-        "quantized_nodes": len(half),
-    }
-
-
 def _weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...], excluded: list[str]) -> dict[str, str]:
     """Node name to fp32 weight initializer, for the nodes of ``op_types`` the quantizer can take."""
     weights = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
@@ -319,7 +295,7 @@ def _weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...], excluded: l
         node.name: node.input[1]
         for node in model.graph.node
         if node.op_type in op_types
-        and _domain(node) == ""
+        and op_domain(node) == ""
         and node.name not in excluded
         and node.input[1:2]
         and node.input[1] in weights
@@ -347,7 +323,7 @@ def _type_matmul_inputs(model: onnx.ModelProto, candidates: dict[str, str]) -> o
     in fp32, slower than before. MatMul and Gemm inputs share one type. ``None``: all known.
     """
     inferred = onnx.shape_inference.infer_shapes(model)
-    types = _tensor_types(inferred)
+    types = tensor_types(inferred)
     nodes = {node.name: node for node in inferred.graph.node}
     missing = {nodes[name].input[0]: types[weight] for name, weight in candidates.items()}
     missing = {name: elem for name, elem in missing.items() if name not in types}
@@ -355,78 +331,6 @@ def _type_matmul_inputs(model: onnx.ModelProto, candidates: dict[str, str]) -> o
         return None
     inferred.graph.value_info.extend(onnx.helper.make_tensor_value_info(n, t, None) for n, t in missing.items())
     return inferred
-
-
-def _cpu_fp16_ops() -> set[tuple[str, str]]:
-    """(domain, op) pairs that onnxruntime's CPU provider can run on float16 tensors."""
-    from onnxruntime.capi import _pybind_state
-
-    return {
-        (kernel.domain, kernel.op_name)
-        for kernel in _pybind_state.get_all_opkernel_def()
-        if kernel.provider == "CPUExecutionProvider"
-        and any("tensor(float16)" in types for types in kernel.type_constraints.values())
-    }
-
-
-def _tidy_fp16(model: onnx.ModelProto) -> None:
-    """Repair and trim what ``convert_float_to_float16`` leaves around blocked (fp32) nodes.
-
-    It adds one Cast per blocked consumer of a tensor, all with the same name and output, which
-    onnxruntime rejects: keep one. And it rounds every fp32 tensor passed between two blocked
-    nodes to fp16 and back (fp32 -> fp16 -> fp32 Casts), which only loses precision: bypass them.
-    """
-    graph = model.graph
-    unique = {(n.op_type, tuple(n.input), tuple(n.output)): n for n in reversed(graph.node)}
-    nodes = [n for n in graph.node if unique[(n.op_type, tuple(n.input), tuple(n.output))] is n]
-    types = _tensor_types(model)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
-    source: dict[str, str] = {}  # output of a dropped fp16 -> fp32 Cast: the fp32 tensor it copies
-    dropped: set[int] = set()
-    for node in nodes:
-        users = consumers.get(node.output[0], []) if _is_cast(node, TensorProto.FLOAT16) else []
-        if (
-            users
-            and types.get(node.input[0]) == TensorProto.FLOAT
-            and node.output[0] not in outputs
-            and all(_is_cast(u, TensorProto.FLOAT) for u in users)
-        ):
-            dropped.update(id(n) for n in [node, *users])
-            source.update((u.output[0], node.input[0]) for u in users)
-
-    def origin(name: str) -> str:
-        while name in source:  # back-to-back round trips
-            name = source[name]
-        return name
-
-    kept = [n for n in nodes if id(n) not in dropped]
-    for node in kept:
-        node.input[:] = [origin(name) for name in node.input]
-    # A graph output fed by a round trip keeps its name.
-    kept += [onnx.helper.make_node("Identity", [origin(o)], [o], name=f"{o}_fp32") for o in outputs if o in source]
-    del graph.node[:]
-    graph.node.extend(kept)
-
-
-def _is_cast(node: onnx.NodeProto, to: int) -> bool:
-    return node.op_type == "Cast" and any(a.name == "to" and a.i == to for a in node.attribute)
-
-
-def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    graph = model.graph
-    types = {t.name: t.data_type for t in graph.initializer}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        if value.type.HasField("tensor_type"):
-            types[value.name] = value.type.tensor_type.elem_type
-    return types
-
-
-def _domain(node: onnx.NodeProto) -> str:
-    return "" if node.domain in ("", "ai.onnx") else node.domain
 
 
 def _load(src: Path, mode: str) -> onnx.ModelProto:

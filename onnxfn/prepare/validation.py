@@ -2,17 +2,13 @@
 
 ``evaluate`` runs both models on the same samples, measures how far the prepared outputs drift
 and how fast each model is per batch size and thread count, and checks the drift against
-thresholds: the gate ``onnxfn add`` passes before it writes an artifact. ``peak_rss_mb`` and
-``recommend_memory_mb`` size the Lambda function.
+thresholds: the gate ``onnxfn add`` passes before it writes an artifact. Sizing the Lambda
+function is ``onnxfn.prepare.sizing``'s part.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,17 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from onnxfn.prepare.sizing import model_bytes
+
 Feeds = dict[str, np.ndarray]
 Embed = Callable[[np.ndarray, Feeds], np.ndarray]
 Pairs = list[tuple[np.ndarray, np.ndarray, Feeds]]  # (original output, prepared output, feeds) per sample dict
 
 KINDS = ("classifier", "embedder", "raw")
-LAMBDA_MEMORY_SIZES_MB = (512, 1024, 1769, 2048, 3008, 3538, 4096, 5307, 6144, 8192, 10240)
-# Measured peak RSS varies with input size and allocator luck; the margin keeps a larger request
-# or a warm function's fragmentation from hitting the limit. The fixed part covers the runtime,
-# the layer's imports and the handler, which a bare session measurement only partly includes.
-MEMORY_HEADROOM = 1.5
-RUNTIME_OVERHEAD_MB = 150
 # The first runs of a shape allocate arenas and pick kernels; they say nothing about steady state.
 WARMUP_RUNS = 2
 
@@ -351,89 +343,3 @@ def _median_ms(session: Any, feeds: Feeds, runs: int) -> float:
         session.run(None, feeds)
         times.append((time.perf_counter() - started) * 1000.0)
     return float(statistics.median(times))
-
-
-def model_bytes(path: Path) -> int:
-    """Bytes of the model file plus any external-data files it references."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    locations = {
-        entry.value
-        for tensor in model.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return path.stat().st_size + sum((path.parent / str(location)).stat().st_size for location in locations)
-
-
-# Run in a fresh interpreter so the parent's imports and arenas do not count. ru_maxrss is in
-# KiB on Linux (Lambda) and in bytes on macOS.
-_PEAK_RSS_SCRIPT = """
-import json, resource, sys
-import numpy as np
-import onnxruntime as ort
-names = json.loads(sys.argv[3])
-with np.load(sys.argv[2]) as data:
-    feeds = {name: data[f"arr_{i}"] for i, name in enumerate(names)}
-options = ort.SessionOptions()
-options.log_severity_level = 3
-ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"]).run(None, feeds)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
-"""
-
-
-def peak_rss_mb(model: Path, feeds: Feeds) -> float:
-    """Peak resident memory of a fresh Python process that loads ``model`` and runs ``feeds`` once.
-
-    Parameters
-    ----------
-    model
-        The ONNX model to load.
-    feeds
-        One batch of inputs, as the function would receive it.
-
-    Returns
-    -------
-    float
-        The process's peak RSS in MB (MiB, as Lambda counts memory), interpreter and imports included.
-    """
-    names = list(feeds)
-    with tempfile.TemporaryDirectory(prefix="onnxfn-rss-") as tmp:
-        # Arrays go by position: input names may hold characters a zip member name should not.
-        npz = Path(tmp) / "feeds.npz"
-        np.savez(npz, *(feeds[name] for name in names))
-        completed = subprocess.run(
-            [sys.executable, "-c", _PEAK_RSS_SCRIPT, str(model), str(npz), json.dumps(names)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if completed.returncode != 0:
-        raise RuntimeError(f"measuring peak memory of {model} failed: {completed.stderr.strip()[-2000:]}")
-    return float(completed.stdout.strip().splitlines()[-1])
-
-
-def recommend_memory_mb(peak_rss_mb: float) -> int:
-    """The smallest common Lambda memory size ≥ 1.5 × ``peak_rss_mb`` + 150 MB.
-
-    Parameters
-    ----------
-    peak_rss_mb
-        Measured peak RSS of loading and running the model (see ``peak_rss_mb``).
-
-    Returns
-    -------
-    int
-        One of ``LAMBDA_MEMORY_SIZES_MB``; raises ``ValueError`` when even 10,240 MB is too small.
-    """
-    needed = MEMORY_HEADROOM * peak_rss_mb + RUNTIME_OVERHEAD_MB
-    for size in LAMBDA_MEMORY_SIZES_MB:
-        if size >= needed:
-            return size
-    raise ValueError(
-        f"a peak RSS of {peak_rss_mb:.0f} MB needs {needed:.0f} MB with headroom, "
-        f"more than Lambda's maximum of {LAMBDA_MEMORY_SIZES_MB[-1]} MB"
-    )

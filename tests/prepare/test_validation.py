@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 from onnxfn.prepare.report import summary_table, write_report
+from onnxfn.prepare.sizing import peak_rss_mb, recommend_memory_mb
 from onnxfn.prepare.validation import (
     DEFAULT_THRESHOLDS,
     Feeds,
@@ -19,8 +20,6 @@ from onnxfn.prepare.validation import (
     Thresholds,
     ValidationReport,
     evaluate,
-    peak_rss_mb,
-    recommend_memory_mb,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
