@@ -106,6 +106,17 @@ def _samples(source: Source, options: AddOptions) -> list[dict[str, np.ndarray]]
     return random_samples(source.inputs)
 
 
+def _worst_case(source: Source, samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A full batch of the largest inputs the manifest allows: what memory must be sized for."""
+    if source.tokenize is not None and source.pipeline is not None:
+        longest = " ".join(["token"] * 4 * int(source.pipeline.get("max_length", 256)))
+        return source.tokenize([longest] * source.max_batch)
+    rows = {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
+    count = next(iter(rows.values())).shape[0]
+    index = np.arange(source.max_batch) % max(count, 1)
+    return {name: array[index] for name, array in rows.items()}
+
+
 def _lambda_fit(root: Path, artifact_bytes: int, peak_mb: float, session_s: float, packaging: str) -> dict[str, Any]:
     """Package budget, recommended memory, and whether an eager load fits Lambda's 10 s init."""
     layers = sorted((root.parent / ".cache" / "layers").glob("x86_64-py3.12-*/python"))
@@ -194,7 +205,7 @@ def add_model(
         if not report.passed:
             raise GateFailed(report)
         say("measuring memory and load time")
-        peak = peak_rss_mb(prepared, samples[0])
+        peak = peak_rss_mb(prepared, _worst_case(source, samples))
         started = time.perf_counter()
         import onnxruntime as ort
 

@@ -49,8 +49,15 @@ with np.load(sys.argv[2]) as data:
 options = ort.SessionOptions()
 options.log_severity_level = 3
 ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"]).run(None, feeds)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
+try:
+    # VmHWM belongs to this process image: unlike ru_maxrss, Linux does not carry it over from the
+    # (possibly large) parent that forked us before exec.
+    with open("/proc/self/status") as status:
+        hwm = next(line for line in status if line.startswith("VmHWM:"))
+    print(int(hwm.split()[1]) / 1024)
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 """
 
 
