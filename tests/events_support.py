@@ -20,7 +20,7 @@ class Queue:
         self.url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         self.arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
-    def receive(self, count: int = 10) -> list[dict[str, Any]]:
+    def receive(self, count: int = 10, visibility: int = 30) -> list[dict[str, Any]]:
         """Up to ``count`` distinct messages (with a visibility timeout of 0 a message may come back)."""
         messages: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -30,6 +30,7 @@ class Queue:
                 MaxNumberOfMessages=min(10, count - len(messages)),
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
+                VisibilityTimeout=visibility,
             ).get("Messages", [])
             fresh = [m for m in batch if m["MessageId"] not in seen]
             if not fresh:
@@ -38,8 +39,8 @@ class Queue:
             messages.extend(fresh)
         return messages
 
-    def event(self, count: int = 10) -> dict[str, Any]:
-        return sqs_event(self.receive(count), self.arn)
+    def event(self, count: int = 10, visibility: int = 30) -> dict[str, Any]:
+        return sqs_event(self.receive(count, visibility), self.arn)
 
     def settle(self, event: dict[str, Any], response: dict[str, Any]) -> None:
         """What the event source mapping does: delete the records that did not fail."""

@@ -36,8 +36,8 @@ def worker(serve, s3, monkeypatch):
         queue = Queue(sqs, f"requests-{model}-{uuid.uuid4().hex[:8]}", **queue_options)
         from handlers import queue_worker
 
-        def run(count: int = 10):
-            event = queue.event(count)
+        def run(count: int = 10, visibility: int = 30):
+            event = queue.event(count, visibility)
             response = queue_worker.lambda_handler(event, LocalContext())
             queue.settle(event, response)
             return event, response
@@ -98,6 +98,14 @@ def test_a_batch_of_ten_is_scored_in_one_run_and_a_bad_record_fails_alone(worker
     scored = len(ids) - len(failed)
     assert len(ids) == scored + len(failed) and scored == 8
     # the successes were deleted; the failures stay on the queue for a retry
+    queue.sqs.change_message_visibility_batch(
+        QueueUrl=queue.url,
+        Entries=[
+            {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": 0}
+            for i, r in enumerate(event["Records"])
+            if r["messageId"] in failed
+        ],
+    )
     assert {m["MessageId"] for m in queue.receive(10)} == failed
 
 
@@ -116,11 +124,13 @@ def test_text_requests_batch_together(worker, s3, monkeypatch):
     assert np.sum(got.reshape(3, 384) * expected, axis=1).min() > 0.99
 
 
-def test_claim_check_and_reply_queue(worker, s3):
+def test_claim_check_and_reply_queue(worker, s3, monkeypatch):
     _, queue, run = worker("digits")
     big = json.dumps(_oip(PIXELS[:20], "claimed"))
     s3.put_object(Bucket=BUCKET, Key="requests/digits/big-request.json", Body=big.encode())
     replies = Queue(queue.sqs, f"{queue.url.rsplit('/', 1)[1]}-replies")
+    elsewhere = Queue(queue.sqs, f"{queue.url.rsplit('/', 1)[1]}-elsewhere")
+    monkeypatch.setenv("REPLY_QUEUES", replies.arn)  # the stack's reply_queue_arns setting
     queue.sqs.send_message(
         QueueUrl=queue.url,
         MessageBody=json.dumps({"claim_check": f"s3://{BUCKET}/requests/digits/big-request.json"}),
@@ -129,12 +139,20 @@ def test_claim_check_and_reply_queue(worker, s3):
     queue.sqs.send_message(
         QueueUrl=queue.url, MessageBody=json.dumps({"claim_check": f"s3://{BUCKET}/models/digits/1/manifest.json"})
     )
-    event, response = run(2)
+    queue.sqs.send_message(
+        QueueUrl=queue.url,
+        MessageBody=json.dumps({"claim_check": f"s3://{BUCKET}/requests/digits/missing.json"}),
+        MessageAttributes={"reply_to": {"DataType": "String", "StringValue": elsewhere.url}},
+    )
+    event, response = run(3)
     by_body = {json.loads(r["body"])["claim_check"]: r["messageId"] for r in event["Records"]}
     good = by_body[f"s3://{BUCKET}/requests/digits/big-request.json"]
     outside = by_body[f"s3://{BUCKET}/models/digits/1/manifest.json"]
-    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == [outside]
+    unlisted = by_body[f"s3://{BUCKET}/requests/digits/missing.json"]
+    assert {item["itemIdentifier"] for item in response["batchItemFailures"]} == {outside, unlisted}
     assert "requests must live under" in _result(s3, "digits", outside, ".error.json")["error"]
+    assert "not one of the model's configured reply queues" in _result(s3, "digits", unlisted, ".error.json")["error"]
+    assert elsewhere.receive(1) == []
     answer = _result(s3, "digits", good)
     labels, _ = digits_direct(artifact("digits"), PIXELS[:20])
     assert answer["id"] == "claimed" and answer["outputs"][0]["data"] == labels.tolist()
@@ -151,7 +169,7 @@ def test_poison_message_reaches_the_dead_letter_queue_with_its_reason_recorded(w
     queue.sqs.send_message(QueueUrl=queue.url, MessageBody=json.dumps(_oip(PIXELS[:1])))
     receives = 0
     while True:
-        event, response = run(10)
+        event, response = run(10, visibility=0)  # failures come straight back, as after their timeout
         if not event["Records"]:
             break
         receives += 1

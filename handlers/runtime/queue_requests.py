@@ -55,8 +55,11 @@ def _claimed(s3: Any, data: DataSettings, pointer: Any) -> bytes:
         raise InvalidInput(f"{CLAIM_CHECK}: requests must live under s3://{data.bucket}/{data.requests_prefix}")
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
-    except s3.exceptions.NoSuchKey as exc:
-        raise InvalidInput(f"{CLAIM_CHECK}: no object at {pointer}") from exc
+    except s3.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "AccessDenied", "403"):
+            raise InvalidInput(f"{CLAIM_CHECK}: no readable object at {pointer}") from exc
+        raise
     if obj.get("ContentLength", 0) > MAX_CLAIM_BYTES:
         raise InvalidInput(f"{CLAIM_CHECK}: the request is over {MAX_CLAIM_BYTES} bytes")
     body: bytes = obj["Body"].read()
@@ -66,6 +69,7 @@ def _claimed(s3: Any, data: DataSettings, pointer: Any) -> bytes:
 def parse_record(s3: Any, data: DataSettings, manifest: Manifest, record: Mapping[str, Any]) -> rowlib.Row:
     """A checked row from one SQS record (following a claim check)."""
     message_id = str(record["messageId"])
+    reply_queue(record, data)  # an unknown reply queue fails the record before any work
     raw = str(record.get("body", "")).encode("utf-8")
     try:
         document = jsonio.loads(raw)
@@ -94,6 +98,11 @@ def score_records(
             valid.append(parse_record(s3, data, loaded.manifest, record))
         except OnnxfnError as exc:
             outcomes[message_id] = rowlib.Outcome(rowlib.Row(message_id), error=exc.message)
+        except Exception as exc:  # e.g. S3 unavailable for a claim check: this record alone is retried
+            logger.warning("record could not be read", extra={"message_id": message_id, "error": type(exc).__name__})
+            outcomes[message_id] = rowlib.Outcome(
+                rowlib.Row(message_id), error=f"could not be read ({type(exc).__name__})"
+            )
     started = time.perf_counter()
     for outcome in rowlib.score(loaded, valid):
         outcomes[str(outcome.row.ref)] = outcome
@@ -126,14 +135,39 @@ def deliver(
     key = f"{data.results_prefix}{message_id}.json"
     body = rowlib.answer_json(manifest, outcome)
     s3.put_object(Bucket=data.bucket, Key=key, Body=body, ContentType="application/json")
-    reply_to = ((record.get("messageAttributes") or {}).get(REPLY_ATTRIBUTE) or {}).get("stringValue")
+    reply_to = reply_queue(record, data)
     if reply_to:
-        sqs.send_message(
-            QueueUrl=reply_to,
-            MessageBody=body.decode("utf-8"),
-            MessageAttributes={"correlation_id": {"DataType": "String", "StringValue": message_id}},
-        )
+        try:
+            sqs.send_message(
+                QueueUrl=reply_to,
+                MessageBody=body.decode("utf-8"),
+                MessageAttributes={"correlation_id": {"DataType": "String", "StringValue": message_id}},
+            )
+        except Exception as exc:  # the answer is already durable in S3: don't score the record again
+            metrics.add_metric(name="ReplyFailures", unit=MetricUnit.Count, value=1)
+            logger.warning("reply not sent", extra={"message_id": message_id, "error": type(exc).__name__})
     return key
+
+
+def _queue_identity(reference: str) -> tuple[str, str] | None:
+    """(account, name) of a queue given by URL or ARN."""
+    if reference.startswith("arn:"):
+        parts = reference.split(":")
+        return (parts[4], parts[5]) if len(parts) == 6 else None
+    path = urlparse(reference).path.strip("/").split("/")
+    return (path[0], path[1]) if len(path) == 2 else None
+
+
+def reply_queue(record: Mapping[str, Any], data: DataSettings) -> str | None:
+    """The record's ``reply_to`` queue URL, if it names one this function may send to."""
+    reply_to = ((record.get("messageAttributes") or {}).get(REPLY_ATTRIBUTE) or {}).get("stringValue")
+    if not reply_to:
+        return None
+    identity = _queue_identity(str(reply_to))
+    allowed = {_queue_identity(arn) for arn in data.reply_queues}
+    if identity is None or identity not in allowed:
+        raise InvalidInput(f"{REPLY_ATTRIBUTE}: this queue is not one of the model's configured reply queues")
+    return str(reply_to)
 
 
 def deliver_all(

@@ -29,6 +29,7 @@ INBOX_PREFIX = "INBOX_PREFIX"
 OUTBOX_PREFIX = "OUTBOX_PREFIX"
 RESULTS_PREFIX = "RESULTS_PREFIX"
 REQUESTS_PREFIX = "REQUESTS_PREFIX"
+REPLY_QUEUES = "REPLY_QUEUES"  # comma-separated ARNs of the queues answers may be sent to
 
 MANIFEST_FILE = "manifest.json"
 LOAD_MODES = ("lazy", "eager")
@@ -74,6 +75,7 @@ class DataSettings:
     results_prefix: str
     requests_prefix: str
     memory_mb: int
+    reply_queues: tuple[str, ...] = ()
 
 
 def load_data_settings(env: Mapping[str, str] | None = None) -> DataSettings:
@@ -94,6 +96,7 @@ def load_data_settings(env: Mapping[str, str] | None = None) -> DataSettings:
         results_prefix=prefix(RESULTS_PREFIX, f"results/{name}/"),
         requests_prefix=prefix(REQUESTS_PREFIX, f"requests/{name}/"),
         memory_mb=_int(env, FUNCTION_MEMORY_MB, 1769) or 1769,
+        reply_queues=tuple(q.strip() for q in env.get(REPLY_QUEUES, "").split(",") if q.strip()),
     )
 
 
