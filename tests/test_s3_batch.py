@@ -161,9 +161,51 @@ def test_npy_of_the_wrong_dtype_fails_every_row_with_the_reason(batch, s3):
     np.save(buffer, PIXELS[:3].astype(np.float64))
     drop("wrong.npy", buffer.getvalue())
     errors = _lines(s3, "outbox/digits/wrong.npy.errors.jsonl")
-    assert len(errors) == 3 and "expected FP32 (float32), got float64" in errors[0]["error"]
+    assert len(errors) == 1 and "expected FP32 (float32), got float64" in errors[0]["error"]
     summary = _summary(s3, "digits", "wrong.npy")
-    assert (summary["records_in"], summary["scored"], summary["failed"]) == (3, 0, 3)
+    assert (summary["records_in"], summary["scored"], summary["failed"]) == (1, 0, 1)
+    assert summary["output_key"] is None
+    assert not any(k.startswith("outbox/digits/wrong.npz") for k in _keys(s3, "outbox/digits/"))
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "fragment"),
+    [
+        ("truncated.npy", lambda: _npy_bytes(PIXELS)[:500], "the file is smaller"),
+        ("not-really.npy", lambda: b"hello, this is not numpy", "could not be read as npy"),
+        ("lies.npy", lambda: _npy_header_claiming((3_000_000, 64)), "the file is smaller"),
+        ("plain.npz", lambda: _npy_bytes(PIXELS), "not a readable .npz archive"),
+        ("corrupt.npz", lambda: b"PK\x03\x04garbage", "not a readable .npz archive"),
+        ("scalar.npz", lambda: _npz_bytes(pixels=np.float32(1.0)), "leading row dimension"),
+    ],
+)
+def test_malformed_tensor_files_are_reported_not_retried(batch, s3, name, body, fragment):
+    _, _, drop, _ = batch("digits")
+    _, response = drop(name, body())
+    assert response == {"batchItemFailures": []}  # reported, not sent back for retries into the DLQ
+    errors = _lines(s3, f"outbox/digits/{name}.errors.jsonl")
+    assert len(errors) == 1 and fragment in errors[0]["error"], errors
+    summary = _summary(s3, "digits", name)
+    assert summary["output_key"] is None and summary["failed"] == summary["records_in"] >= 1
+    _balanced(summary)
+
+
+def _npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz_bytes(**arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _npy_header_claiming(shape):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + b"\0" * 256
 
 
 def test_unsupported_file_type_gets_a_failure_record_not_an_output(batch, s3):

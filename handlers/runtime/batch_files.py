@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -74,8 +75,23 @@ class _Sink:
         self.errors.abort()
 
 
-def _chunk_rows(data: DataSettings) -> int:
-    return max(64, ROWS_PER_GB * data.memory_mb // 1024)
+def _chunk_rows(data: DataSettings, loaded: LoadedModel | None = None) -> int:
+    """Rows held per chunk: scaled to memory, and no more elements than the manifest allows a request."""
+    rows = max(64, ROWS_PER_GB * data.memory_mb // 1024)
+    if loaded is not None:
+        per_row = max(1, sum(int(np.prod([d for d in t.shape[1:] if d > 0] or [1])) for t in loaded.manifest.inputs))
+        rows = min(rows, max(loaded.manifest.limits.max_batch, loaded.manifest.limits.max_elements // per_row))
+    return max(1, rows)
+
+
+def _file_failed(sink: _Sink, message: str) -> None:
+    """The whole file is rejected: one failure record, no output, counts kept honest."""
+    # Records read so far all count as failed: without an output, none of them was delivered.
+    sink.summary.records_in = max(sink.summary.records_in, 1)
+    sink.summary.scored = 0
+    sink.summary.failed = sink.summary.records_in
+    sink.errors.write(jsonio.dumps({"line": 0, "error": message}) + b"\n")
+    sink.summary.output_key = None
 
 
 def process_object(
@@ -114,7 +130,13 @@ def process_object(
             params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
             body = s3.get_object(**params)["Body"]
             handlers = {"jsonl": _jsonl, "csv": _csv, "npy": _npy, "npz": _npz}
-            handlers[fmt](body, loaded, sink, _chunk_rows(data))
+            try:
+                handlers[fmt](body, loaded, sink, _chunk_rows(data, loaded))
+            except OnnxfnError as exc:
+                _file_failed(sink, exc.message)
+            except (ValueError, TypeError, OSError, EOFError, AttributeError, KeyError, zipfile.BadZipFile) as exc:
+                # A malformed file is the sender's problem: report it, don't retry it into the DLQ.
+                _file_failed(sink, f"the file could not be read as {fmt}: {type(exc).__name__}: {str(exc)[:200]}")
         summary.milliseconds = round((time.perf_counter() - started) * 1000, 1)
         _finish(s3, data, sink)
     except BaseException:
@@ -251,10 +273,11 @@ def _npy(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read_header(body)
     problem = _array_problem(spec, shape, dtype, fortran)
+    claimed = dtype.itemsize * int(np.prod(shape)) if shape else 0
+    if problem is None and (not shape or claimed > content_length(body)):
+        problem = f"the header claims {list(shape)} {dtype} ({claimed} bytes) but the file is smaller"
     if problem:
-        sink.summary.records_in = int(shape[0]) if shape else 1
-        for index in range(sink.summary.records_in):
-            sink.fail(index, problem)
+        _file_failed(sink, problem)  # one record for the file: its header's row count is not trusted
         return
     row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
     collected: dict[str, list[np.ndarray]] = {t.name: [] for t in manifest.outputs}
@@ -290,9 +313,11 @@ def _npz(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
     try:
         archive = np.load(io.BytesIO(raw), allow_pickle=False)
         arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError) as exc:
-        sink.summary.records_in = 1
-        sink.fail(0, f"not a readable .npz archive without pickled objects: {exc}")
+    except (ValueError, OSError, AttributeError, zipfile.BadZipFile) as exc:
+        _file_failed(sink, f"not a readable .npz archive without pickled objects: {exc}")
+        return
+    if any(a.ndim == 0 for a in arrays.values()):
+        _file_failed(sink, "every array in the archive needs a leading row dimension")
         return
     expected = [t.name for t in manifest.inputs]
     rows = {len(a) for a in arrays.values()} if arrays else {0}
@@ -306,9 +331,7 @@ def _npz(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
             problem = problem or _array_problem(spec, arrays[spec.name].shape, arrays[spec.name].dtype, False)
     total = rows.pop() if len(rows) == 1 else max(rows)
     if problem:
-        sink.summary.records_in = max(total, 1)
-        for index in range(sink.summary.records_in):
-            sink.fail(index, problem)
+        _file_failed(sink, problem)
         return
     collected: dict[str, list[np.ndarray]] = {t.name: [] for t in manifest.outputs}
     for start in range(0, total, chunk_rows):
@@ -325,6 +348,12 @@ def _npz(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
         for name in collected:
             collected[name].append(outcome.results[name])
     _write_npz(sink, collected)
+
+
+def content_length(body: Any) -> int:
+    """Bytes the streaming body will deliver (botocore's StreamingBody knows it)."""
+    length = getattr(body, "_content_length", None)
+    return int(length) if length is not None else 1 << 62
 
 
 def _array_problem(spec: Any, shape: tuple[int, ...], dtype: np.dtype, fortran: bool) -> str | None:

@@ -185,9 +185,11 @@ class ModelStore:
                 "intra_op_threads": self.settings.intra_op_threads,
             },
         )
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 
-        return LoadedModel(manifest=manifest, pipeline=pipeline, load_ms=load_ms, input_errors=(InvalidArgument,))
+        # Inputs that pass the manifest's checks can still break a graph (a Reshape that needs a
+        # multiple of 7, a Gather index out of range): onnxruntime raises these two for that.
+        return LoadedModel(manifest=manifest, pipeline=pipeline, load_ms=load_ms, input_errors=(InvalidArgument, Fail))
 
 
 def create_session(model_bytes: bytes, manifest: Manifest, settings: Settings) -> Any:

@@ -133,9 +133,10 @@ def _score_chunk(loaded: LoadedModel, rows: list[Row]) -> list[Outcome]:
     stacked = {name: np.concatenate([row.inputs[name] for row in rows]) for name in rows[0].inputs}
     try:
         results = loaded.run(stacked, names)
-    except OnnxfnError as exc:
+    except (OnnxfnError, ValueError, TypeError) as exc:
         if len(rows) == 1:
-            return [Outcome(rows[0], error=exc.message)]
+            message = exc.message if isinstance(exc, OnnxfnError) else f"could not be scored: {type(exc).__name__}"
+            return [Outcome(rows[0], error=message)]
         # One row made the graph reject the whole batch: score them one by one to find it.
         return [outcome for row in rows for outcome in _score_chunk(loaded, [row])]
     outcomes = []
