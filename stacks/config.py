@@ -44,6 +44,7 @@ LOG_RETENTION_DAYS = (
     3288,
     3653,
 )
+QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -81,6 +82,7 @@ class ModelSettings:
     log_retention_days: int = 30
     batch_size: int = 10
     max_concurrency: int = 5
+    reply_queue_arns: tuple[str, ...] = ()
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
 
 
@@ -102,8 +104,9 @@ class ModelConfig:
 
     @property
     def prefix(self) -> str:
-        """Where the artifact lives in the model bucket."""
-        return f"models/{self.name}/{self.version}/"
+        """Where the artifact lives: the manifest's sha256 in the path, so a rebuilt artifact never
+        overwrites the objects an older function version (canary, rollback) still loads."""
+        return f"models/{self.name}/{self.version}-{self.manifest_sha256[:12]}/"
 
     @property
     def construct_id(self) -> str:
@@ -191,6 +194,13 @@ def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
     for name, value in raw.items():
         if name == "alarms":
             values[name] = _alarms(f"{key}.alarms", value, base.alarms)
+        elif name == "reply_queue_arns":
+            if not isinstance(value, list) or not all(isinstance(a, str) and QUEUE_ARN.match(a) for a in value):
+                raise ConfigError(
+                    f"{key}.reply_queue_arns: {value!r} is not allowed; expected a list of SQS queue ARNs "
+                    "(arn:aws:sqs:<region>:<account>:<name>)"
+                )
+            values[name] = tuple(value)
         else:
             values[name] = checks[name](f"{key}.{name}", value)
     settings = replace(base, **values)

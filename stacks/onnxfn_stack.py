@@ -112,6 +112,10 @@ class OnnxfnStack(Stack):
             self._layers[key] = (built, layer)
         return self._layers[key]
 
+    def _service(self, model: ModelConfig) -> str:
+        """Powertools service name, one per model: its metrics (and alarms) never mix with another's."""
+        return f"{self.config.service_name}-{model.name}"
+
     def _environment(self, model: ModelConfig) -> dict[str, str]:
         bucket = self.storage.bucket.bucket_name
         return {
@@ -125,8 +129,9 @@ class OnnxfnStack(Stack):
             env_name("OUTBOX_PREFIX"): f"outbox/{model.name}/",
             env_name("RESULTS_PREFIX"): f"results/{model.name}/",
             env_name("REQUESTS_PREFIX"): f"requests/{model.name}/",
-            env_name("SERVICE_NAME"): self.config.service_name,
+            env_name("SERVICE_NAME"): self._service(model),
             env_name("METRICS_NAMESPACE"): self.config.metrics_namespace,
+            env_name("REPLY_QUEUES"): ",".join(model.settings.reply_queue_arns),
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
 
@@ -172,6 +177,13 @@ class OnnxfnStack(Stack):
         self._grant_objects(
             worker, {model.prefix: READ, f"requests/{model.name}/": READ, f"results/{model.name}/": ("s3:PutObject",)}
         )
+        # Without ListBucket, S3 answers a HEAD or GET of a missing key with 403 instead of 404.
+        self._allow_listing(batch, [f"outbox/{model.name}/"])
+        self._allow_listing(worker, [f"requests/{model.name}/"])
+        if settings.reply_queue_arns:
+            worker.function.add_to_role_policy(
+                iam.PolicyStatement(actions=["sqs:SendMessage"], resources=list(settings.reply_queue_arns))
+            )
         bucket = self.storage.bucket
         for fn in (api, batch, worker):
             fn.function.node.add_dependency(self.storage.deployments[model.name])
@@ -182,7 +194,7 @@ class OnnxfnStack(Stack):
             props=BatchInboxProps(
                 bucket=bucket,
                 prefix=f"inbox/{model.name}/",
-                function=batch.function,
+                function=batch.alias,
                 timeout_s=max(settings.timeout_s, BATCH_TIMEOUT_S),
             ),
         )
@@ -190,7 +202,7 @@ class OnnxfnStack(Stack):
             scope,
             "Requests",
             props=RequestQueueProps(
-                function=worker.function,
+                function=worker.alias,
                 timeout_s=settings.timeout_s,
                 batch_size=settings.batch_size,
                 max_concurrency=settings.max_concurrency,
@@ -223,10 +235,20 @@ class OnnxfnStack(Stack):
         inbox, requests = self.inboxes[model.name], self.request_queues[model.name]
         self.monitoring.watch_queue(f"{label}Inbox", inbox.queue, inbox.dead_letters, thresholds)
         self.monitoring.watch_queue(f"{label}Requests", requests.queue, requests.dead_letters, thresholds)
-        load_alarm = self.monitoring.watch_model_loads(label, thresholds)
+        load_alarm = self.monitoring.watch_model_loads(label, thresholds, service=self._service(model))
         if settings.canary:
             api.add_canary([api_alarms[0], load_alarm])
         return ApiRoute(model=model.name, target=api.alias, auth=settings.auth)
+
+    def _allow_listing(self, fn: ModelFunction, prefixes: list[str]) -> None:
+        """``s3:ListBucket`` on the bucket, for keys under ``prefixes`` only."""
+        fn.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.storage.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+            )
+        )
 
     def _grant_objects(self, fn: ModelFunction, grants: dict[str, tuple[str, ...]]) -> None:
         """Explicit object actions on this model's own prefixes only, each wildcard acknowledged by name."""

@@ -110,13 +110,16 @@ class ModelStore:
         try:
             return load()
         except ModelUnavailable:
+            metrics.add_metric(name="ModelLoadFailures", unit=MetricUnit.Count, value=1)
             raise
         except IntegrityError as exc:
             logger.error("integrity check failed", extra={"what": what, "reason": str(exc)})
             metrics.add_metric(name="IntegrityFailures", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="ModelLoadFailures", unit=MetricUnit.Count, value=1)
             raise ModelUnavailable(f"model {self.settings.model_name!r} is unavailable: {exc}; retry later") from exc
         except ManifestError as exc:
             logger.error("manifest rejected", extra={"reason": str(exc)})
+            metrics.add_metric(name="ModelLoadFailures", unit=MetricUnit.Count, value=1)
             raise ModelUnavailable(f"model {self.settings.model_name!r} is unavailable: bad manifest: {exc}") from exc
         except Exception as exc:
             logger.exception("model load failed", extra={"what": what})

@@ -8,6 +8,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
@@ -37,13 +38,17 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, props: MonitoringProps) -> None:
         super().__init__(scope, construct_id)
         self._props = props
-        self.topic = sns.Topic(
-            self,
-            "Alarms",
-            display_name="onnxfn alarms",
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
-            enforce_ssl=True,
+        # A customer-managed key: CloudWatch alarms cannot publish to a topic under the AWS-managed
+        # SNS key, whose policy cannot grant the CloudWatch service principal any use of it.
+        self.key = kms.Key(self, "AlarmKey", enable_key_rotation=True, description="onnxfn alarm topic")
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+            )
         )
+        self.topic = sns.Topic(self, "Alarms", display_name="onnxfn alarms", master_key=self.key, enforce_ssl=True)
         if props.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(props.alarm_email))
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
@@ -111,19 +116,19 @@ class Monitoring(Construct):
         )
         return alarms
 
-    def watch_model_loads(self, label: str, thresholds: AlarmThresholds) -> cw.Alarm:
-        """The handlers' own ``ModelLoadFailures`` metric (EMF, Powertools)."""
+    def watch_model_loads(self, label: str, thresholds: AlarmThresholds, *, service: str) -> cw.Alarm:
+        """The handlers' own ``ModelLoadFailures`` metric (EMF, Powertools) for one model's ``service``."""
         failures = cw.Metric(
             namespace=self._props.metrics_namespace,
             metric_name="ModelLoadFailures",
-            dimensions_map={"service": self._props.service_name},
+            dimensions_map={"service": service},
             period=PERIOD,
             statistic="Sum",
         )
         load_ms = cw.Metric(
             namespace=self._props.metrics_namespace,
             metric_name="ModelLoadMs",
-            dimensions_map={"service": self._props.service_name},
+            dimensions_map={"service": service},
             period=PERIOD,
             statistic="p99",
         )

@@ -24,7 +24,7 @@ def test_defaults_and_overrides_from_cdk_json():
         "zip",
         "python3.12",
     )
-    assert digits.prefix == "models/digits/1/"
+    assert digits.prefix == f"models/digits/1-{digits.manifest_sha256[:12]}/"
     assert len(digits.manifest_sha256) == 64
 
 
@@ -73,6 +73,7 @@ def test_models_are_discovered_when_not_listed():
         ({"alarm_email": "not-an-address"}, "onnxfn.alarm_email: 'not-an-address' is not allowed"),
         ({"defaults": {"memory_mb": 99999}}, "onnxfn.defaults.memory_mb: 99999 is not allowed"),
         ({"surprise": 1}, "onnxfn.surprise: unknown setting"),
+        ({"models": {"digits": {"reply_queue_arns": ["https://sqs/q"]}}}, "expected a list of SQS queue ARNs"),
     ],
 )
 def test_wrong_setting_names_key_value_and_allowed(context, message):

@@ -51,12 +51,19 @@ def test_model_bucket_is_private_versioned_encrypted_logged(synth):
     )
 
 
+def _prefix(s, model):
+    return next(m.prefix for m in s.stack.config.models if m.name == model)
+
+
 def test_artifacts_are_uploaded_under_their_prefix(synth):
     s = synth("default")
     for model in ("digits", "minilm"):
+        prefix = _prefix(s, model)
+        sha = hashlib.sha256((ROOT / "model_artifacts" / model / "manifest.json").read_bytes()).hexdigest()
+        assert prefix == f"models/{model}/1-{sha[:12]}/"  # a rebuilt artifact gets a new prefix
         s.template.has_resource_properties(
             "Custom::CDKBucketDeployment",
-            {"DestinationBucketKeyPrefix": f"models/{model}/1/", "Prune": False},
+            {"DestinationBucketKeyPrefix": prefix, "Prune": False},
         )
 
 
@@ -76,10 +83,10 @@ def test_one_function_per_model_and_entry_point_pinned_to_its_artifact(synth):
             assert len(props["Layers"]) == 1
             env = props["Environment"]["Variables"]
             assert env["MODEL_NAME"] == model
-            assert env["MODEL_PREFIX"] == f"models/{model}/1/"
+            assert env["MODEL_PREFIX"] == _prefix(s, model)
             assert env["MANIFEST_SHA256"] == hashlib.sha256(manifest).hexdigest()
             assert env["MODEL_BUCKET"] == {"Ref": s.logical_id(s.stack.storage.bucket)}
-            assert env["POWERTOOLS_SERVICE_NAME"] == "onnxfn"
+            assert env["POWERTOOLS_SERVICE_NAME"] == f"onnxfn-{model}"
             assert env["POWERTOOLS_METRICS_NAMESPACE"] == "onnxfn"
             assert env["LOAD_MODE"] == "lazy"
     digits_api = functions[s.logical_id(s.stack.functions["digits"]["api"].function)]["Properties"]
@@ -128,18 +135,26 @@ def test_iam_is_scoped_to_the_models_own_prefixes(synth, model):
     s = synth("default")
     fns = s.stack.functions[model]
     read = {"s3:GetObject", "s3:GetObjectVersion"}
+    artifact = f"/{_prefix(s, model)}*"
     expected = {
-        "api": {f"/models/{model}/1/*": read},
+        "api": {artifact: read},
         "batch": {
-            f"/models/{model}/1/*": read,
+            artifact: read,
             f"/inbox/{model}/*": read,
             f"/outbox/{model}/*": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"},
         },
-        "worker": {f"/models/{model}/1/*": read, f"/requests/{model}/*": read, f"/results/{model}/*": {"s3:PutObject"}},
+        "worker": {artifact: read, f"/requests/{model}/*": read, f"/results/{model}/*": {"s3:PutObject"}},
     }
+    listing = {"api": None, "batch": [f"outbox/{model}/*"], "worker": [f"requests/{model}/*"]}
     for role, grants in expected.items():
         statements = _statements_of(s, fns[role].function)
         assert _object_grants(s, statements) == grants, role
+        lists = [st for st in statements if st["Action"] == "s3:ListBucket"]
+        if listing[role] is None:
+            assert lists == []
+        else:
+            (only,) = lists
+            assert only["Condition"] == {"StringLike": {"s3:prefix": listing[role]}}
         for statement in statements:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not any(a in ("s3:*", "*") for a in actions)
@@ -199,11 +214,16 @@ def test_event_sources_queues_and_dead_letters(synth):
     mappings = s.template.find_resources("AWS::Lambda::EventSourceMapping")
     assert len(mappings) == 4
     assert all(m["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings.values())
-    worker = s.logical_id(s.stack.functions["minilm"]["worker"].function)
-    s.template.has_resource_properties(
-        "AWS::Lambda::EventSourceMapping",
-        {"FunctionName": {"Ref": worker}, "BatchSize": 10, "ScalingConfig": {"MaximumConcurrency": 5}},
-    )
+    worker = s.logical_id(s.stack.functions["minilm"]["worker"].alias)
+    (mapping,) = [
+        m["Properties"]
+        for m in mappings.values()
+        if worker in json.dumps(m["Properties"]["FunctionName"])
+        and "BatchSize" in m["Properties"]
+        and m["Properties"].get("ScalingConfig")
+    ]
+    assert ":live" in json.dumps(mapping["FunctionName"])  # event sources feed the `live` alias
+    assert mapping["BatchSize"] == 10 and mapping["ScalingConfig"] == {"MaximumConcurrency": 5}
     notifications = s.template.find_resources("Custom::S3BucketNotifications")
     (config,) = notifications.values()
     prefixes = sorted(
