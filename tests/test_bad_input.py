@@ -394,6 +394,7 @@ def test_bad_request_is_a_clear_4xx(serve, model, method, path, payload, headers
     assert set(document) == {"error"}
     assert fragment in document["error"], document["error"]
     assert "Traceback" not in document["error"]
+    assert len(document["error"]) <= 500
 
 
 def test_table_is_large_enough():

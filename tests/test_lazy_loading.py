@@ -131,3 +131,11 @@ def test_missing_bucket_setting_is_503(serve):
     reply = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
     assert reply.status == 503
     assert "MODEL_BUCKET is not set" in reply.json()["error"]
+
+
+def test_an_unpinned_manifest_is_never_served(serve):
+    served = serve("digits", {"MANIFEST_SHA256": ""})
+    reply = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert reply.status == 503
+    assert "MANIFEST_SHA256 is not set" in reply.json()["error"]
+    assert served.get_calls == []

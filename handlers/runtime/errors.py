@@ -9,7 +9,11 @@ class OnnxfnError(Exception):
     status_code = 500
     kind = "Internal"
 
+    MAX_MESSAGE = 500  # messages quote client values (names, shapes): keep them short in logs and replies
+
     def __init__(self, message: str) -> None:
+        if len(message) > self.MAX_MESSAGE:
+            message = message[: self.MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.message = message
 

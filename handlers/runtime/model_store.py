@@ -145,9 +145,13 @@ class ModelStore:
 
     @tracer.capture_method(capture_response=False)
     def _fetch_manifest(self) -> Manifest:
-        raw = self._get(self.settings.manifest_key, self.settings.manifest_version_id)
         pinned = self.settings.manifest_sha256
-        if pinned and _sha256(raw) != pinned:
+        if not pinned:
+            raise ModelUnavailable(
+                "MANIFEST_SHA256 is not set: the function cannot verify its model, so it serves none"
+            )
+        raw = self._get(self.settings.manifest_key, self.settings.manifest_version_id)
+        if _sha256(raw) != pinned:
             raise IntegrityError(f"manifest sha256 {_sha256(raw)[:12]}… does not match the pinned {pinned[:12]}…")
         manifest = Manifest.loads(raw)
         if manifest.name != self.settings.model_name:

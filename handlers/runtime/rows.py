@@ -133,7 +133,7 @@ def _score_chunk(loaded: LoadedModel, rows: list[Row]) -> list[Outcome]:
     stacked = {name: np.concatenate([row.inputs[name] for row in rows]) for name in rows[0].inputs}
     try:
         results = loaded.run(stacked, names)
-    except (OnnxfnError, ValueError, TypeError) as exc:
+    except Exception as exc:  # onnxruntime errors are plain Exceptions: the row fails, not the batch
         if len(rows) == 1:
             message = exc.message if isinstance(exc, OnnxfnError) else f"could not be scored: {type(exc).__name__}"
             return [Outcome(rows[0], error=message)]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from handlers.runtime.manifest import NAME_PATTERN, Manifest
+from handlers.runtime.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
 from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, write_artifact
 from onnxfn.prepare.calibration import load_calibration
 from onnxfn.prepare.quantization import preoptimize, quantize
@@ -167,6 +167,8 @@ def add_model(
     say = step or (lambda _: None)
     if not NAME_PATTERN.match(name):
         raise SourceError(f"--name {name!r}: expected lowercase letters, digits, '-' or '_' (max 63), starting alnum")
+    if not VERSION_PATTERN.match(options.version):
+        raise SourceError(f"--version {options.version!r}: expected letters, digits, '.', '_' or '-' (max 63)")
     if (root / name).exists() and not options.force:
         raise ArtifactExists(f"{root / name} already exists; pass --force to replace it")
     root.mkdir(parents=True, exist_ok=True)
@@ -192,16 +194,19 @@ def add_model(
             optimization_level = preoptimize(quantized, prepared, options.optimize)["optimization_level"]
         say("validating against the original")
         samples = _samples(source, options)
-        report = evaluate(
-            source.onnx_path,
-            prepared,
-            samples,
-            source.task,
-            options.thresholds,
-            batch_sizes=options.batch_sizes,
-            runs=options.runs,
-            progress=progress,
-        )
+        try:
+            report = evaluate(
+                source.onnx_path,
+                prepared,
+                samples,
+                source.task,
+                options.thresholds,
+                batch_sizes=options.batch_sizes,
+                runs=options.runs,
+                progress=progress,
+            )
+        except Exception as exc:  # onnxruntime rejected the samples or the prepared graph
+            raise SourceError(f"validation could not run the models: {str(exc).splitlines()[0][:300]}") from exc
         if not report.passed:
             raise GateFailed(report)
         say("measuring memory and load time")

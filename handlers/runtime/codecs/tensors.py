@@ -99,11 +99,10 @@ def array_from_bytes(spec: TensorSpec, shape: tuple[int, ...], raw: memoryview, 
     label = f'{what} "{spec.name}"'
     count = math.prod(shape)
     if spec.datatype == "BYTES":
-        items = deserialize_bytes(raw, label)
+        items = deserialize_bytes(raw, label, limit=count)
         if len(items) != count:
-            raise InvalidInput(
-                f"{label}: binary data holds {len(items)} strings, expected {count} for shape {list(shape)}"
-            )
+            held = f"more than {count}" if len(items) > count else str(len(items))
+            raise InvalidInput(f"{label}: binary data holds {held} strings, expected {count} for shape {list(shape)}")
         out = np.empty(count, dtype=object)
         out[:] = items
         return out.reshape(shape)
@@ -116,11 +115,15 @@ def array_from_bytes(spec: TensorSpec, shape: tuple[int, ...], raw: memoryview, 
     return np.frombuffer(raw, dtype=OIP_TO_NUMPY[spec.datatype].newbyteorder("<")).reshape(shape)
 
 
-def deserialize_bytes(raw: memoryview, label: str) -> list[bytes]:
-    """Elements of a BYTES tensor in the binary extension: each a 4-byte little-endian length, then bytes."""
+def deserialize_bytes(raw: memoryview, label: str, limit: int | None = None) -> list[bytes]:
+    """Elements of a BYTES tensor in the binary extension: each a 4-byte little-endian length, then bytes.
+
+    With ``limit``, parsing stops one element past it, so a body of empty elements cannot make the
+    handler build millions of objects before the count is checked.
+    """
     items: list[bytes] = []
     offset, end = 0, len(raw)
-    while offset < end:
+    while offset < end and (limit is None or len(items) <= limit):
         if offset + 4 > end:
             raise InvalidInput(f"{label}: binary BYTES data ends inside a 4-byte length prefix at offset {offset}")
         (length,) = struct.unpack_from("<I", raw, offset)
