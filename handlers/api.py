@@ -26,7 +26,15 @@ from handlers.runtime.version import __version__
 Reply = Response[Any]
 
 app = APIGatewayRestResolver()
-app.enable_swagger(path="/swagger", title="onnxfn inference API", version=__version__, description=openapi.DESCRIPTION)
+
+
+@app.get("/swagger", include_in_schema=False)
+def swagger_ui() -> Reply:
+    """Swagger UI, or the OpenAPI document with ``?format=json``; built on the first request."""
+    event = app.current_event
+    want_json = (event.query_string_parameters or {}).get("format") == "json"
+    content_type, body = openapi.swagger(app, event.request_context.stage, want_json)
+    return Response(status_code=200, content_type=content_type, body=body)
 
 
 def _json(status: int, document: Any) -> Reply:

@@ -1,8 +1,17 @@
-"""OpenAPI fragments for the routes whose bodies the handler decodes itself (JSON or binary)."""
+"""The OpenAPI document and Swagger UI, built on request; and fragments for the routes whose bodies
+the handler decodes itself (JSON or binary).
+
+Powertools' ``enable_swagger`` imports its OpenAPI models (pydantic) when it is called, which costs
+120-220 ms of every cold start; building the document on the first ``/swagger`` request instead
+moves that cost to the one request that needs it.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+TITLE = "onnxfn inference API"
 
 DESCRIPTION = (
     "Open Inference Protocol (KServe V2, as spoken by Triton and tritonclient) with the binary tensor "
@@ -116,3 +125,31 @@ PREDICT_OPERATION: dict[str, Any] = {
         },
     },
 }
+
+
+def swagger(app: Any, stage: str | None, want_json: bool) -> tuple[str, str]:
+    """``(content type, body)`` of the OpenAPI document (``want_json``) or the Swagger UI page."""
+    from aws_lambda_powertools import event_handler
+    from aws_lambda_powertools.event_handler.openapi.models import Server
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
+
+    from handlers.runtime.version import __version__
+
+    spec: str = app.get_openapi_json_schema(
+        title=TITLE,
+        version=__version__,
+        description=DESCRIPTION,
+        servers=[Server(url=f"/{stage}" if stage else "/")],
+    )
+    if want_json:
+        return "application/json", spec
+    assets = Path(event_handler.__file__).parent / "openapi" / "swagger_ui"
+    page = generate_swagger_html(
+        spec.replace("</", "<\\/"),  # the document sits inside a <script> element
+        (assets / "swagger-ui-bundle.min.js").read_text(encoding="utf-8"),
+        (assets / "swagger-ui.min.css").read_text(encoding="utf-8"),
+        None,  # type: ignore[arg-type]  # None: embed the assets instead of linking a CDN
+        None,
+        False,
+    )
+    return "text/html", page
