@@ -8,22 +8,13 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers.runtime.aws import client
 from handlers.runtime.model_store import get_store
 from handlers.runtime.observability import logger, metrics, tracer
 from handlers.runtime.queue_requests import deliver_all, score_records
 from handlers.runtime.settings import load_data_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
-_clients: dict[str, Any] = {}
-
-
-def _client(service: str) -> Any:
-    """One boto3 client per service, created on first use (kept warm in module scope)."""
-    if service not in _clients:
-        import boto3
-
-        _clients[service] = boto3.session.Session().client(service)  # type: ignore[call-overload]
-    return _clients[service]
 
 
 @logger.inject_lambda_context
@@ -35,8 +26,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     data = load_data_settings()
     loaded = get_store().get_model()  # a load failure fails the whole batch: every record is retried
     records = event.get("Records", [])
-    outcomes = score_records(_client("s3"), data, loaded, records)
-    delivered = deliver_all(_client("s3"), _client("sqs"), data, loaded.manifest, records, outcomes)
+    outcomes = score_records(client("s3"), data, loaded, records)
+    delivered = deliver_all(client("s3"), client("sqs"), data, loaded.manifest, records, outcomes)
 
     def record_handler(record: SQSRecord) -> str:
         result = delivered[record.message_id]

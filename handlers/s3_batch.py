@@ -10,21 +10,13 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers.runtime.aws import s3_client
 from handlers.runtime.batch_files import FileSummary, process_object
 from handlers.runtime.model_store import get_store
 from handlers.runtime.observability import logger, metrics, tracer
 from handlers.runtime.settings import load_data_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
-_clients: dict[str, Any] = {}
-
-
-def _s3() -> Any:
-    if "s3" not in _clients:
-        import boto3
-
-        _clients["s3"] = boto3.client("s3")
-    return _clients["s3"]
 
 
 def handle_notification(record: SQSRecord) -> list[FileSummary]:
@@ -43,7 +35,13 @@ def handle_notification(record: SQSRecord) -> list[FileSummary]:
             continue
         summaries.append(
             process_object(
-                _s3(), data, get_store(), bucket, key, s3_info["object"].get("versionId"), s3_info["object"].get("eTag")
+                s3_client(),
+                data,
+                get_store(),
+                bucket,
+                key,
+                s3_info["object"].get("versionId"),
+                s3_info["object"].get("eTag"),
             )
         )
     return summaries

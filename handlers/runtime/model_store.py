@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from handlers.runtime.aws import s3_client
 from handlers.runtime.errors import InvalidInput, ManifestError, ModelUnavailable
 from handlers.runtime.manifest import Manifest
 from handlers.runtime.observability import MetricUnit, logger, metrics, tracer
@@ -61,16 +62,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _default_s3_client() -> Any:
-    import boto3  # imported on first fetch, not at init
-
-    return boto3.client("s3")
-
-
 class ModelStore:
     """Owns one function's model: ``manifest()`` and ``get_model()`` load on first use."""
 
-    def __init__(self, settings: Settings, s3_client_factory: Callable[[], Any] = _default_s3_client) -> None:
+    def __init__(self, settings: Settings, s3_client_factory: Callable[[], Any] = s3_client) -> None:
         self.settings = settings
         self._s3_factory = s3_client_factory
         self._s3: Any = None

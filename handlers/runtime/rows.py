@@ -8,7 +8,6 @@ or its own error. A bad row never takes its neighbours down with it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,12 +62,12 @@ def row_from_document(ref: int | str, document: Any, manifest: Manifest, raw: by
         and isinstance(document["inputs"], list)
         and all(isinstance(t, Mapping) and "datatype" in t for t in document["inputs"])
     ):
-        request = oip.decode_infer_request(raw or json.dumps(document).encode(), None, manifest)
+        request = oip.decode_infer_request(raw or jsonio.dumps(document), None, manifest)
         return Row(ref, request.inputs, "oip", request.id, request.outputs, request.binary_outputs)
     if isinstance(document, Mapping) and ("instances" in document or "inputs" in document):
-        fmt, arrays = v1.decode_predict_request(raw or json.dumps(document).encode(), manifest)
+        fmt, arrays = v1.decode_predict_document(document, manifest)
         return Row(ref, arrays, "v1", None, outputs, v1_format=fmt)
-    _, arrays = v1.decode_predict_request(json.dumps({"instances": [document]}).encode(), manifest)
+    _, arrays = v1.decode_predict_document({"instances": [document]}, manifest)
     return Row(ref, arrays, "row", None, outputs)
 
 

@@ -58,7 +58,11 @@ def _column(spec: TensorSpec, batch: Any) -> tuple[tuple[int, ...], Any]:
 
 def decode_predict_request(body: bytes, manifest: Manifest) -> tuple[str, dict[str, np.ndarray]]:
     """The request's format (``instances`` or ``inputs``) and its checked input arrays."""
-    document = parse_json_object(body, "predict request")
+    return decode_predict_document(parse_json_object(body, "predict request"), manifest)
+
+
+def decode_predict_document(document: Mapping[str, Any], manifest: Manifest) -> tuple[str, dict[str, np.ndarray]]:
+    """As ``decode_predict_request``, for a document already parsed (a JSON Lines record, say)."""
     formats = [key for key in ("instances", "inputs") if key in document]
     if len(formats) != 1:
         raise InvalidInput('predict request: expected exactly one of {"instances": [...]} or {"inputs": ...}')
