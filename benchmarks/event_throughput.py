@@ -19,13 +19,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks.timing import median_ms, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.update(
@@ -60,17 +58,6 @@ class _NullClient:
         return {}
 
 
-def _median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
-
-
 def _event(texts: list[str]) -> dict[str, Any]:
     from onnxfn.local.events import sqs_event
 
@@ -103,6 +90,7 @@ def queue_worker(runs: int) -> dict[str, float]:
         store = ModelStore(load_settings(os.environ))
         reset_store(store)
         from handlers import queue_worker as worker
+        from handlers.runtime import aws
 
         batch_event = _event(SENTENCES)
         single_events = [_event([t]) for t in SENTENCES]
@@ -134,16 +122,16 @@ def queue_worker(runs: int) -> dict[str, float]:
 
         for label, clients in (("moto_s3", None), ("no_io", {"s3": _NullClient(), "sqs": _NullClient()})):
             if clients:
-                worker._clients.update(clients)
-            batch_ms = _median_ms(handler_batch, runs)
-            single_ms = _median_ms(handler_single, max(5, runs // 3))
-            bare_ms = _median_ms(bare, runs)
+                aws._clients.update(clients)
+            batch_ms = median_ms(handler_batch, runs)
+            single_ms = median_ms(handler_single, max(5, runs // 3))
+            bare_ms = median_ms(bare, runs)
             results[f"queue_{label}_batch10_records_per_s"] = 10_000 / batch_ms
             results[f"queue_{label}_one_by_one_records_per_s"] = 10_000 / single_ms
             results[f"queue_{label}_ratio_vs_bare"] = bare_ms / batch_ms
             results[f"queue_{label}_ratio_vs_one_by_one"] = single_ms / batch_ms
         results["queue_bare_session_run_batch10_records_per_s"] = 10_000 / bare_ms
-        bare_single_ms = _median_ms(bare_one_by_one, max(5, runs // 3))
+        bare_single_ms = median_ms(bare_one_by_one, max(5, runs // 3))
         results["queue_bare_session_run_one_by_one_records_per_s"] = 10_000 / bare_single_ms
         results["queue_bare_batching_gain"] = bare_single_ms / bare_ms
     return results
@@ -183,19 +171,7 @@ with mock_aws():
 
 
 def s3_batch(repeats: int = 3) -> dict[str, float]:
-    samples = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [sys.executable, "-c", S3_BATCH],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-3000:])
-        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    samples = [json.loads(run_python(S3_BATCH)) for _ in range(repeats)]
     return {
         "s3_batch_digits_10k_rows_per_s": statistics.median(s["rows_per_s"] for s in samples),
         "s3_batch_digits_10k_seconds": statistics.median(s["seconds"] for s in samples),

@@ -16,13 +16,11 @@ import io
 import json
 import os
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.timing import median_ms, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.update(
@@ -35,32 +33,8 @@ os.environ.update(
 )
 
 
-def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
-
-
 def subprocess_ms(code: str, runs: int = 5) -> float:
-    samples = []
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-2000:])
-        samples.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
+    return statistics.median(float(run_python(code)) for _ in range(runs))
 
 
 FIRST_REQUEST = """
