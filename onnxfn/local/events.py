@@ -31,8 +31,13 @@ def api_gateway_event(
     *,
     stage: str = "prod",
     binary_media_types: tuple[str, ...] = DEFAULT_BINARY_MEDIA_TYPES,
+    resource: str = "/{proxy+}",
+    path_parameters: dict[str, str] | None = None,
+    api_key: str | None = None,
+    request_id: str | None = None,
+    multi_value_headers: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """A REST proxy event for a ``/{proxy+}`` resource, with the body encoded as API Gateway would."""
+    """A REST proxy event for ``resource`` (default ``/{proxy+}``), the body encoded as API Gateway would."""
     headers = dict(headers or {})
     raw = body.encode("utf-8") if isinstance(body, str) else body
     encoded = raw is not None and is_binary(headers, binary_media_types)
@@ -43,26 +48,32 @@ def api_gateway_event(
         text = base64.b64encode(raw).decode("ascii")
     else:
         text = raw.decode("utf-8", "replace")
-    params = dict(parse_qsl(query)) if query else None
-    request_id = str(uuid.uuid4())
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    params = dict(pairs) or None
+    multi_params: dict[str, list[str]] = {}
+    for key, value in pairs:
+        multi_params.setdefault(key, []).append(value)
+    request_id = request_id or str(uuid.uuid4())
+    if path_parameters is None and resource == "/{proxy+}":
+        path_parameters = {"proxy": path.lstrip("/")}
     return {
-        "resource": "/{proxy+}",
+        "resource": resource,
         "path": path,
         "httpMethod": method.upper(),
         "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "multiValueHeaders": dict(multi_value_headers) if multi_value_headers else {k: [v] for k, v in headers.items()},
         "queryStringParameters": params,
-        "multiValueQueryStringParameters": {k: [v] for k, v in params.items()} if params else None,
-        "pathParameters": {"proxy": path.lstrip("/")},
+        "multiValueQueryStringParameters": multi_params or None,
+        "pathParameters": path_parameters or None,
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": "/{proxy+}",
+            "resourcePath": resource,
             "httpMethod": method.upper(),
             "path": f"/{stage}{path}",
             "stage": stage,
             "requestId": request_id,
             "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("User-Agent", "")},
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("User-Agent", ""), "apiKey": api_key},
             "protocol": "HTTP/1.1",
         },
         "body": text,

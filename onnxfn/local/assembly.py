@@ -1,0 +1,484 @@
+"""What the synthesized cloud assembly (``cdk.out``) says exists, read into plain dataclasses.
+
+``onnxfn serve`` builds nothing from its own idea of the app: functions, their handler, code,
+environment, memory and timeout; the API's resources, methods, key requirement and binary media
+types; queues and their redrive; event source mappings; bucket notifications and the artifact
+deployments all come from the template CDK wrote, so what runs locally is what ``cdk deploy``
+would create. References (``Ref``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``) stay unresolved
+here; :class:`Resolver` resolves them once the local resources exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from handlers.runtime.errors import OnnxfnError
+
+LOCAL_ACCOUNT = "123456789012"  # moto's default account
+LOCAL_REGION = "us-east-1"
+
+
+class AssemblyError(OnnxfnError):
+    """The cloud assembly is missing or does not describe an onnxfn app."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    name: str
+    handler: str
+    code_dir: Path
+    environment: Mapping[str, Any]
+    memory_mb: int
+    timeout_s: int
+    architecture: str
+    description: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``api``, ``batch`` or ``worker``: the handler module, for tables and logs."""
+        module = self.handler.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+        return {"s3_batch": "batch", "queue_worker": "worker"}.get(module, module)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str  # GET, POST, ... or ANY
+    resource_path: str  # "/v2/models/digits/{proxy+}"
+    function_id: str
+    api_key_required: bool
+    authorization: str  # NONE | AWS_IAM | CUSTOM | COGNITO_USER_POOLS
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(part for part in self.resource_path.split("/") if part)
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    logical_id: str
+    name: str
+    stage: str
+    binary_media_types: tuple[str, ...]
+    routes: tuple[RouteSpec, ...]
+    has_api_key: bool
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    logical_id: str
+    name: str
+    visibility_timeout_s: int
+    dead_letter_id: str | None = None
+    max_receive_count: int | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventSourceSpec:
+    logical_id: str
+    queue_id: str
+    function_id: str
+    batch_size: int
+    batching_window_s: float
+    report_batch_item_failures: bool
+    max_concurrency: int | None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class NotificationSpec:
+    bucket_id: str
+    queue_id: str
+    events: tuple[str, ...]
+    prefix: str = ""
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """A ``BucketDeployment``: asset folders (or zips) copied under a prefix of a bucket."""
+
+    logical_id: str
+    bucket_id: str
+    prefix: str
+    sources: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class CloudAssembly:
+    directory: Path
+    stack_name: str
+    buckets: tuple[str, ...]
+    queues: tuple[QueueSpec, ...]
+    functions: tuple[FunctionSpec, ...]
+    api: ApiSpec | None
+    event_sources: tuple[EventSourceSpec, ...]
+    notifications: tuple[NotificationSpec, ...]
+    deployments: tuple[DeploymentSpec, ...]
+    outputs: Mapping[str, Any]
+
+    def function(self, logical_id: str) -> FunctionSpec:
+        for spec in self.functions:
+            if spec.logical_id == logical_id:
+                return spec
+        raise KeyError(logical_id)
+
+    def queue(self, logical_id: str) -> QueueSpec:
+        for spec in self.queues:
+            if spec.logical_id == logical_id:
+                return spec
+        raise KeyError(logical_id)
+
+
+def local_name(stack: str, logical_id: str, limit: int, *, lower: bool = False) -> str:
+    """A physical name shaped as CloudFormation makes them: ``<stack>-<logical id>``, bounded."""
+    name = f"{stack}-{logical_id}"
+    if lower:
+        name = re.sub(r"[^a-z0-9.-]", "-", name.lower())
+    return name[:limit].rstrip("-.")
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def _stack_artifact(directory: Path) -> tuple[str, Path]:
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        raise AssemblyError(f"no cloud assembly in {directory} (no manifest.json); run `make synth` first")
+    manifest = json.loads(manifest_path.read_text())
+    stacks = [
+        (name, artifact)
+        for name, artifact in manifest.get("artifacts", {}).items()
+        if artifact.get("type") == "aws:cloudformation:stack"
+    ]
+    if len(stacks) != 1:
+        raise AssemblyError(f"expected one stack in {directory}, found {[name for name, _ in stacks]}")
+    name, artifact = stacks[0]
+    return name, directory / artifact["properties"]["templateFile"]
+
+
+def _asset_paths(directory: Path, stack: str) -> dict[str, Path]:
+    """Asset hash → staged path in the assembly, from ``<stack>.assets.json``."""
+    assets_file = directory / f"{stack}.assets.json"
+    if not assets_file.exists():
+        return {}
+    assets = json.loads(assets_file.read_text())
+    paths = {key: directory / value["source"]["path"] for key, value in assets.get("files", {}).items()}
+    for key, value in assets.get("dockerImages", {}).items():
+        paths[key] = directory / value["source"]["directory"]
+    return paths
+
+
+def _ref_target(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return str(value["Ref"])
+        if "Fn::GetAtt" in value:
+            return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def _refs(value: Any) -> list[str]:
+    """Every logical id a property value refers to, in order."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        target = _ref_target(value)
+        if target is not None:
+            found.append(target)
+        else:
+            for item in value.values():
+                found.extend(_refs(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_refs(item))
+    return found
+
+
+class _Template:
+    def __init__(self, template: Mapping[str, Any]) -> None:
+        self.resources: dict[str, Any] = dict(template.get("Resources", {}))
+
+    def of_type(self, kind: str) -> dict[str, Mapping[str, Any]]:
+        return {key: value for key, value in self.resources.items() if value.get("Type") == kind}
+
+    def props(self, logical_id: str) -> Mapping[str, Any]:
+        return self.resources[logical_id].get("Properties", {})  # type: ignore[no-any-return]
+
+    def function_of(self, value: Any) -> str | None:
+        """The function a reference points at, through a ``live`` alias or version if need be."""
+        for target in _refs(value):
+            kind = self.resources.get(target, {}).get("Type")
+            if kind == "AWS::Lambda::Function":
+                return target
+            if kind in ("AWS::Lambda::Alias", "AWS::Lambda::Version"):
+                inner = self.function_of(self.props(target).get("FunctionName"))
+                if inner:
+                    return inner
+        return None
+
+
+def _function(
+    template: _Template, directory: Path, stack: str, logical_id: str, assets: Mapping[str, Path]
+) -> FunctionSpec:
+    resource = template.resources[logical_id]
+    props = resource.get("Properties", {})
+    code = props.get("Code", {})
+    handler = props.get("Handler")
+    if props.get("PackageType") == "Image":
+        handler = (props.get("ImageConfig", {}).get("Command") or [None])[0]
+    code_dir = assets.get(str(code.get("S3Key", "")).removesuffix(".zip"))
+    metadata_path = resource.get("Metadata", {}).get("aws:asset:path")
+    if code_dir is None and metadata_path:  # image functions: the staged Docker build context
+        code_dir = directory / metadata_path
+    if not handler or code_dir is None:
+        raise AssemblyError(f"function {logical_id}: cannot find its handler or staged code in the assembly")
+    return FunctionSpec(
+        logical_id=logical_id,
+        name=local_name(stack, logical_id, 64),
+        handler=str(handler),
+        code_dir=code_dir,
+        environment=dict(props.get("Environment", {}).get("Variables", {})),
+        memory_mb=int(props.get("MemorySize", 128)),
+        timeout_s=int(props.get("Timeout", 3)),
+        architecture=(props.get("Architectures") or ["x86_64"])[0],
+        description=str(props.get("Description", "")),
+    )
+
+
+def _api(template: _Template) -> tuple[ApiSpec | None, set[str]]:
+    apis = template.of_type("AWS::ApiGateway::RestApi")
+    if not apis:
+        return None, set()
+    if len(apis) > 1:
+        raise AssemblyError(f"expected one REST API, found {sorted(apis)}")
+    api_id, api = next(iter(apis.items()))
+    paths: dict[str, str] = {}
+
+    def path_of(resource_id: str) -> str:
+        if resource_id not in paths:
+            props = template.props(resource_id)
+            parent = props.get("ParentId")
+            parent_id = _ref_target(parent)
+            prefix = "" if parent_id == api_id or parent_id is None else path_of(parent_id)
+            paths[resource_id] = f"{prefix}/{props['PathPart']}"
+        return paths[resource_id]
+
+    routes: list[RouteSpec] = []
+    functions: set[str] = set()
+    for method in template.of_type("AWS::ApiGateway::Method").values():
+        props = method.get("Properties", {})
+        integration = props.get("Integration", {})
+        if integration.get("Type") not in ("AWS_PROXY", "AWS"):
+            continue
+        function_id = template.function_of(integration.get("Uri"))
+        if function_id is None:
+            continue
+        resource_id = _ref_target(props.get("ResourceId"))
+        resource_path = "/" if resource_id in (None, api_id) else path_of(resource_id)
+        routes.append(
+            RouteSpec(
+                method=str(props.get("HttpMethod", "ANY")).upper(),
+                resource_path=resource_path,
+                function_id=function_id,
+                api_key_required=bool(props.get("ApiKeyRequired", False)),
+                authorization=str(props.get("AuthorizationType", "NONE")),
+            )
+        )
+        functions.add(function_id)
+    stages = [s.get("Properties", {}) for s in template.of_type("AWS::ApiGateway::Stage").values()]
+    stage = str(stages[0].get("StageName", "prod")) if stages else "prod"
+    props = api.get("Properties", {})
+    spec = ApiSpec(
+        logical_id=api_id,
+        name=str(props.get("Name", api_id)),
+        stage=stage,
+        binary_media_types=tuple(str(t).replace("~1", "/") for t in props.get("BinaryMediaTypes", [])),
+        routes=tuple(sorted(routes, key=lambda r: (r.resource_path, r.method))),
+        has_api_key=bool(template.of_type("AWS::ApiGateway::ApiKey")),
+    )
+    return spec, functions
+
+
+def _queues(template: _Template, stack: str) -> tuple[QueueSpec, ...]:
+    queues = []
+    for logical_id, resource in template.of_type("AWS::SQS::Queue").items():
+        props = resource.get("Properties", {})
+        redrive = props.get("RedrivePolicy") or {}
+        fifo = bool(props.get("FifoQueue"))
+        name = local_name(stack, logical_id, 75) + (".fifo" if fifo else "")
+        attributes = {"FifoQueue": "true"} if fifo else {}
+        queues.append(
+            QueueSpec(
+                logical_id=logical_id,
+                name=name,
+                visibility_timeout_s=int(props.get("VisibilityTimeout", 30)),
+                dead_letter_id=_ref_target(redrive.get("deadLetterTargetArn")),
+                max_receive_count=int(redrive["maxReceiveCount"]) if "maxReceiveCount" in redrive else None,
+                attributes=attributes,
+            )
+        )
+    return tuple(sorted(queues, key=lambda q: q.logical_id))
+
+
+def _event_sources(template: _Template) -> tuple[EventSourceSpec, ...]:
+    sources = []
+    for logical_id, resource in template.of_type("AWS::Lambda::EventSourceMapping").items():
+        props = resource.get("Properties", {})
+        queue_id = _ref_target(props.get("EventSourceArn"))
+        function_id = template.function_of(props.get("FunctionName"))
+        if queue_id is None or function_id is None:
+            continue
+        if template.resources.get(queue_id, {}).get("Type") != "AWS::SQS::Queue":
+            continue
+        sources.append(
+            EventSourceSpec(
+                logical_id=logical_id,
+                queue_id=queue_id,
+                function_id=function_id,
+                batch_size=int(props.get("BatchSize", 10)),
+                batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+                report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                max_concurrency=(props.get("ScalingConfig") or {}).get("MaximumConcurrency"),
+                enabled=bool(props.get("Enabled", True)),
+            )
+        )
+    return tuple(sorted(sources, key=lambda s: s.logical_id))
+
+
+def _notifications(template: _Template) -> tuple[NotificationSpec, ...]:
+    found = []
+    for resource in template.of_type("Custom::S3BucketNotifications").values():
+        props = resource.get("Properties", {})
+        bucket_id = _ref_target(props.get("BucketName"))
+        for config in props.get("NotificationConfiguration", {}).get("QueueConfigurations", []):
+            queue_id = _ref_target(config.get("QueueArn"))
+            if bucket_id is None or queue_id is None:
+                continue
+            rules = {r["Name"].lower(): r["Value"] for r in config.get("Filter", {}).get("Key", {}).get("FilterRules", [])}
+            found.append(
+                NotificationSpec(
+                    bucket_id=bucket_id,
+                    queue_id=queue_id,
+                    events=tuple(config.get("Events", [])),
+                    prefix=rules.get("prefix", ""),
+                    suffix=rules.get("suffix", ""),
+                )
+            )
+    return tuple(found)
+
+
+def _deployments(template: _Template, assets: Mapping[str, Path]) -> tuple[DeploymentSpec, ...]:
+    found = []
+    for logical_id, resource in template.of_type("Custom::CDKBucketDeployment").items():
+        props = resource.get("Properties", {})
+        bucket_id = _ref_target(props.get("DestinationBucketName"))
+        sources = []
+        for key in props.get("SourceObjectKeys", []):
+            path = assets.get(str(key).removesuffix(".zip"))
+            if path is None:
+                raise AssemblyError(f"deployment {logical_id}: asset {key} is not in the assembly; run `make synth`")
+            sources.append(path)
+        if bucket_id is not None:
+            found.append(DeploymentSpec(logical_id, bucket_id, str(props.get("DestinationBucketKeyPrefix", "")), tuple(sources)))
+    return tuple(found)
+
+
+def load_assembly(directory: Path) -> CloudAssembly:
+    """Read the one stack of the cloud assembly in ``directory``."""
+    stack, template_file = _stack_artifact(directory)
+    raw = json.loads(template_file.read_text())
+    template = _Template(raw)
+    assets = _asset_paths(directory, stack)
+    api, api_functions = _api(template)
+    event_sources = _event_sources(template)
+    served = api_functions | {source.function_id for source in event_sources}
+    functions = tuple(_function(template, directory, stack, logical_id, assets) for logical_id in sorted(served))
+    return CloudAssembly(
+        directory=directory,
+        stack_name=stack,
+        buckets=tuple(sorted(template.of_type("AWS::S3::Bucket"))),
+        queues=_queues(template, stack),
+        functions=functions,
+        api=api,
+        event_sources=event_sources,
+        notifications=_notifications(template),
+        deployments=_deployments(template, assets),
+        outputs=raw.get("Outputs", {}),
+    )
+
+
+# --- resolving -------------------------------------------------------------------------------------
+
+_PSEUDO = {
+    "AWS::AccountId": LOCAL_ACCOUNT,
+    "AWS::Region": LOCAL_REGION,
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackName": "",
+    "AWS::NoValue": "",
+}
+
+
+@dataclass
+class Resolver:
+    """Resolves intrinsic functions against the physical ids of the local resources.
+
+    ``refs`` maps a logical id to what ``Ref`` returns; ``attributes`` maps (logical id, attribute)
+    to what ``Fn::GetAtt`` returns. Anything else is left as a string naming it, so a missing
+    resource shows up in the environment instead of failing silently.
+    """
+
+    refs: dict[str, str] = field(default_factory=dict)
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    stack_name: str = ""
+
+    def ref(self, name: str) -> str:
+        if name in _PSEUDO:
+            return self.stack_name if name == "AWS::StackName" else _PSEUDO[name]
+        return self.refs.get(name, f"<unresolved {name}>")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if "Ref" in value:
+            return self.ref(str(value["Ref"]))
+        if "Fn::GetAtt" in value:
+            logical_id, attribute = value["Fn::GetAtt"][:2]
+            return self.attributes.get((logical_id, attribute), f"<unresolved {logical_id}.{attribute}>")
+        if "Fn::Join" in value:
+            separator, items = value["Fn::Join"]
+            return str(separator).join(str(self.resolve(item)) for item in items)
+        if "Fn::Sub" in value:
+            spec = value["Fn::Sub"]
+            text, variables = (spec, {}) if isinstance(spec, str) else (spec[0], spec[1])
+            return self._sub(str(text), {k: self.resolve(v) for k, v in variables.items()})
+        if "Fn::Select" in value:
+            index, items = value["Fn::Select"]
+            return self.resolve(items)[int(index)]
+        return {key: self.resolve(item) for key, item in value.items()}
+
+    def _sub(self, text: str, variables: Mapping[str, Any]) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(variables[name])
+            if "." in name:
+                logical_id, attribute = name.split(".", 1)
+                return self.attributes.get((logical_id, attribute), f"<unresolved {name}>")
+            return self.ref(name)
+
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
+
+    def environment(self, variables: Mapping[str, Any]) -> dict[str, str]:
+        return {key: str(self.resolve(value)) for key, value in variables.items()}
+

@@ -1,0 +1,149 @@
+"""The process one local Lambda execution environment runs: init once, then invocations.
+
+Started by :mod:`onnxfn.local.functions` with the function's environment. The handler module is
+imported once (the init phase, timed and reported as Lambda reports ``Init Duration``), then each
+invocation arrives on stdin as a length-prefixed JSON frame and its result or error goes back on
+the file descriptor named by ``ONNXFN_LOCAL_CONTROL_FD``. stdout and stderr are the function's log stream, read by the parent (EMF
+metrics included), exactly as Lambda captures them.
+
+Kept to the standard library (plus orjson when present) so the measured init is the handler's own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Any, BinaryIO
+
+HEADER = struct.Struct(">I")
+CONTROL_FD_ENV = "ONNXFN_LOCAL_CONTROL_FD"
+
+try:
+    import orjson
+
+    def dumps(value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is a layer dependency
+
+    def dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+    loads = json.loads
+
+
+def write_frame(stream: BinaryIO, message: Any) -> None:
+    data = dumps(message)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> Any | None:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (length,) = HEADER.unpack(header)
+    data = stream.read(length)
+    if len(data) < length:
+        return None
+    return loads(data)
+
+
+class Context:
+    """The Lambda context object handlers receive."""
+
+    def __init__(self, request_id: str, deadline_ms: float) -> None:
+        self.aws_request_id = request_id
+        self._deadline_ms = deadline_ms
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        self.invoked_function_arn = os.environ.get("ONNXFN_LOCAL_FUNCTION_ARN", "")
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.identity = None
+        self.client_context = None
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+
+def _die_with_parent() -> None:
+    """Exit when the serving process goes away, even mid-invocation, so no worker is left behind.
+
+    An idle worker also ends on its own when stdin closes. (``PR_SET_PDEATHSIG`` is no use here:
+    it fires when the *thread* that started the worker ends, and request threads end all the time.)
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(137)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
+    return {
+        "errorType": error_type or type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": traceback.format_exception(exc)[1:],
+    }
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    _die_with_parent()
+    requests = sys.stdin.buffer
+    replies = os.fdopen(int(os.environ.pop(CONTROL_FD_ENV)), "wb", buffering=0)
+    task_root = os.environ.get("LAMBDA_TASK_ROOT")
+    if task_root and task_root not in sys.path:
+        sys.path.insert(0, task_root)
+    module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
+    started = time.perf_counter()
+    try:
+        handler = getattr(importlib.import_module(module_name), function_name)
+    except Exception as exc:  # the init error is reported, as Lambda reports Runtime.ImportModuleError
+        traceback.print_exc()
+        write_frame(replies, {"type": "init_error", "error": _error(exc, "Runtime.ImportModuleError")})
+        return 1
+    init_ms = (time.perf_counter() - started) * 1000
+    write_frame(replies, {"type": "ready", "init_ms": init_ms, "max_rss_mb": _max_rss_mb()})
+    while True:
+        message = read_frame(requests)
+        if message is None:
+            return 0
+        request_id = message["request_id"]
+        os.environ["_X_AMZN_TRACE_ID"] = message.get("trace_id", "")
+        context = Context(request_id, message["deadline_ms"])
+        started = time.perf_counter()
+        try:
+            result = handler(message["event"], context)
+            reply: dict[str, Any] = {"type": "result", "payload": result}
+        except Exception as exc:
+            traceback.print_exc()
+            reply = {"type": "error", "error": _error(exc)}
+        reply["duration_ms"] = (time.perf_counter() - started) * 1000
+        reply["max_rss_mb"] = _max_rss_mb()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            frame = dumps(reply)
+        except TypeError as exc:  # what the handler returned is not JSON
+            frame = dumps({**reply, "type": "error", "payload": None, "error": _error(exc, "Runtime.MarshalError")})
+        replies.write(HEADER.pack(len(frame)) + frame)
+
+if __name__ == "__main__":
+    sys.exit(main())
