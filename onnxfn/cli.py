@@ -10,8 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from handlers.runtime.errors import ManifestError
+from handlers.runtime.errors import OnnxfnError
 from onnxfn.artifacts import DEFAULT_ROOT, list_artifacts
+from onnxfn.local.commands import add_parsers
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -172,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.set_defaults(func=_cmd_show)
 
-    sub.add_parser("demo", help="serve both demo models in-process against moto and print results").set_defaults(
-        func=_cmd_demo
-    )
+    sub.add_parser(
+        "demo", help="start the app locally, send requests, a batch file and a queue message; print results"
+    ).set_defaults(func=_cmd_demo)
+    add_parsers(sub)
     return parser
 
 
@@ -182,8 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ManifestError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (OnnxfnError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyError as exc:  # a name the app does not have (model, function)
+        err_console.print(f"[red]error:[/] {exc.args[0]}")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,16 +1,16 @@
-"""``onnxfn demo``: both demo models served by the real API handler, in-process, with moto as S3.
+"""``onnxfn demo``: the app as ``cdk deploy`` would create it, run locally, driven over HTTP.
 
-Every request goes through an API Gateway REST proxy event into ``handlers.api.lambda_handler``,
-exactly as in Lambda; the model files are fetched from (moto's) S3 and verified on first use.
+The cloud assembly is synthesized when stale, the local app starts (moto as the embedded AWS,
+one worker process per function, the API Gateway emulation), and the demo sends one request to
+each model through the API, drops a batch file into the digits inbox, queues one request for
+minilm, prints the answers and the timings, and stops everything.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,19 +19,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from handlers.runtime.manifest import Manifest
+from onnxfn.local.client import AppClient
+from onnxfn.local.serve import LocalApp, ServeOptions
+from onnxfn.local.synth import stale_reason, synthesize
 
-BUCKET = "onnxfn-demo-models"
-QUIET_ENV = {
-    # moto only: fake credentials that no real AWS endpoint would accept.
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-}
 SENTENCES = [
     "A man is playing a guitar on stage.",
     "Someone performs music with a string instrument.",
@@ -42,36 +33,16 @@ SENTENCES = [
 
 
 class DemoClient:
-    """Sends API Gateway events to the in-process handler and times them."""
+    """JSON requests through the local API, timed from the client's side."""
 
-    def __init__(self) -> None:
-        from handlers import api
-        from onnxfn.local.context import LocalContext
-
-        self._api = api
-        self._context = LocalContext
+    def __init__(self, client: AppClient) -> None:
+        self.client = client
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any, float]:
-        from onnxfn.local.events import api_gateway_event, response_body
-
-        raw = json.dumps(body) if body is not None else None
-        event = api_gateway_event(method, path, raw, {"Content-Type": "application/json"})
         started = time.perf_counter()
-        # The handler prints its EMF metrics to stdout, as in Lambda; the demo shows tables instead.
-        with contextlib.redirect_stdout(io.StringIO()):
-            response = self._api.lambda_handler(event, self._context())
+        reply = self.client.request(method, path, json.dumps(body) if body is not None else None)
         elapsed = (time.perf_counter() - started) * 1000
-        return response["statusCode"], json.loads(response_body(response)), elapsed
-
-
-def _serve(client: DemoClient, s3: Any, artifact: Path) -> Manifest:
-    from handlers.runtime.model_store import ModelStore, reset_store
-    from handlers.runtime.settings import load_settings
-    from onnxfn.local.upload import upload_artifact
-
-    environment = upload_artifact(s3, BUCKET, artifact)
-    reset_store(ModelStore(load_settings({**environment, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"})))
-    return Manifest.load(artifact / "manifest.json")
+        return reply.status, reply.json(), elapsed
 
 
 def _timed(client: DemoClient, path: str, body: Any, runs: int = 20) -> tuple[Any, float, float]:
@@ -131,29 +102,89 @@ def _minilm(client: DemoClient, console: Console) -> tuple[float, float]:
     return cold_ms, warm_ms
 
 
-def run_demo(root: Path, console: Console) -> int:
-    """Serve every demo model found under ``root``; non-zero when one is missing or fails."""
-    os.environ.update(QUIET_ENV)
-    import boto3
-    from moto import mock_aws
+def _batch_file(client: AppClient, console: Console) -> float:
+    from sklearn.datasets import load_digits
 
+    features, labels = load_digits(return_X_y=True)
+    lines = [json.dumps({"pixels": row.tolist()}) for row in features[:200]]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "digits-demo.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        started = time.perf_counter()
+        key = client.put_file("digits", path)
+    summary = client.wait_for_batch("digits", key, timeout_s=120)
+    elapsed = (time.perf_counter() - started) * 1000
+    if summary is None:
+        raise RuntimeError(f"no summary for {key} within 120 s")
+    entry = client.model("digits")
+    output = client.aws("s3").get_object(Bucket=entry["bucket"], Key=summary["output_key"])["Body"].read()
+    predicted = [json.loads(line)["label"] for line in output.decode().splitlines()]
+    agree = sum(int(p == t) for p, t in zip(predicted, labels[:200], strict=True))
+    console.print(
+        f"batch file s3://{entry['bucket']}/{key}: {summary['scored']} rows scored, {summary['failed']} failed "
+        f"→ {summary['output_key']} ({agree}/200 match the true labels) in {elapsed:.0f} ms"
+    )
+    return elapsed
+
+
+def _queue_message(client: AppClient, console: Console) -> float:
+    body = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [SENTENCES[0]]}]})
+    started = time.perf_counter()
+    message_id = client.send_message("minilm", body)
+    result = client.wait_for_result("minilm", message_id, timeout_s=120)
+    elapsed = (time.perf_counter() - started) * 1000
+    if result is None or not result[0]:
+        raise RuntimeError(f"queue message {message_id}: {result}")
+    output = result[1]["outputs"][0]
+    console.print(
+        f"queue message {message_id} → results/minilm/{message_id}.json: {output['name']} "
+        f"{output['shape']} in {elapsed:.0f} ms"
+    )
+    return elapsed
+
+
+def run_demo(root: Path, console: Console, app_dir: Path = Path("cdk.out")) -> int:
+    """Run the demo; non-zero when a model is missing or a step fails."""
     missing = [name for name in ("digits", "minilm") if not (root / name / "manifest.json").exists()]
     if missing:
         console.print(f"[red]missing models:[/] {', '.join(missing)} — run `make models` (onnxfn build-demo)")
         return 2
-    timings = Table(title="timings (in-process handler, moto S3)")
-    for column in ("model", "first request (fetch + verify + load + infer) ms", "warm request median ms"):
-        timings.add_column(column, justify="right")
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        started = time.perf_counter()
-        client = DemoClient()
-        console.print(f"handler init (imports): {(time.perf_counter() - started) * 1000:.0f} ms")
+    project = Path.cwd()
+    reason = stale_reason(project, app_dir)
+    if reason:
+        with console.status(f"cdk synth ({reason})…"):
+            started = time.perf_counter()
+            synthesize(project, app_dir)
+        console.print(f"synthesized {app_dir} in {time.perf_counter() - started:.1f} s ({reason})")
+    started = time.perf_counter()
+    app = LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None)).start()
+    console.print(
+        f"local app up in {(time.perf_counter() - started) * 1000:.0f} ms at {app.state()['url']}: "
+        f"{len(app.pools)} functions, embedded AWS at {app.state()['aws_endpoint']}"
+    )
+    try:
+        client = AppClient(app.state())
+        demo = DemoClient(client)
+        timings = Table(title="timings over HTTP (local API Gateway → worker process → handler)")
+        for column in ("model", "first request ms (worker start + fetch + verify + load)", "warm median ms"):
+            timings.add_column(column, justify="right")
         for name, show in (("digits", _digits), ("minilm", _minilm)):
-            _serve(client, s3, root / name)
-            cold_ms, warm_ms = show(client, console)
+            cold_ms, warm_ms = show(demo, console)
             timings.add_row(name, f"{cold_ms:.1f}", f"{warm_ms:.2f}")
-    console.print(timings)
+        console.print(timings)
+        _batch_file(client, console)
+        _queue_message(client, console)
+        cold = Table(title="worker cold starts (handler import, as Lambda's Init Duration)")
+        for column in ("function", "kind", "cold starts", "init ms"):
+            cold.add_column(column, justify="right")
+        for pool in app.pools.values():
+            if pool.stats.cold_starts:
+                inits = ", ".join(f"{ms:.0f}" for ms in pool.stats.cold_starts)
+                cold.add_row(pool.runtime.name, pool.runtime.kind, str(len(pool.stats.cold_starts)), inits)
+        console.print(cold)
+        client.close()
+    finally:
+        pids = app.worker_pids()
+        app.stop()
+    console.print(f"stopped: {len(pids)} worker process(es), the gateway and the embedded AWS")
     return 0

@@ -362,7 +362,9 @@ def _notifications(template: _Template) -> tuple[NotificationSpec, ...]:
             queue_id = _ref_target(config.get("QueueArn"))
             if bucket_id is None or queue_id is None:
                 continue
-            rules = {r["Name"].lower(): r["Value"] for r in config.get("Filter", {}).get("Key", {}).get("FilterRules", [])}
+            rules = {
+                r["Name"].lower(): r["Value"] for r in config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+            }
             found.append(
                 NotificationSpec(
                     bucket_id=bucket_id,
@@ -387,7 +389,9 @@ def _deployments(template: _Template, assets: Mapping[str, Path]) -> tuple[Deplo
                 raise AssemblyError(f"deployment {logical_id}: asset {key} is not in the assembly; run `make synth`")
             sources.append(path)
         if bucket_id is not None:
-            found.append(DeploymentSpec(logical_id, bucket_id, str(props.get("DestinationBucketKeyPrefix", "")), tuple(sources)))
+            found.append(
+                DeploymentSpec(logical_id, bucket_id, str(props.get("DestinationBucketKeyPrefix", "")), tuple(sources))
+            )
     return tuple(found)
 
 
@@ -481,4 +485,3 @@ class Resolver:
 
     def environment(self, variables: Mapping[str, Any]) -> dict[str, str]:
         return {key: str(self.resolve(value)) for key, value in variables.items()}
-

@@ -9,6 +9,7 @@ environment resolves to the local resources.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ def local_aws_environment(endpoint: str) -> dict[str, str]:
         "AWS_REGION": LOCAL_REGION,
         "AWS_DEFAULT_REGION": LOCAL_REGION,
         "AWS_EC2_METADATA_DISABLED": "true",
+        # Never read a developer's AWS config or credentials files.
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
 
 
@@ -46,8 +50,11 @@ class EmbeddedAws:
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def start(self) -> EmbeddedAws:
+        import logging
+
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         self.port = int(self._server._server.server_port)
@@ -207,7 +214,5 @@ def function_runtimes(assembly: CloudAssembly, provisioned: Provisioned, endpoin
 
 def _inherited_environment() -> dict[str, str]:
     """The few host variables a Python process needs (PATH, locale); never credentials."""
-    import os
-
     keep = ("PATH", "LANG", "LC_ALL", "HOME", "VIRTUAL_ENV", "OMP_NUM_THREADS", "SYSTEMROOT")
     return {key: os.environ[key] for key in keep if key in os.environ}

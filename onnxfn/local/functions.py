@@ -105,6 +105,7 @@ class Worker:
             stderr=subprocess.STDOUT,
             pass_fds=(write_fd,),
             close_fds=True,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the server, which stops the workers
         )
         os.close(write_fd)
         self._replies = os.fdopen(read_fd, "rb", buffering=0)

@@ -82,6 +82,10 @@ class Router:
         return None
 
 
+def _error_type(name: str) -> dict[str, list[str]]:
+    return {"x-amzn-ErrorType": [name]}
+
+
 @dataclass
 class RequestLog:
     method: str
@@ -137,7 +141,7 @@ class Gateway:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def serve_forever(self) -> None:
         self.server.serve_forever(poll_interval=0.2)
@@ -177,7 +181,9 @@ class Gateway:
             multi.setdefault(key, []).append(value)
         lowered = {k.lower(): v for k, v in single.items()}
 
-        def finish(status: int, document: Any, extra: dict[str, list[str]] | None = None) -> Any:
+        def finish(
+            status: int, document: Any, extra: dict[str, list[str]] | None = None
+        ) -> tuple[int, dict[str, list[str]], bytes, RequestLog]:
             out = {"Content-Type": ["application/json"], "x-amzn-RequestId": [request_id], **(extra or {})}
             data = document if isinstance(document, bytes) else dumps(document)
             log.status = status
@@ -185,15 +191,23 @@ class Gateway:
             return status, out, data, log
 
         if api is None or match is None:
-            return finish(403, {"message": "Missing Authentication Token"}, {"x-amzn-ErrorType": ["MissingAuthenticationTokenException"]})
+            return finish(
+                403,
+                {"message": "Missing Authentication Token"},
+                _error_type("MissingAuthenticationTokenException"),
+            )
         route, params = match
         if route.authorization == "AWS_IAM" and not lowered.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
-            return finish(403, {"message": "Missing Authentication Token"}, {"x-amzn-ErrorType": ["MissingAuthenticationTokenException"]})
+            return finish(
+                403,
+                {"message": "Missing Authentication Token"},
+                _error_type("MissingAuthenticationTokenException"),
+            )
         given = lowered.get("x-api-key")
         if route.api_key_required and (
             self.api_key is None or given is None or not hmac.compare_digest(given.encode(), self.api_key.encode())
         ):
-            return finish(403, {"message": "Forbidden"}, {"x-amzn-ErrorType": ["ForbiddenException"]})
+            return finish(403, {"message": "Forbidden"}, _error_type("ForbiddenException"))
         pool = self.pools[route.function_id]
         log.function = pool.runtime.name
         event = api_gateway_event(
@@ -215,14 +229,14 @@ class Gateway:
         invocation = self._invoke(pool, event)
         log.invocation = invocation
         if invocation is None:
-            return finish(504, {"message": "Endpoint request timed out"}, {"x-amzn-ErrorType": ["GatewayTimeoutException"]})
+            return finish(504, {"message": "Endpoint request timed out"}, _error_type("GatewayTimeoutException"))
         if invocation.status == "throttled":
-            return finish(429, {"message": "Too Many Requests"}, {"x-amzn-ErrorType": ["TooManyRequestsException"]})
+            return finish(429, {"message": "Too Many Requests"}, _error_type("TooManyRequestsException"))
         if not invocation.ok:
-            return finish(502, {"message": "Internal server error"}, {"x-amzn-ErrorType": ["InternalServerErrorException"]})
+            return finish(502, {"message": "Internal server error"}, _error_type("InternalServerErrorException"))
         mapped = self._map_response(invocation.payload, lowered.get("accept", ""))
         if mapped is None:  # API Gateway: "Malformed Lambda proxy response"
-            return finish(502, {"message": "Internal server error"}, {"x-amzn-ErrorType": ["InternalServerErrorException"]})
+            return finish(502, {"message": "Internal server error"}, _error_type("InternalServerErrorException"))
         status, out_headers, data = mapped
         out_headers.setdefault("x-amzn-RequestId", [request_id])
         log.status = status
@@ -269,8 +283,10 @@ class Gateway:
         try:
             event = loads(body or b"{}")
         except ValueError:
-            return 400, {"x-amzn-ErrorType": ["InvalidRequestContentException"]}, dumps(
-                {"Type": "User", "message": "Could not parse request body into json"}
+            return (
+                400,
+                {"x-amzn-ErrorType": ["InvalidRequestContentException"]},
+                dumps({"Type": "User", "message": "Could not parse request body into json"}),
             )
         invocation = pool.invoke(event)
         headers = {"Content-Type": ["application/json"], "x-amzn-RequestId": [invocation.request_id]}
@@ -287,8 +303,9 @@ class Gateway:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "onnxfn-local"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
-            def _body(self) -> bytes | None | bool:
+            def _body(self) -> bytes | bool | None:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     chunked = _chunked(self.rfile.read, self.rfile.readline, MAX_REQUEST_BYTES)
                     return False if chunked is None else chunked

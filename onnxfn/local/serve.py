@@ -25,6 +25,13 @@ from onnxfn.local.metrics import MetricsRegistry
 from onnxfn.local.pollers import BatchOutcome, QueuePoller
 
 DEFAULT_STATE_FILE = Path(".onnxfn/serve.json")
+_STATE_ENV = (
+    ("DATA_BUCKET", "bucket"),
+    ("INBOX_PREFIX", "inbox_prefix"),
+    ("OUTBOX_PREFIX", "outbox_prefix"),
+    ("RESULTS_PREFIX", "results_prefix"),
+    ("REQUESTS_PREFIX", "requests_prefix"),
+)
 
 
 @dataclass
@@ -124,13 +131,19 @@ class LocalApp:
 
     def _on_invocation(self, runtime: FunctionRuntime, invocation: Invocation) -> None:
         labels = {"function": runtime.name, "kind": runtime.kind, "model": runtime.model}
-        self.metrics.inc("onnxfn_local_invocations_total", {**labels, "status": invocation.status}, help_text="Invocations by outcome")
+        self.metrics.inc(
+            "onnxfn_local_invocations_total",
+            {**labels, "status": invocation.status},
+            help_text="Invocations by outcome",
+        )
         self.metrics.observe(
             "onnxfn_local_invocation_duration_milliseconds", labels, invocation.duration_ms, "Handler duration"
         )
         if invocation.init_ms is not None:
             self.metrics.inc("onnxfn_local_cold_starts_total", labels, help_text="Workers started (cold starts)")
-            self.metrics.observe("onnxfn_local_init_duration_milliseconds", labels, invocation.init_ms, "Handler import (init)")
+            self.metrics.observe(
+                "onnxfn_local_init_duration_milliseconds", labels, invocation.init_ms, "Handler import (init)"
+            )
         self.metrics.set_gauge("onnxfn_local_workers", labels, self.pools[runtime.logical_id].workers, "Live workers")
         if self.observers.invocation is not None:
             self.observers.invocation(runtime, invocation)
@@ -138,7 +151,9 @@ class LocalApp:
     def _on_request(self, log: RequestLog) -> None:
         labels = {"method": log.method, "status": str(log.status), "function": log.function}
         self.metrics.inc("onnxfn_local_requests_total", labels, help_text="HTTP requests through the local API")
-        self.metrics.observe("onnxfn_local_request_duration_milliseconds", {"function": log.function}, log.total_ms, "Gateway latency")
+        self.metrics.observe(
+            "onnxfn_local_request_duration_milliseconds", {"function": log.function}, log.total_ms, "Gateway latency"
+        )
         if self.observers.request is not None:
             self.observers.request(log)
 
@@ -163,7 +178,13 @@ class LocalApp:
             entry = models.setdefault(runtime.model, {"functions": {}})
             entry["functions"][runtime.kind] = runtime.name
             env = runtime.environment
-            for key, name in (("DATA_BUCKET", "bucket"), ("INBOX_PREFIX", "inbox_prefix"), ("OUTBOX_PREFIX", "outbox_prefix"), ("RESULTS_PREFIX", "results_prefix"), ("REQUESTS_PREFIX", "requests_prefix")):
+            for key, name in (
+                ("DATA_BUCKET", "bucket"),
+                ("INBOX_PREFIX", "inbox_prefix"),
+                ("OUTBOX_PREFIX", "outbox_prefix"),
+                ("RESULTS_PREFIX", "results_prefix"),
+                ("REQUESTS_PREFIX", "requests_prefix"),
+            ):
                 if key in env:
                     entry[name] = env[key]
         for source in assembly.event_sources:

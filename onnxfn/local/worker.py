@@ -3,8 +3,8 @@
 Started by :mod:`onnxfn.local.functions` with the function's environment. The handler module is
 imported once (the init phase, timed and reported as Lambda reports ``Init Duration``), then each
 invocation arrives on stdin as a length-prefixed JSON frame and its result or error goes back on
-the file descriptor named by ``ONNXFN_LOCAL_CONTROL_FD``. stdout and stderr are the function's log stream, read by the parent (EMF
-metrics included), exactly as Lambda captures them.
+the pipe named by ``ONNXFN_LOCAL_CONTROL_FD``. stdout and stderr are the function's log stream,
+read by the parent (EMF metrics included), exactly as Lambda captures them.
 
 Kept to the standard library (plus orjson when present) so the measured init is the handler's own.
 """
@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import resource
+import signal
 import struct
 import sys
 import threading
@@ -37,7 +38,8 @@ except ImportError:  # pragma: no cover - orjson is a layer dependency
     def dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
-    loads = json.loads
+    def loads(data: bytes | str) -> Any:  # type: ignore[misc]
+        return json.loads(data)
 
 
 def write_frame(stream: BinaryIO, message: Any) -> None:
@@ -105,6 +107,7 @@ def _max_rss_mb() -> float:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the serving process decides when workers stop
     _die_with_parent()
     requests = sys.stdin.buffer
     replies = os.fdopen(int(os.environ.pop(CONTROL_FD_ENV)), "wb", buffering=0)
@@ -144,6 +147,7 @@ def main() -> int:
         except TypeError as exc:  # what the handler returned is not JSON
             frame = dumps({**reply, "type": "error", "payload": None, "error": _error(exc, "Runtime.MarshalError")})
         replies.write(HEADER.pack(len(frame)) + frame)
+
 
 if __name__ == "__main__":
     sys.exit(main())

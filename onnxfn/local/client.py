@@ -1,0 +1,170 @@
+"""Driving a local app: HTTP requests, files into the inbox, queue messages, direct invocations.
+
+:class:`AppClient` works from the state a running ``onnxfn serve`` writes; :func:`connect` uses
+that when a server runs, and otherwise starts the app inside the calling process for as long as it
+is needed, so ``onnxfn invoke`` works either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from onnxfn.local.cloud import LOCAL_CREDENTIALS
+from onnxfn.local.serve import LocalApp, ServeOptions, read_state
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class AppClient:
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self.state = dict(state)
+        split = urlsplit(self.state["url"])
+        self._host, self._port = split.hostname or "127.0.0.1", split.port or 80
+        self._connection: http.client.HTTPConnection | None = None
+        self._clients: dict[str, Any] = {}
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        api_key: bool = True,
+    ) -> HttpReply:
+        """One request through the local API (the API key added unless ``api_key=False``)."""
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if api_key and self.state.get("api_key"):
+            all_headers.setdefault("x-api-key", self.state["api_key"])
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        for attempt in range(2):  # a kept-alive connection the server closed is retried once
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(self._host, self._port, timeout=120)
+            try:
+                self._connection.request(method, path, body=data, headers=all_headers)
+                response = self._connection.getresponse()
+                payload = response.read()
+                return HttpReply(response.status, dict(response.getheaders()), payload)
+            except (ConnectionError, http.client.HTTPException):
+                self._connection.close()
+                self._connection = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- AWS (the embedded moto) -----------------------------------------------------------------
+
+    def aws(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+
+            self._clients[service] = boto3.session.Session().client(
+                service,  # type: ignore[call-overload]
+                endpoint_url=self.state["aws_endpoint"],
+                region_name=self.state.get("region", "us-east-1"),
+                aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                aws_session_token=LOCAL_CREDENTIALS["AWS_SESSION_TOKEN"],
+            )
+        return self._clients[service]
+
+    def model(self, name: str) -> dict[str, Any]:
+        models = self.state["models"]
+        if name not in models:
+            raise KeyError(f"no model {name!r} in the app; it has {sorted(models)}")
+        return dict(models[name])
+
+    def put_file(self, model: str, path: Path, name: str | None = None) -> str:
+        """Upload ``path`` into the model's inbox, as a user dropping a batch file would."""
+        entry = self.model(model)
+        key = f"{entry['inbox_prefix']}{name or path.name}"
+        self.aws("s3").put_object(Bucket=entry["bucket"], Key=key, Body=path.read_bytes())
+        return key
+
+    def wait_for_object(self, bucket: str, key: str, timeout_s: float) -> bytes | None:
+        s3 = self.aws("s3")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(s3.exceptions.NoSuchKey):
+                return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            time.sleep(0.1)
+        return None
+
+    def wait_for_batch(self, model: str, inbox_key: str, timeout_s: float = 120) -> dict[str, Any] | None:
+        """The summary the batch function writes for ``inbox_key``, once it exists."""
+        entry = self.model(model)
+        name = inbox_key[len(entry["inbox_prefix"]) :]
+        summary = self.wait_for_object(entry["bucket"], f"{entry['outbox_prefix']}{name}.summary.json", timeout_s)
+        return None if summary is None else dict(json.loads(summary))
+
+    def send_message(self, model: str, body: str, attributes: Mapping[str, str] | None = None) -> str:
+        """Queue one inference request for the model's worker; returns the message id."""
+        entry = self.model(model)
+        extra = {k: {"DataType": "String", "StringValue": v} for k, v in (attributes or {}).items()}
+        sent = self.aws("sqs").send_message(
+            QueueUrl=entry["requests_queue_url"], MessageBody=body, MessageAttributes=extra
+        )
+        return str(sent["MessageId"])
+
+    def wait_for_result(self, model: str, message_id: str, timeout_s: float = 60) -> tuple[bool, Any] | None:
+        """``(ok, document)`` once the worker wrote the result (or the error) of ``message_id``."""
+        entry = self.model(model)
+        s3 = self.aws("s3")
+        deadline = time.monotonic() + timeout_s
+        prefix = f"{entry['results_prefix']}{message_id}"
+        while time.monotonic() < deadline:
+            for suffix, ok in ((".json", True), (".error.json", False)):
+                with contextlib.suppress(s3.exceptions.NoSuchKey):
+                    body = s3.get_object(Bucket=entry["bucket"], Key=prefix + suffix)["Body"].read()
+                    return ok, json.loads(body)
+            time.sleep(0.1)
+        return None
+
+    def invoke_function(self, name: str, event: Any) -> tuple[bool, Any]:
+        """A direct invocation through the local Lambda Invoke API: ``(ok, payload or error)``."""
+        reply = self.request("POST", f"/2015-03-31/functions/{name}/invocations", json.dumps(event), api_key=False)
+        if reply.status != 200:
+            return False, reply.json()
+        return "X-Amz-Function-Error" not in reply.headers, reply.json()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+
+@contextlib.contextmanager
+def connect(state_file: Path | None, app_dir: Path = Path("cdk.out")) -> Iterator[AppClient]:
+    """A client for the running app, or for one started here and stopped on exit."""
+    state = read_state(state_file) if state_file is not None else None
+    if state is not None:
+        client = AppClient(state)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    app = LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None)).start()
+    client = AppClient(app.state())
+    try:
+        yield client
+    finally:
+        client.close()
+        app.stop()

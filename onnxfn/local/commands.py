@@ -1,0 +1,177 @@
+"""``onnxfn serve`` and ``onnxfn invoke``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from onnxfn.local.serve import DEFAULT_STATE_FILE
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _ensure_assembly(app_dir: Path, synth: str) -> None:
+    from onnxfn.local.synth import stale_reason, synthesize
+
+    reason = "--synth always" if synth == "always" else stale_reason(Path.cwd(), app_dir) if synth == "auto" else None
+    if reason is None:
+        return
+    started = time.perf_counter()
+    with console.status(f"cdk synth ({reason})…"):
+        synthesize(Path.cwd(), app_dir)
+    console.print(f"synthesized {app_dir} in {time.perf_counter() - started:.1f} s ({reason})")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from onnxfn.local.console import ServeConsole, print_app
+    from onnxfn.local.serve import LocalApp, Observers, ServeOptions
+
+    app_dir = Path(args.app)
+    _ensure_assembly(app_dir, args.synth)
+    output = ServeConsole(console, verbose=args.verbose)
+    options = ServeOptions(
+        app_dir=app_dir,
+        host=args.host,
+        port=args.port,
+        concurrency=args.concurrency,
+        api_key=args.api_key,
+        state_file=Path(args.state_file),
+        retry_after_s=args.retry_after,
+        integration_timeout_s=args.integration_timeout,
+        moto_port=args.aws_port,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    observers = Observers(request=output.request, invocation=output.invocation, batch=output.batch, log=output.log)
+    try:
+        app = LocalApp(options, observers).start()
+    except OSError as exc:
+        err_console.print(f"[red]error:[/] cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return 2
+    try:
+        print_app(console, app)
+        console.print(
+            f"[green]ready[/] in {app.started_s:.1f} s; state in {args.state_file}; Ctrl-C stops everything",
+            highlight=False,
+        )
+        stop.wait()
+    finally:
+        with console.status("stopping…"):
+            pids = app.worker_pids()
+            app.stop()
+        console.print(f"stopped {len(pids)} worker process(es), the gateway and the embedded AWS")
+    return 0
+
+
+def _read_data(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if text.startswith("@"):
+        return Path(text[1:]).read_text()
+    return text
+
+
+def _print_json_or_text(body: bytes) -> None:
+    try:
+        console.print_json(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        console.print(f"<{len(body)} bytes>")
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from onnxfn.local.client import connect
+
+    state_file = Path(args.state_file)
+    with connect(state_file, Path(args.app)) as client:
+        source = "running app" if client.state.get("pid") else "app started for this call"
+        err_console.print(f"[dim]{source}: {client.state['url']}[/]")
+        if args.kind == "api":
+            headers = dict(h.split(":", 1) for h in args.header or [])
+            reply = client.request(
+                args.method.upper(),
+                args.path,
+                _read_data(args.data),
+                {k.strip(): v.strip() for k, v in headers.items()},
+                api_key=not args.no_key,
+            )
+            err_console.print(f"HTTP {reply.status} {reply.headers.get('Content-Type', '')}")
+            _print_json_or_text(reply.body)
+            return 0 if reply.status < 400 else 1
+        if args.kind == "file":
+            key = client.put_file(args.model, Path(args.file))
+            err_console.print(f"put s3://{client.model(args.model)['bucket']}/{key}; waiting for the batch function…")
+            summary = client.wait_for_batch(args.model, key, timeout_s=args.wait)
+            if summary is None:
+                err_console.print(f"[red]no result within {args.wait} s[/]")
+                return 1
+            console.print_json(json.dumps(summary))
+            return 0 if not summary.get("failed") else 1
+        if args.kind == "queue":
+            body = _read_data(args.data)
+            if body is None:
+                err_console.print("[red]error:[/] --data is required: an inference request (JSON or @file)")
+                return 2
+            message_id = client.send_message(args.model, body)
+            err_console.print(f"sent message {message_id}; waiting for the worker…")
+            result = client.wait_for_result(args.model, message_id, timeout_s=args.wait)
+            if result is None:
+                err_console.print(f"[red]no result within {args.wait} s[/]")
+                return 1
+            console.print_json(json.dumps(result[1]))
+            return 0 if result[0] else 1
+        event: Any = json.loads(_read_data(args.event) or "{}")
+        ok, payload = client.invoke_function(args.function, event)
+        console.print_json(json.dumps(payload))
+        return 0 if ok else 1
+
+
+def add_parsers(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve", help="run the synthesized app locally: embedded AWS (moto), API Gateway, workers, queues"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--concurrency", type=int, default=2, help="workers per function (default: %(default)s)")
+    serve.add_argument("--api-key", help="the API key to accept (default: a new random one, printed)")
+    serve.add_argument("--state-file", default=str(DEFAULT_STATE_FILE), help="default: %(default)s")
+    serve.add_argument("--app", default="cdk.out", help="cloud assembly folder (default: %(default)s)")
+    serve.add_argument("--synth", default="auto", choices=("auto", "always", "never"), help="auto: when stale")
+    serve.add_argument("--aws-port", type=int, default=0, help="port of the embedded AWS (default: a free one)")
+    serve.add_argument(
+        "--retry-after", type=float, help="seconds before a failed queue message is retried (default: the queue's)"
+    )
+    serve.add_argument("--integration-timeout", type=float, default=29.0, help="API Gateway's, in s (default: 29)")
+    serve.add_argument("--verbose", "-v", action="store_true", help="print every function log line")
+    serve.set_defaults(func=cmd_serve)
+
+    invoke = sub.add_parser("invoke", help="send one event to the running app (or to one started for the call)")
+    invoke.add_argument("--state-file", default=str(DEFAULT_STATE_FILE))
+    invoke.add_argument("--app", default="cdk.out", help="cloud assembly used when no app runs")
+    kinds = invoke.add_subparsers(dest="kind", required=True)
+    api = kinds.add_parser("api", help="an HTTP request through the local API Gateway")
+    api.add_argument("method")
+    api.add_argument("path", help="e.g. /v2/models/digits")
+    api.add_argument("--data", "-d", help="request body, or @file")
+    api.add_argument("--header", "-H", action="append", help="'Name: value' (repeatable)")
+    api.add_argument("--no-key", action="store_true", help="do not send the API key")
+    file = kinds.add_parser("file", help="put a batch file into a model's inbox and wait for the result")
+    file.add_argument("model")
+    file.add_argument("file")
+    file.add_argument("--wait", type=float, default=120.0)
+    queue = kinds.add_parser("queue", help="queue one inference request and wait for its result")
+    queue.add_argument("model")
+    queue.add_argument("--data", "-d", help="the message body (an inference request), or @file")
+    queue.add_argument("--wait", type=float, default=60.0)
+    function = kinds.add_parser("function", help="invoke a function directly with an event (Lambda Invoke)")
+    function.add_argument("function", help="function name (see `onnxfn serve`'s table)")
+    function.add_argument("--event", "-e", help="the event JSON, or @file (default: {})")
+    invoke.set_defaults(func=cmd_invoke)

@@ -1,0 +1,132 @@
+"""What ``onnxfn serve`` prints: the app's tables at start, then one line per request or batch."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from onnxfn.local.functions import FunctionRuntime, Invocation
+from onnxfn.local.gateway import RequestLog
+from onnxfn.local.pollers import BatchOutcome
+from onnxfn.local.serve import LocalApp
+
+_QUIET = ("No application metrics to publish", "self.flush_metrics(raise_on_empty_metrics")
+
+
+def _status_style(status: int) -> str:
+    return "green" if status < 400 else "yellow" if status < 500 else "red"
+
+
+class ServeConsole:
+    """Request logs, batch deliveries, cold starts and (some) function logs, one line each."""
+
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+
+    def _stamp(self) -> str:
+        return time.strftime("%H:%M:%S")
+
+    def request(self, log: RequestLog) -> None:
+        cold = ""
+        invocation = log.invocation
+        if invocation is not None and invocation.init_ms is not None:
+            cold = f"  [dim]cold start: init {invocation.init_ms:.0f} ms[/]"
+        function = f"  [dim]{log.function}[/]" if log.function else ""
+        self.console.print(
+            f"[dim]{self._stamp()}[/] {log.method} {log.path} "
+            f"[{_status_style(log.status)}]{log.status}[/] {log.total_ms:.1f} ms{function}{cold}",
+            highlight=False,
+        )
+        if invocation is not None and invocation.error:
+            self.console.print(f"  [red]{invocation.error.get('errorType')}[/]: {invocation.error.get('errorMessage')}")
+
+    def batch(self, outcome: BatchOutcome) -> None:
+        invocation = outcome.invocation
+        style = "green" if not outcome.failed_ids else "yellow" if invocation.ok else "red"
+        cold = f"  [dim]cold start: init {invocation.init_ms:.0f} ms[/]" if invocation.init_ms is not None else ""
+        self.console.print(
+            f"[dim]{self._stamp()}[/] SQS → {invocation.function}: {outcome.received} message(s), "
+            f"[{style}]{outcome.deleted} done, {len(outcome.failed_ids)} to retry[/] "
+            f"{invocation.duration_ms:.0f} ms{cold}",
+            highlight=False,
+        )
+        if invocation.error:
+            self.console.print(f"  [red]{invocation.error.get('errorType')}[/]: {invocation.error.get('errorMessage')}")
+
+    def invocation(self, runtime: FunctionRuntime, invocation: Invocation) -> None:
+        if invocation.max_rss_mb > runtime.memory_mb:
+            self.console.print(
+                f"[yellow]warning[/] {runtime.name}: peak RSS {invocation.max_rss_mb:.0f} MB is over its "
+                f"{runtime.memory_mb} MB memory setting; Lambda would end this invocation"
+            )
+
+    def log(self, function: str, line: str) -> None:
+        if any(text in line for text in _QUIET):
+            return
+        if not self.verbose:
+            try:
+                level = str(json.loads(line).get("level", "INFO")) if line.startswith("{") else "ERROR"
+            except ValueError:
+                level = "ERROR"
+            if level not in ("WARNING", "ERROR", "CRITICAL"):
+                return
+        self.console.print(Text.assemble((f"{function} | ", "dim"), line), highlight=False)
+
+
+def print_app(console: Console, app: LocalApp) -> None:
+    """Routes, functions, queues and example commands of a started app."""
+    state = app.state()
+    assembly = app.assembly
+    assert assembly is not None
+    url = state["url"]
+    names = {rt_id: pool.runtime.name for rt_id, pool in app.pools.items()}
+    if assembly.api is not None:
+        routes = Table(title=f"API {url}  (stage /{assembly.api.stage} optional)", title_justify="left")
+        for column in ("method", "resource", "function", "auth"):
+            routes.add_column(column)
+        for route in assembly.api.routes:
+            auth = "api key" if route.api_key_required else route.authorization.lower().replace("none", "open")
+            routes.add_row(route.method, route.resource_path, names[route.function_id], auth)
+        console.print(routes)
+    functions = Table(title="functions (one worker process per concurrent invocation)", title_justify="left")
+    for column in ("function", "kind", "model", "memory", "timeout", "handler"):
+        functions.add_column(column)
+    for pool in app.pools.values():
+        rt = pool.runtime
+        functions.add_row(rt.name, rt.kind, rt.model, f"{rt.memory_mb} MB", f"{rt.timeout_s:.0f} s", rt.handler)
+    console.print(functions)
+    queues = Table(title=f"event sources (embedded AWS at {state['aws_endpoint']})", title_justify="left")
+    for column in ("source", "function", "batch", "redrive"):
+        queues.add_column(column)
+    for note in assembly.notifications:
+        bucket = state["buckets"][note.bucket_id]
+        queues.add_row(f"s3://{bucket}/{note.prefix}* → {assembly.queue(note.queue_id).name}", "", "", "")
+    for source in assembly.event_sources:
+        queue = assembly.queue(source.queue_id)
+        redrive = f"DLQ after {queue.max_receive_count} receives" if queue.dead_letter_id else "-"
+        queues.add_row(queue.name, names[source.function_id], str(source.batch_size), redrive)
+    console.print(queues)
+    key = state["api_key"]
+    header = f" -H 'x-api-key: {key}'" if key else ""
+    console.print("[bold]try[/]")
+    for model in sorted(state["models"]):
+        console.print(f"  curl -s{header} {url}/v2/models/{model}", highlight=False, markup=False, soft_wrap=True)
+    if key:
+        console.print(f"  API key: {key}", highlight=False)
+    console.print(f"  Swagger UI: {url}/swagger   metrics: {url}/_local/metrics", highlight=False)
+    console.print(
+        f"  onnxfn invoke file MODEL data.jsonl   |   onnxfn invoke queue MODEL --data '{{...}}'   "
+        f"(AWS CLI: --endpoint-url {state['aws_endpoint']})",
+        highlight=False,
+        markup=False,
+    )
+
+
+def describe(value: Any) -> str:
+    return json.dumps(value, indent=2)[:4000]
