@@ -32,8 +32,9 @@ class HttpReply:
 
 
 class AppClient:
-    def __init__(self, state: Mapping[str, Any]) -> None:
+    def __init__(self, state: Mapping[str, Any], *, started_here: bool = False) -> None:
         self.state = dict(state)
+        self.started_here = started_here  # the app runs inside this process, for this client only
         split = urlsplit(self.state["url"])
         self._host, self._port = split.hostname or "127.0.0.1", split.port or 80
         self._connection: http.client.HTTPConnection | None = None
@@ -162,7 +163,7 @@ def connect(state_file: Path | None, app_dir: Path = Path("cdk.out")) -> Iterato
             client.close()
         return
     app = LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None)).start()
-    client = AppClient(app.state())
+    client = AppClient(app.state(), started_here=True)
     try:
         yield client
     finally:

@@ -92,7 +92,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
     state_file = Path(args.state_file)
     with connect(state_file, Path(args.app)) as client:
-        source = "running app" if client.state.get("pid") else "app started for this call"
+        source = "app started for this call" if client.started_here else "running app"
         err_console.print(f"[dim]{source}: {client.state['url']}[/]")
         if args.kind == "api":
             headers = dict(h.split(":", 1) for h in args.header or [])
