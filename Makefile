@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup models demo test lint unit bench synth deploy destroy clean
+.PHONY: help setup browser models demo serve test lint unit bench synth deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,6 +38,16 @@ $(NODE_STAMP): package.json package-lock.json
 
 setup: $(SETUP_STAMP) $(NODE_STAMP) ## create .venv and node_modules with every pinned dependency
 
+# The Swagger UI test drives Debian's Chromium through its ChromeDriver (never a downloaded browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+		else \
+			echo "the browser test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver" >&2; exit 1; \
+		fi; \
+	fi
+
 model_artifacts/digits/manifest.json: $(SETUP_STAMP) onnxfn/build/digits.py
 	$(BIN)/onnxfn build-demo digits
 
@@ -46,8 +56,11 @@ model_artifacts/minilm/manifest.json: $(SETUP_STAMP) onnxfn/build/bert.py onnxfn
 
 models: $(MODELS) ## build the demo models (digits, minilm) into model_artifacts/
 
-demo: setup models ## serve both demo models through the real handler and print results
+demo: setup models ## run the app locally (synth, moto, workers), send requests, a batch file, a queue message
 	$(BIN)/onnxfn demo
+
+serve: setup models ## run the app locally until Ctrl-C: http://127.0.0.1:8080, state in .onnxfn/serve.json
+	$(BIN)/onnxfn serve
 
 lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 	$(BIN)/ruff check .
@@ -56,7 +69,7 @@ lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file pyproject.toml stacks app.py
 
-unit: setup models ## the test suite alone
+unit: setup models browser ## the test suite alone
 	$(BIN)/pytest -q
 
 test: lint unit ## everything: lint, import contracts, the whole test suite
@@ -77,4 +90,4 @@ destroy: ## cdk destroy (the model bucket is retained)
 	$(CDK) destroy
 
 clean: ## remove built models, caches and the environment
-	rm -rf $(VENV) node_modules model_artifacts/*/ .cache cdk.out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules model_artifacts/*/ .cache cdk.out .onnxfn .pytest_cache .mypy_cache .ruff_cache

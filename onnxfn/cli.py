@@ -128,7 +128,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from onnxfn.demo import run_demo
 
-    return run_demo(Path(args.root), console)
+    return run_demo(Path(args.root), console, Path(args.app))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.set_defaults(func=_cmd_show)
 
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo", help="start the app locally, send requests, a batch file and a queue message; print results"
-    ).set_defaults(func=_cmd_demo)
+    )
+    demo.add_argument("--app", default="cdk.out", help="cloud assembly (synthesized when stale; default: %(default)s)")
+    demo.set_defaults(func=_cmd_demo)
     add_parsers(sub)
     return parser
 

@@ -122,7 +122,8 @@ def _batch_file(client: AppClient, console: Console) -> float:
     agree = sum(int(p == t) for p, t in zip(predicted, labels[:200], strict=True))
     console.print(
         f"batch file s3://{entry['bucket']}/{key}: {summary['scored']} rows scored, {summary['failed']} failed "
-        f"→ {summary['output_key']} ({agree}/200 match the true labels) in {elapsed:.0f} ms"
+        f"→ {summary['output_key']} ({agree}/200 match the true labels) in {elapsed:.0f} ms",
+        soft_wrap=True,
     )
     return elapsed
 
@@ -138,7 +139,8 @@ def _queue_message(client: AppClient, console: Console) -> float:
     output = result[1]["outputs"][0]
     console.print(
         f"queue message {message_id} → results/minilm/{message_id}.json: {output['name']} "
-        f"{output['shape']} in {elapsed:.0f} ms"
+        f"{output['shape']} in {elapsed:.0f} ms",
+        soft_wrap=True,
     )
     return elapsed
 

@@ -1,4 +1,5 @@
-"""`make demo` runs `onnxfn demo`: both models served through the real handler, real results printed."""
+"""`make demo` runs `onnxfn demo`: the local app started, driven over HTTP, a batch file and a queue
+message scored, real results printed, everything stopped."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.serve.conftest import ROOT
 
 
-def test_demo_prints_real_results_for_both_models():
+def test_demo_prints_real_results_for_both_models(real_assembly):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     result = subprocess.run(
-        [sys.executable, "-m", "onnxfn.cli", "demo"],
+        [sys.executable, "-m", "onnxfn.cli", "demo", "--app", str(real_assembly)],
         cwd=ROOT,
         env={**env, "COLUMNS": "160"},
         capture_output=True,
@@ -27,4 +28,7 @@ def test_demo_prints_real_results_for_both_models():
     # the guitar sentences are each other's nearest neighbour: the embeddings mean something
     guitar = next(line for line in out.splitlines() if line.startswith("│ A man is playing a guitar"))
     assert "Someone performs music" in guitar
+    assert "rows scored, 0 failed" in out and "/200 match the true labels" in out
+    assert "queue message" in out and "embedding [1, 384]" in out
+    assert "stopped:" in out
     assert "Traceback" not in out + result.stderr
