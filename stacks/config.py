@@ -20,6 +20,9 @@ PACKAGINGS = ("zip", "image")
 RUNTIMES = ("python3.12", "python3.13")
 LOAD_MODES = ("lazy", "eager")
 AUTH_MODES = ("api_key", "iam")
+# GET /swagger: public (no key, no IAM: the page holds only the API's shape), private (the first
+# model's auth), off (no route).
+DOCS_MODES = ("public", "private", "off")
 LOG_RETENTION_DAYS = (
     1,
     3,
@@ -118,6 +121,7 @@ class AppConfig:
     project_root: Path
     models: tuple[ModelConfig, ...]
     alarm_email: str | None = None
+    docs: str = "public"
     service_name: str = "onnxfn"
     metrics_namespace: str = "onnxfn"
     throttle_rate: float = 50.0
@@ -254,6 +258,7 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
             "models",
             "defaults",
             "alarm_email",
+            "docs",
             "service_name",
             "metrics_namespace",
             "throttle_rate",
@@ -279,6 +284,7 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
         project_root=project_root,
         models=models,
         alarm_email=email,
+        docs=_choice("onnxfn.docs", raw.get("docs", "public"), DOCS_MODES),
         service_name=str(raw.get("service_name", "onnxfn")),
         metrics_namespace=str(raw.get("metrics_namespace", "onnxfn")),
         throttle_rate=_number("onnxfn.throttle_rate", raw.get("throttle_rate", 50.0), 1, 10_000),

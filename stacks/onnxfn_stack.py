@@ -65,7 +65,10 @@ class OnnxfnStack(Stack):
             self,
             "Inference",
             props=InferenceApiProps(
-                routes=tuple(routes), throttle_rate=config.throttle_rate, throttle_burst=config.throttle_burst
+                routes=tuple(routes),
+                throttle_rate=config.throttle_rate,
+                throttle_burst=config.throttle_burst,
+                docs=config.docs,
             ),
         )
         self.monitoring.watch_api("Api", self.api.api, config.models[0].settings.alarms)
@@ -149,7 +152,13 @@ class OnnxfnStack(Stack):
                 )
             )
 
-        def function(role: str, handler: str, description: str, timeout_s: int | None = None) -> ModelFunction:
+        def function(
+            role: str,
+            handler: str,
+            description: str,
+            timeout_s: int | None = None,
+            extra_environment: dict[str, str] | None = None,
+        ) -> ModelFunction:
             return ModelFunction(
                 scope,
                 role,
@@ -157,7 +166,7 @@ class OnnxfnStack(Stack):
                     model=model,
                     handler=handler,
                     description=f"onnxfn {model.name} v{model.version}: {description}",
-                    environment=environment,
+                    environment={**environment, **(extra_environment or {})},
                     code_dir=str(self._code_dir) if self._code_dir else None,
                     layer=layer,
                     image_context=str(self._image_context) if self._image_context else None,
@@ -165,7 +174,13 @@ class OnnxfnStack(Stack):
                 ),
             )
 
-        api = function("Api", "handlers.api.lambda_handler", "Open Inference Protocol and V1 predict")
+        api = function(
+            "Api",
+            "handlers.api.lambda_handler",
+            "Open Inference Protocol and V1 predict",
+            # the OpenAPI document declares how callers authenticate (Swagger UI's Authorize)
+            extra_environment={env_name("API_AUTH"): settings.auth},
+        )
         batch = function(
             "Batch", "handlers.s3_batch.lambda_handler", "S3 batch files", max(settings.timeout_s, BATCH_TIMEOUT_S)
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from handlers.runtime.settings import API_AUTH, load_api_auth
+
 TITLE = "onnxfn inference API"
 
 DESCRIPTION = (
@@ -127,20 +129,45 @@ PREDICT_OPERATION: dict[str, Any] = {
 }
 
 
-def swagger(app: Any, stage: str | None, want_json: bool) -> tuple[str, str]:
-    """``(content type, body)`` of the OpenAPI document (``want_json``) or the Swagger UI page."""
-    from aws_lambda_powertools import event_handler
-    from aws_lambda_powertools.event_handler.openapi.models import Server
-    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
+API_KEY_HEADER = "x-api-key"
+API_KEY_SCHEME = "apiKey"
+API_KEY_NOTE = f" Every request carries the API key in the `{API_KEY_HEADER}` header (in Swagger UI: Authorize)."
+IAM_NOTE = (
+    " Every request must be signed with AWS Signature Version 4 by an IAM principal allowed to invoke the API"
+    " (AWS SDKs, awscurl); Swagger UI cannot sign requests."
+)
+
+
+def document(app: Any, stage: str | None, auth: str | None = None) -> str:
+    """The OpenAPI document (JSON) of ``app``'s routes, served under ``stage``.
+
+    ``auth`` (``API_AUTH``'s value when None) says how callers authenticate: ``api_key`` declares the
+    ``x-api-key`` header as a security scheme on every operation, so Swagger UI offers "Authorize"
+    and sends the key; ``iam`` declares none (Swagger UI cannot sign) and the description says so.
+    """
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Server
 
     from handlers.runtime.version import __version__
 
+    mode = load_api_auth({API_AUTH: auth} if auth is not None else None)
+    with_key = mode == "api_key"
     spec: str = app.get_openapi_json_schema(
         title=TITLE,
         version=__version__,
-        description=DESCRIPTION,
+        description=DESCRIPTION + (API_KEY_NOTE if with_key else IAM_NOTE),
         servers=[Server(url=f"/{stage}" if stage else "/")],
+        security_schemes={API_KEY_SCHEME: APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)} if with_key else None,
+        security=[{API_KEY_SCHEME: []}] if with_key else None,
     )
+    return spec
+
+
+def swagger(app: Any, stage: str | None, want_json: bool, auth: str | None = None) -> tuple[str, str]:
+    """``(content type, body)`` of the OpenAPI document (``want_json``) or the Swagger UI page."""
+    from aws_lambda_powertools import event_handler
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
+
+    spec = document(app, stage, auth)
     if want_json:
         return "application/json", spec
     assets = Path(event_handler.__file__).parent / "openapi" / "swagger_ui"

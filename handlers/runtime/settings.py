@@ -21,6 +21,7 @@ MAX_REQUEST_BYTES = "MAX_REQUEST_BYTES"
 INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
 FUNCTION_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+API_AUTH = "API_AUTH"  # how callers authenticate to the API: one of API_AUTH_MODES
 METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 
 # Event-driven functions (S3 batch files, request queue): where inputs and outputs live.
@@ -33,6 +34,7 @@ REPLY_QUEUES = "REPLY_QUEUES"  # comma-separated ARNs of the queues answers may 
 
 MANIFEST_FILE = "manifest.json"
 LOAD_MODES = ("lazy", "eager")
+API_AUTH_MODES = ("api_key", "iam")  # an API key in x-api-key, or SigV4-signed requests
 DEFAULT_SERVICE = "onnxfn"
 DEFAULT_NAMESPACE = "onnxfn"
 # Lambda caps a synchronous payload at 6 MB; API Gateway at 10 MB.
@@ -118,6 +120,15 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     if value <= 0:
         raise ValueError(f"{name}: expected a positive integer, got {value}")
     return value
+
+
+def load_api_auth(env: Mapping[str, str] | None = None) -> str:
+    """How callers authenticate to the API (``API_AUTH``), for the OpenAPI document; ``api_key`` if unset."""
+    env = os.environ if env is None else env
+    mode = env.get(API_AUTH, "").strip().lower() or "api_key"
+    if mode not in API_AUTH_MODES:
+        raise ValueError(f"{API_AUTH}: expected one of {', '.join(API_AUTH_MODES)}, got {mode!r}")
+    return mode
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

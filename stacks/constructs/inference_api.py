@@ -15,6 +15,7 @@ from stacks.nag import acknowledge
 # Binary tensors arrive with or without a Content-Type (tritonclient sends none), so every body is
 # passed base64-encoded and the handler decodes it; responses flagged isBase64Encoded go back as bytes.
 BINARY_MEDIA_TYPES = ["*/*"]
+PUBLIC = "none"  # a method that needs neither an API key nor IAM: only the public Swagger UI
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,13 +31,16 @@ class InferenceApiProps:
     throttle_rate: float
     throttle_burst: int
     stage_name: str = "prod"
+    docs: str = "public"  # GET /swagger: "public" | "private" (the first model's auth) | "off"
 
 
 class InferenceApi(Construct):
     """REST API with access logs, request validation, binary media types, API key + usage plan (or IAM).
 
-    Server-level routes (``/v2``, ``/v2/health/*``, ``/swagger``) go to the first model's function.
-    Attributes: ``api``, ``access_logs``, ``api_key`` (or None), ``usage_plan`` (or None).
+    Server-level routes (``/v2``, ``/v2/health/*``, ``/swagger``) go to the first model's function;
+    ``/swagger`` is open to anyone (``docs="public"``), has the first model's auth (``"private"``) or
+    is left out (``"off"``). Attributes: ``api``, ``access_logs``, ``api_key`` (or None),
+    ``usage_plan`` (or None), ``docs_method`` (or None).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: InferenceApiProps) -> None:
@@ -99,7 +103,18 @@ class InferenceApi(Construct):
         health = v2.add_resource("health")
         for leaf in ("live", "ready"):
             self._method(health.add_resource(leaf), "GET", server, first.auth)
-        self._method(self.api.root.add_resource("swagger"), "GET", server, first.auth)
+        self.docs_method: apigw.Method | None = None
+        if props.docs != "off":
+            public = props.docs == "public"
+            swagger = self.api.root.add_resource("swagger")
+            self.docs_method = self._method(swagger, "GET", server, PUBLIC if public else first.auth)
+            if public:
+                reason = (
+                    "GET /swagger is public on purpose (onnxfn.docs: public): Swagger UI and the OpenAPI "
+                    "document hold only the API's shape, no data; every model route keeps its API key or IAM."
+                )
+                acknowledge(self.docs_method, "AwsSolutions-APIG4", reason)
+                acknowledge(self.docs_method, "AwsSolutions-COG4", reason)
 
         v2_models = v2.add_resource("models")
         v1_models = v1.add_resource("models")
@@ -133,8 +148,11 @@ class InferenceApi(Construct):
     def _integration(self, route: ApiRoute) -> apigw.LambdaIntegration:
         return apigw.LambdaIntegration(route.target, proxy=True)
 
-    def _method(self, resource: apigw.IResource, verb: str, integration: apigw.Integration, auth: str) -> None:
-        resource.add_method(
+    def _method(
+        self, resource: apigw.IResource, verb: str, integration: apigw.Integration, auth: str
+    ) -> apigw.Method:
+        """``auth``: "api_key", "iam" or ``PUBLIC``."""
+        return resource.add_method(
             verb,
             integration,
             api_key_required=auth == "api_key",

@@ -20,6 +20,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "options": {
         "onnxfn": {
             "alarm_email": "ops@example.com",
+            "docs": "private",  # /swagger takes the first model's auth: digits, IAM
             "defaults": {"runtime": "python3.12"},
             "models": {
                 "digits": {
@@ -41,6 +42,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    # Every route signed with IAM: no API key, so the public /swagger's own acknowledgments must hold.
+    "iam": {"onnxfn": {"defaults": {"auth": "iam"}}},
+    "docs_off": {"onnxfn": {"docs": "off"}},
     "image": {
         "onnxfn": {
             "models": {

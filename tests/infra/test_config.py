@@ -33,6 +33,13 @@ def test_models_are_discovered_when_not_listed():
 
 
 @pytest.mark.parametrize(
+    ("context", "docs"), [({}, "public"), ({"docs": "private"}, "private"), ({"docs": "off"}, "off")]
+)
+def test_docs_is_public_unless_set(context, docs):
+    assert load_config(context, ROOT).docs == docs
+
+
+@pytest.mark.parametrize(
     ("context", "message"),
     [
         (
@@ -73,6 +80,8 @@ def test_models_are_discovered_when_not_listed():
         ({"alarm_email": "not-an-address"}, "onnxfn.alarm_email: 'not-an-address' is not allowed"),
         ({"defaults": {"memory_mb": 99999}}, "onnxfn.defaults.memory_mb: 99999 is not allowed"),
         ({"surprise": 1}, "onnxfn.surprise: unknown setting"),
+        ({"docs": "hidden"}, "onnxfn.docs: 'hidden' is not allowed; expected one of public, private, off"),
+        ({"docs": None}, "onnxfn.docs: None is not allowed; expected one of public, private, off"),
         ({"models": {"digits": {"reply_queue_arns": ["https://sqs/q"]}}}, "expected a list of SQS queue ARNs"),
     ],
 )

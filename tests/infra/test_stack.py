@@ -89,6 +89,7 @@ def test_one_function_per_model_and_entry_point_pinned_to_its_artifact(synth):
             assert env["POWERTOOLS_SERVICE_NAME"] == f"onnxfn-{model}"
             assert env["POWERTOOLS_METRICS_NAMESPACE"] == "onnxfn"
             assert env["LOAD_MODE"] == "lazy"
+            assert env.get("API_AUTH") == ("api_key" if role == "api" else None)  # only the API describes auth
     digits_api = functions[s.logical_id(s.stack.functions["digits"]["api"].function)]["Properties"]
     assert digits_api["MemorySize"] == 512 and digits_api["Timeout"] == 10
     s.template.resource_count_is("AWS::Lambda::Alias", 6)
@@ -190,7 +191,8 @@ def test_rest_api_routes_auth_logging_and_binary(synth):
         "minilm:predict",
     } <= paths
     methods = s.template.find_resources("AWS::ApiGateway::Method")
-    assert methods and all(m["Properties"]["ApiKeyRequired"] is True for m in methods.values())
+    docs = s.logical_id(s.stack.api.docs_method)  # public by cdk.json's docs setting: test_docs_route.py
+    assert methods and all(m["Properties"]["ApiKeyRequired"] is True for lid, m in methods.items() if lid != docs)
     assert all(m["Properties"]["RequestValidatorId"] for m in methods.values())
     assert all(m["Properties"]["Integration"]["Type"] == "AWS_PROXY" for m in methods.values())
     s.template.has_resource_properties("AWS::ApiGateway::UsagePlan", {"Throttle": {"RateLimit": 50, "BurstLimit": 100}})
@@ -280,8 +282,10 @@ def test_options_variant(synth):
     assert digits_api["Architectures"] == ["arm64"]
     assert digits_api["SnapStart"] == {"ApplyOn": "PublishedVersions"}
     assert digits_api["Environment"]["Variables"]["LOAD_MODE"] == "eager"
+    assert digits_api["Environment"]["Variables"]["API_AUTH"] == "iam"
     minilm_api = functions[s.logical_id(s.stack.functions["minilm"]["api"].function)]["Properties"]
     assert minilm_api["ReservedConcurrentExecutions"] == 10 and minilm_api["MemorySize"] == 3538
+    assert minilm_api["Environment"]["Variables"]["API_AUTH"] == "api_key"
     s.template.has_resource_properties(
         "AWS::Lambda::Alias", {"Name": "live", "ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 2}}
     )

@@ -221,9 +221,9 @@ def test_onnxfn_invoke_against_the_running_app(served_app):
 
 def test_onnxfn_invoke_starts_the_app_when_none_runs(real_assembly, tmp_path):
     body = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]})
+    where = ["--state-file", str(tmp_path / "none.json"), "--app", str(real_assembly)]
     done = subprocess.run(
-        [str(ONNXFN), "invoke", "--state-file", str(tmp_path / "none.json"), "--app", str(real_assembly)]
-        + ["queue", "minilm", "--data", body],  # noqa: RUF005
+        [str(ONNXFN), "invoke", *where, "queue", "minilm", "--data", body],
         cwd=ROOT,
         capture_output=True,
         text=True,
