@@ -149,14 +149,15 @@ def document(app: Any, stage: str | None, auth: str | None = None) -> str:
 
     from handlers.runtime.version import __version__
 
-    mode = load_api_auth({API_AUTH: auth} if auth is not None else None)
-    with_key = mode == "api_key"
+    with_key = load_api_auth({API_AUTH: auth} if auth is not None else None) == "api_key"
+    # `in_` populates the field aliased "in" (populate_by_name); mypy only sees the alias
+    api_key = APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)  # type: ignore[call-arg]
     spec: str = app.get_openapi_json_schema(
         title=TITLE,
         version=__version__,
         description=DESCRIPTION + (API_KEY_NOTE if with_key else IAM_NOTE),
         servers=[Server(url=f"/{stage}" if stage else "/")],
-        security_schemes={API_KEY_SCHEME: APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)} if with_key else None,
+        security_schemes={API_KEY_SCHEME: api_key} if with_key else None,
         security=[{API_KEY_SCHEME: []}] if with_key else None,
     )
     return spec

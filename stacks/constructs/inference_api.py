@@ -148,9 +148,7 @@ class InferenceApi(Construct):
     def _integration(self, route: ApiRoute) -> apigw.LambdaIntegration:
         return apigw.LambdaIntegration(route.target, proxy=True)
 
-    def _method(
-        self, resource: apigw.IResource, verb: str, integration: apigw.Integration, auth: str
-    ) -> apigw.Method:
+    def _method(self, resource: apigw.IResource, verb: str, integration: apigw.Integration, auth: str) -> apigw.Method:
         """``auth``: "api_key", "iam" or ``PUBLIC``."""
         return resource.add_method(
             verb,
