@@ -189,7 +189,6 @@ def function_runtimes(assembly: CloudAssembly, provisioned: Provisioned, endpoin
             "ONNXFN_LOCAL_FUNCTION_ARN": arn,
             "_HANDLER": spec.handler,
             "TZ": ":UTC",
-            "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
             # No X-Ray daemon runs locally: Powertools' tracer is switched off, as under SAM local.
             "POWERTOOLS_TRACE_DISABLED": "true",

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -31,6 +32,7 @@ from onnxfn.local.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from onnxfn.local.metrics import MetricsRegistry
 from onnxfn.local.worker import dumps, loads
 
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 MAX_INVOKE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
 DEFAULT_INTEGRATION_TIMEOUT_S = 29.0
@@ -315,16 +317,17 @@ class Gateway:
                 return self.rfile.read(length) if length else None
 
             def _send(self, status: int, headers: Mapping[str, list[str]], data: bytes) -> None:
-                self.send_response(status)
+                lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Date: {self.date_time_string()}"]
                 for key, values in headers.items():
-                    if key.lower() in ("content-length", "transfer-encoding", "connection"):
+                    if key.lower() in ("content-length", "transfer-encoding", "connection", "date"):
                         continue
-                    for value in values:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                    lines.extend(f"{key}: {value}" for value in values)
+                lines.append(f"Content-Length: {len(data)}")
+                if self.close_connection:
+                    lines.append("Connection: close")
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+                # One write for head and body: one TCP segment for a small answer.
+                self.wfile.write(head if self.command == "HEAD" else head + data)
 
             def _dispatch(self) -> None:
                 path, _, query = self.path.partition("?")

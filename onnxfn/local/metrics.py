@@ -8,13 +8,14 @@ so a local Prometheus or Grafana can watch the app.
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
@@ -34,6 +35,7 @@ _UNIT_SUFFIX = {
 Labels = tuple[tuple[str, str], ...]
 
 
+@functools.lru_cache(maxsize=1024)
 def snake(name: str) -> str:
     text = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
     return re.sub(r"[^a-zA-Z0-9_]", "_", text).lower()
@@ -81,7 +83,7 @@ class MetricsRegistry(Collector):
         if '"_aws"' not in line:
             return False
         try:
-            document = json.loads(line)
+            document = orjson.loads(line)
         except ValueError:
             return False
         aws = document.get("_aws") if isinstance(document, dict) else None

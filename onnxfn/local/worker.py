@@ -102,6 +102,21 @@ def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
     }
 
 
+def _flush_logs_periodically(interval_s: float = 0.2) -> None:
+    """stdout is block-buffered (one write per invocation); a long invocation's lines still show."""
+
+    def flush() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                return
+
+    threading.Thread(target=flush, name="log-flush", daemon=True).start()
+
+
 def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -109,6 +124,7 @@ def _max_rss_mb() -> float:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the serving process decides when workers stop
     _die_with_parent()
+    _flush_logs_periodically()
     requests = sys.stdin.buffer
     replies = os.fdopen(int(os.environ.pop(CONTROL_FD_ENV)), "wb", buffering=0)
     task_root = os.environ.get("LAMBDA_TASK_ROOT")
@@ -140,13 +156,15 @@ def main() -> int:
             reply = {"type": "error", "error": _error(exc)}
         reply["duration_ms"] = (time.perf_counter() - started) * 1000
         reply["max_rss_mb"] = _max_rss_mb()
-        sys.stdout.flush()
-        sys.stderr.flush()
         try:
             frame = dumps(reply)
         except TypeError as exc:  # what the handler returned is not JSON
             frame = dumps({**reply, "type": "error", "payload": None, "error": _error(exc, "Runtime.MarshalError")})
+        # The answer first, then the invocation's log lines in one write: the caller is not kept
+        # waiting while the serving process reads the logs.
         replies.write(HEADER.pack(len(frame)) + frame)
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,208 @@
+"""What ``onnxfn serve`` adds over calling the handler in-process, and each function's cold start.
+
+Three ways to run the same ``digits`` request (batch 1, JSON), measured in interleaved rounds in
+one process run so the machine's noise hits them alike:
+
+- in-process: ``handlers.api.lambda_handler(event, context)`` called directly (the floor);
+- pool: the same event through the worker pool (pipe to the worker process and back);
+- HTTP: a kept-alive HTTP request through the local API Gateway of an ``onnxfn serve`` process
+  (routing, key check, event building, worker, response mapping), as a client sees it.
+
+Cold starts: for every function of the app, fresh workers are started and timed (process start to
+ready, and the handler's import alone, Lambda's ``Init Duration``).
+
+Run: ``.venv/bin/python -m benchmarks.serve_overhead`` (``make bench``); writes
+``benchmarks/results/serve.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.timing import ROOT
+from onnxfn.local.context import LocalContext
+from onnxfn.local.events import api_gateway_event
+from onnxfn.local.functions import Worker
+from onnxfn.local.serve import LocalApp, ServeOptions
+from onnxfn.local.synth import stale_reason, synthesize
+
+ROUNDS = 20
+PER_ROUND = 50
+COLD_STARTS = 5
+RESULTS = ROOT / "benchmarks" / "results" / "serve.json"
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _digits_body() -> bytes:
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().data[:1].astype("float32")
+    request = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels.tolist()}]}
+    return json.dumps(request).encode()
+
+
+def _start_server(app_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """``onnxfn serve`` in its own process, as a developer runs it (one worker per function)."""
+    state_file = Path(tempfile.mkdtemp()) / "serve.json"
+    command = [sys.executable, "-m", "onnxfn.cli", "serve", "--port", "0", "--app", str(app_dir)]
+    command += ["--synth", "never", "--concurrency", "1", "--state-file", str(state_file)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not state_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("onnxfn serve did not start")
+        time.sleep(0.1)
+    return process, json.loads(state_file.read_text())
+
+
+def main() -> None:
+    console = Console()
+    app_dir = ROOT / "cdk.out"
+    if stale_reason(ROOT, app_dir):
+        synthesize(ROOT, app_dir)
+    app = LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None, concurrency=1)).start()
+    try:
+        state = app.state()
+        pool = next(p for p in app.pools.values() if p.runtime.model == "digits" and p.runtime.kind == "api")
+        body = _digits_body()
+        path = "/v2/models/digits/infer"
+        headers = {"Content-Type": "application/json", "x-api-key": state["api_key"]}
+
+        # In-process: the same function environment in this process (the model comes from the same moto).
+        for key, value in pool.runtime.environment.items():
+            if key not in ("TMPDIR", "PATH", "HOME"):
+                os.environ[key] = value
+        from handlers import api
+        from handlers.runtime.observability import logger
+
+        # The handler logs and prints EMF as in Lambda; in-process those lines go to /dev/null.
+        sink = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
+        logger.registered_handler.setStream(sink)  # type: ignore[attr-defined]
+
+        def event() -> dict[str, Any]:
+            return api_gateway_event(
+                "POST",
+                path,
+                body,
+                headers,
+                binary_media_types=("*/*",),
+                resource="/v2/models/digits/{proxy+}",
+                path_parameters={"proxy": "infer"},
+            )
+
+        def in_process() -> None:
+            with contextlib.redirect_stdout(sink):
+                response = api.lambda_handler(event(), LocalContext())
+            assert response["statusCode"] == 200
+
+        def through_pool() -> None:
+            result = pool.invoke(event())
+            assert result.ok and result.payload["statusCode"] == 200
+
+        server, server_state = _start_server(app_dir)
+        connection = http.client.HTTPConnection(server_state["url"].removeprefix("http://"))
+        headers_http = {**headers, "x-api-key": server_state["api_key"]}
+
+        def over_http() -> None:
+            connection.request("POST", path, body=body, headers=headers_http)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+
+        for fn in (in_process, through_pool, over_http):
+            for _ in range(20):
+                fn()
+        samples: dict[str, list[float]] = {"in_process": [], "pool": [], "http": []}
+        for _ in range(ROUNDS):
+            for name, fn in (("in_process", in_process), ("pool", through_pool), ("http", over_http)):
+                for _ in range(PER_ROUND):
+                    started = time.perf_counter()
+                    fn()
+                    samples[name].append((time.perf_counter() - started) * 1000)
+        connection.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+        cold: dict[str, dict[str, float]] = {}
+        for runtime_pool in app.pools.values():
+            runtime = runtime_pool.runtime
+            inits, starts = [], []
+            for index in range(COLD_STARTS):
+                worker = Worker(runtime, 100 + index, lambda *_: None)
+                inits.append(worker.init_ms)
+                starts.append(worker.start_ms)
+                worker.close()
+            cold[runtime.name] = {
+                "kind": runtime.kind,  # type: ignore[dict-item]
+                "model": runtime.model,  # type: ignore[dict-item]
+                "init_ms_median": statistics.median(inits),
+                "start_to_ready_ms_median": statistics.median(starts),
+            }
+    finally:
+        app.stop()
+
+    p50 = {name: statistics.median(values) for name, values in samples.items()}
+    record = {
+        "date": time.strftime("%Y-%m-%d"),
+        "model": "digits",
+        "request": "POST /v2/models/digits/infer, batch 1, JSON",
+        "runs": ROUNDS * PER_ROUND,
+        "p50_ms": p50,
+        "p90_ms": {name: _percentile(values, 0.9) for name, values in samples.items()},
+        "overhead_p50_ms": {
+            "pool_over_in_process": p50["pool"] - p50["in_process"],
+            "http_over_in_process": p50["http"] - p50["in_process"],
+        },
+        "target_overhead_p50_ms": 1.0,
+        "cold_starts": cold,
+        "cold_start_runs": COLD_STARTS,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+
+    table = Table(title=f"digits batch 1 through onnxfn serve ({ROUNDS * PER_ROUND} runs each, interleaved)")
+    for column in ("path", "p50 ms", "p90 ms", "p50 over in-process ms"):
+        table.add_column(column, justify="right")
+    for name, label in (("in_process", "handler in-process"), ("pool", "worker pool (pipe)"), ("http", "HTTP gateway")):
+        table.add_row(
+            label,
+            f"{p50[name]:.3f}",
+            f"{record['p90_ms'][name]:.3f}",  # type: ignore[index]
+            "-" if name == "in_process" else f"{p50[name] - p50['in_process']:.3f}",
+        )
+    console.print(table)
+    colds = Table(title=f"worker cold start per function (median of {COLD_STARTS})")
+    for column in ("function", "kind", "model", "process start → ready ms", "handler import (init) ms"):
+        colds.add_column(column, justify="right")
+    for name, values in cold.items():
+        colds.add_row(
+            name,
+            str(values["kind"]),
+            str(values["model"]),
+            f"{values['start_to_ready_ms_median']:.0f}",
+            f"{values['init_ms_median']:.0f}",
+        )
+    console.print(colds)
+    console.print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
