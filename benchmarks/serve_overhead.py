@@ -113,9 +113,12 @@ def main() -> None:
                 response = api.lambda_handler(event(), LocalContext())
             assert response["statusCode"] == 200
 
+        inside_worker: list[float] = []
+
         def through_pool() -> None:
             result = pool.invoke(event())
             assert result.ok and result.payload["statusCode"] == 200
+            inside_worker.append(result.duration_ms)
 
         server, server_state = _start_server(app_dir)
         connection = http.client.HTTPConnection(server_state["url"].removeprefix("http://"))
@@ -166,6 +169,7 @@ def main() -> None:
         "request": "POST /v2/models/digits/infer, batch 1, JSON",
         "runs": ROUNDS * PER_ROUND,
         "p50_ms": p50,
+        "handler_inside_worker_p50_ms": statistics.median(inside_worker),
         "p90_ms": {name: _percentile(values, 0.9) for name, values in samples.items()},
         "overhead_p50_ms": {
             "pool_over_in_process": p50["pool"] - p50["in_process"],
@@ -189,6 +193,7 @@ def main() -> None:
             "-" if name == "in_process" else f"{p50[name] - p50['in_process']:.3f}",
         )
     console.print(table)
+    console.print(f"handler time inside the worker (pool path), p50: {record['handler_inside_worker_p50_ms']:.3f} ms")
     colds = Table(title=f"worker cold start per function (median of {COLD_STARTS})")
     for column in ("function", "kind", "model", "process start → ready ms", "handler import (init) ms"):
         colds.add_column(column, justify="right")

@@ -173,7 +173,7 @@ class Worker:
         message = {
             "request_id": request_id,
             "deadline_ms": time.time() * 1000 + timeout_s * 1000,
-            "trace_id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
+            "trace_id": f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0",
             "event": event,
         }
         frame = dumps(message)

@@ -33,6 +33,7 @@ _UNIT_SUFFIX = {
 }
 
 Labels = tuple[tuple[str, str], ...]
+_BACKLOG_LIMIT = 10_000  # EMF lines kept unparsed between scrapes
 
 
 @functools.lru_cache(maxsize=1024)
@@ -56,6 +57,7 @@ class MetricsRegistry(Collector):
         self._series: dict[str, _Series] = {}
         self._gauges: dict[str, tuple[str, dict[Labels, float]]] = {}
         self.emf_documents = 0
+        self._backlog: list[tuple[str, str]] = []
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self)
 
@@ -79,16 +81,35 @@ class MetricsRegistry(Collector):
             values[tuple(sorted(labels.items()))] = value
 
     def collect_emf(self, function: str, line: str) -> bool:
-        """Record the metrics of one log line if it is an EMF document; True if it was."""
-        if '"_aws"' not in line:
+        """Take one log line if it is an EMF document (True); parsed later, at the next scrape.
+
+        Parsing happens when ``/_local/metrics`` is read (or when the backlog grows large), not
+        on the log reader's thread while requests are in flight.
+        """
+        text = line.strip()
+        if '"_aws"' not in text or not (text.startswith("{") and text.endswith("}")):
             return False
+        with self._lock:
+            self._backlog.append((function, text))
+            full = len(self._backlog) >= _BACKLOG_LIMIT
+        if full:
+            self._drain()
+        return True
+
+    def _drain(self) -> None:
+        with self._lock:
+            backlog, self._backlog = self._backlog, []
+        for function, text in backlog:
+            self._record_emf(function, text)
+
+    def _record_emf(self, function: str, line: str) -> None:
         try:
             document = orjson.loads(line)
         except ValueError:
-            return False
+            return
         aws = document.get("_aws") if isinstance(document, dict) else None
         if not isinstance(aws, dict):
-            return False
+            return
         for directive in aws.get("CloudWatchMetrics", []):
             namespace = snake(str(directive.get("Namespace", "emf")))
             dimension_names = {name for group in directive.get("Dimensions", []) for name in group}
@@ -111,7 +132,6 @@ class MetricsRegistry(Collector):
                         self.observe(f"{base}_{suffix}" if suffix else base, labels, float(value), help_text)
         with self._lock:
             self.emf_documents += 1
-        return True
 
     def collect(self) -> Iterator[Any]:
         with self._lock:
@@ -137,4 +157,5 @@ class MetricsRegistry(Collector):
             yield gauge
 
     def render(self) -> bytes:
+        self._drain()
         return generate_latest(self._registry)

@@ -25,7 +25,7 @@ from onnxfn.local.assembly import LOCAL_REGION, EventSourceSpec
 from onnxfn.local.events import sqs_event
 from onnxfn.local.functions import FunctionPool, Invocation
 
-POLL_WAIT_S = 1  # long-poll length: bounds how long stop() waits
+POLL_WAIT_S = 5  # long-poll length (SQS allows up to 20 s); a message ends the wait at once
 
 logger = logging.getLogger("onnxfn.local")
 
@@ -68,9 +68,12 @@ class QueuePoller:
     def start(self) -> None:
         self._thread.start()
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=POLL_WAIT_S + 5)
+        self._thread.join(timeout=0.5)  # a poll still waiting ends with the embedded AWS
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _receive(self) -> list[dict[str, Any]]:

@@ -220,6 +220,8 @@ class LocalApp:
     def stop(self) -> None:
         """Stop everything this app started; safe to call twice or after a failed start."""
         for poller in self.pollers:
+            poller.request_stop()
+        for poller in self.pollers:
             poller.stop()
         self.pollers.clear()
         if self.gateway is not None:
