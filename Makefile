@@ -74,9 +74,10 @@ unit: setup models browser ## the test suite alone
 
 test: lint unit ## everything: lint, import contracts, the whole test suite
 
-bench: setup models ## benchmarks (not tests): handler overhead, event-driven throughput
+bench: setup models ## benchmarks (not tests): handler overhead, event-driven throughput, serve overhead
 	$(PY) -m benchmarks.handler_overhead
 	$(PY) -m benchmarks.event_throughput
+	$(PY) -m benchmarks.serve_overhead
 
 CDK := npx --no-install cdk --no-notices
 
