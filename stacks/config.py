@@ -80,6 +80,7 @@ class ModelSettings:
     reserved_concurrency: int | None = None
     provisioned_concurrency: int = 0
     snapstart: bool = False
+    tracing: bool = False
     auth: str = "api_key"
     canary: bool = False
     log_retention_days: int = 30
@@ -189,6 +190,7 @@ def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
         "reserved_concurrency": lambda k, v: None if v is None else _int(k, v, 1, 1000),
         "provisioned_concurrency": lambda k, v: _int(k, v, 0, 1000),
         "snapstart": _bool,
+        "tracing": _bool,
         "auth": lambda k, v: _choice(k, v, AUTH_MODES),
         "canary": _bool,
         "log_retention_days": lambda k, v: _choice(k, v, LOG_RETENTION_DAYS),

@@ -136,6 +136,7 @@ class OnnxfnStack(Stack):
             env_name("METRICS_NAMESPACE"): self.config.metrics_namespace,
             env_name("REPLY_QUEUES"): ",".join(model.settings.reply_queue_arns),
             "POWERTOOLS_LOG_LEVEL": "INFO",
+            "POWERTOOLS_TRACE_DISABLED": "false" if model.settings.tracing else "true",
         }
 
     def _add_model(self, model: ModelConfig) -> ApiRoute:

@@ -55,7 +55,8 @@ class ModelFunction(Construct):
             "timeout": Duration.seconds(props.timeout_s or settings.timeout_s),
             "architecture": ARCHITECTURES[settings.architecture],
             "environment": props.environment,
-            "tracing": lambda_.Tracing.ACTIVE,
+            # X-Ray costs its SDK's import at every cold start; on only when the model asks for it.
+            "tracing": lambda_.Tracing.ACTIVE if settings.tracing else lambda_.Tracing.PASS_THROUGH,
             "log_group": self.log_group,
             "reserved_concurrent_executions": settings.reserved_concurrency,
         }

@@ -33,6 +33,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 },
                 "minilm": {
                     "memory_mb": 3538,
+                    "tracing": True,
                     "reserved_concurrency": 10,
                     "provisioned_concurrency": 2,
                     "canary": True,

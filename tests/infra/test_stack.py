@@ -79,7 +79,9 @@ def test_one_function_per_model_and_entry_point_pinned_to_its_artifact(synth):
             assert props["Handler"] == handler
             assert props["Runtime"] == "python3.12"
             assert props["Architectures"] == ["x86_64"]
-            assert props["TracingConfig"] == {"Mode": "Active"}
+            # X-Ray off by default: its SDK's import is the largest cost of a cold start
+            assert props["TracingConfig"] == {"Mode": "PassThrough"}
+            assert props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "true"
             assert len(props["Layers"]) == 1
             env = props["Environment"]["Variables"]
             assert env["MODEL_NAME"] == model
@@ -329,3 +331,13 @@ def test_image_variant_uses_the_same_sources_without_docker(synth):
         assert (context / "layers" / "requirements.txt").read_bytes() == (
             ROOT / "layers" / "requirements.txt"
         ).read_bytes()
+
+
+def test_tracing_setting_turns_on_xray_and_the_powertools_tracer(synth):
+    s = synth("options")
+    functions = _our_functions(s.template)
+    for model, mode, disabled in (("minilm", "Active", "false"), ("digits", "PassThrough", "true")):
+        for role in ("api", "batch", "worker"):
+            props = functions[s.logical_id(s.stack.functions[model][role].function)]["Properties"]
+            assert props["TracingConfig"] == {"Mode": mode}
+            assert props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == disabled
