@@ -12,7 +12,6 @@ with the same decorators and subsegments is used instead.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
