@@ -44,8 +44,15 @@ LAMBDA_PYTHON_GLIBC = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34), "3.14"
 # onnxruntime publishes no manylinux2014 wheel any more, so manylinux_2_28 comes first.
 MANYLINUX_TAGS = ("manylinux_2_28", "manylinux_2_17", "manylinux2014")
 
+# The hub client and what only it pulls in (tokenizers' dependencies); see "hub-clients" below.
+_HUB_CLIENTS = [
+    *("huggingface_hub", "hf_xet", "yaml", "_yaml", "PyYAML", "fsspec", "filelock", "tqdm"),
+    *("httpx2", "httpcore2", "anyio", "h11", "click", "shellingham", "typer", "rich", "markdown_it", "mdurl"),
+    "pygments",
+]
+
 # Bump when the strip logic changes in a way the rules below do not show; either changes the hash.
-STRIP_RULES_VERSION = 1
+STRIP_RULES_VERSION = 2
 STRIP_RULES: dict[str, Any] = {
     # Bytecode is interpreter-specific and /opt is read-only in Lambda: it would only be stale weight.
     "bytecode": {"dirs": ["__pycache__"], "suffixes": [".pyc", ".pyo"]},
@@ -61,6 +68,16 @@ STRIP_RULES: dict[str, Any] = {
     "onnxruntime-tooling": {
         "paths": ["onnxruntime/tools", "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/backend"]
     },
+    # The C API library (28 MB) is for programs linking onnxruntime from C; the Python binding is
+    # self-contained (its only NEEDED libraries are libc, libstdc++ and friends).
+    "onnxruntime-c-api": {"globs": ["onnxruntime/capi/libonnxruntime.so*"]},
+    # tokenizers depends on huggingface_hub for Tokenizer.from_pretrained(); the handlers read
+    # tokenizer.json from the verified artifact and never reach a hub. These are the hub client and
+    # what only it uses (22 MB with hf_xet).
+    "hub-clients": {"packages": _HUB_CLIENTS},
+    # botocore ships the API models of every AWS service (27 MB); the functions call S3 and SQS
+    # (and STS for credentials). A handler that calls another service needs it added here.
+    "botocore-services": {"keep_only": {"botocore/data": ["s3", "sqs", "sts"]}},
 }
 
 # A manylinux platform tag and the glibc it requires.
@@ -204,6 +221,30 @@ def _file_rule(name: str) -> str | None:
     return None
 
 
+def _distribution(name: str) -> str:
+    """A distribution or import name normalized for comparison (PEP 503, and ``-`` vs ``_``)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _targeted(python_dir: Path) -> list[tuple[str, Path]]:
+    """Paths the package, glob and keep-only rules remove: (rule, path)."""
+    found: list[tuple[str, Path]] = []
+    for rule, spec in STRIP_RULES.items():
+        packages = {_distribution(name) for name in spec.get("packages", ())}
+        if packages:
+            for entry in python_dir.iterdir():
+                base = entry.name.split("-")[0] if entry.name.endswith(".dist-info") else entry.name.removesuffix(".py")
+                if _distribution(base) in packages:
+                    found.append((rule, entry))
+        for pattern in spec.get("globs", ()):
+            found.extend((rule, path) for path in python_dir.glob(pattern))
+        for folder, keep in spec.get("keep_only", {}).items():
+            root = python_dir / folder
+            if root.is_dir():
+                found.extend((rule, path) for path in root.iterdir() if path.is_dir() and path.name not in keep)
+    return found
+
+
 def strip(python_dir: Path) -> dict[str, DirectorySize]:
     """Remove what never runs in Lambda (see STRIP_RULES); return what each rule removed."""
     removed: dict[str, list[int]] = {rule: [0, 0] for rule in STRIP_RULES}
@@ -212,6 +253,14 @@ def strip(python_dir: Path) -> dict[str, DirectorySize]:
         removed[rule][0] += size.bytes
         removed[rule][1] += size.files
 
+    for rule, path in _targeted(python_dir):
+        if not path.exists():
+            continue
+        account(rule, _tree_size(path))
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     for dirpath, dirnames, filenames in os.walk(python_dir):
         here = Path(dirpath)
         for name in list(dirnames):

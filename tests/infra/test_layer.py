@@ -61,6 +61,8 @@ for name in config["packages"]:
 from handlers import api
 
 response = api.lambda_handler(config["event"], Context())
+import boto3  # the queue worker's client: its service model survives the layer's botocore pruning
+boto3.client("sqs", region_name="us-east-1")
 modules = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}
 report = {
     "response": response,
@@ -135,6 +137,10 @@ def test_layer_is_stripped_of_what_never_runs(layer: dict[str, Any]) -> None:
     assert leftovers == [], f"left in the layer: {[str(p.relative_to(python)) for p in leftovers[:10]]}"
     assert not [name for name in STRIPPED_ORT if (python / "onnxruntime" / name).exists()]
     assert not (python / "bin").exists()
+    # The C API library, the hub client and the service models no function calls are gone.
+    assert not list((python / "onnxruntime" / "capi").glob("libonnxruntime.so*"))
+    assert not (python / "huggingface_hub").exists() and not (python / "hf_xet").exists()
+    assert sorted(p.name for p in (python / "botocore" / "data").iterdir() if p.is_dir()) == ["s3", "sqs", "sts"]
     # Kept: package metadata (onnxruntime reads its own version from it).
     assert (python / "onnxruntime-1.31.1.dist-info" / "METADATA").is_file()
     assert list(python.glob("numpy-*.dist-info/METADATA"))
