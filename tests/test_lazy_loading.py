@@ -39,7 +39,12 @@ def test_minilm_fetches_model_and_tokenizer_once(serve):
     body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}
     for _ in range(5):
         assert served.client.post("/v2/models/minilm/infer", body).status == 200
-    assert len(served.get_calls) == 3
+    from handlers.runtime.model_store import RANGE_PART_BYTES
+
+    model_bytes = (artifact("minilm") / "model.onnx").stat().st_size
+    ranges = -(-model_bytes // RANGE_PART_BYTES)  # the model arrives in parallel ranged GETs
+    assert ranges > 1
+    assert len(served.get_calls) == 2 + ranges
     assert {key.rsplit("/", 1)[1] for key in served.get_calls} == {"manifest.json", "model.onnx", "tokenizer.json"}
 
 
@@ -139,3 +144,35 @@ def test_an_unpinned_manifest_is_never_served(serve):
     assert reply.status == 503
     assert "MANIFEST_SHA256 is not set" in reply.json()["error"]
     assert served.get_calls == []
+
+
+def test_large_files_arrive_as_parallel_ranged_gets(serve, monkeypatch):
+    from handlers.runtime import model_store
+
+    monkeypatch.setattr(model_store, "RANGE_PART_BYTES", 1000)  # the 4 KB digits model: five ranges
+    served = serve("digits", private=True)
+    ranges: list[str] = []
+    client = served.store._client()
+    client.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: ranges.append(params.get("Range"))
+    )
+    reply = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert reply.status == 200
+    size = (artifact("digits") / "model.onnx").stat().st_size
+    expected = [f"bytes={start}-{min(start + 1000, size) - 1}" for start in range(0, size, 1000)]
+    assert sorted(r for r in ranges if r) == sorted(expected)
+    assert ranges.count(None) == 1  # the manifest: one plain GET
+
+
+def test_a_range_from_another_object_version_is_caught_by_the_sha256(serve, s3, monkeypatch):
+    from handlers.runtime import model_store
+
+    monkeypatch.setattr(model_store, "RANGE_PART_BYTES", 1000)
+    served = serve("digits", private=True)
+    key = served.environment["MODEL_PREFIX"] + "model.onnx"
+    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=original[:-1] + bytes([original[-1] ^ 1]))  # one flipped bit
+    failed = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert failed.status == 503 and "sha256" in failed.json()["error"]
+    s3.put_object(Bucket=BUCKET, Key=key, Body=original)
+    assert served.client.post("/v2/models/digits/infer", DIGITS_BODY).status == 200
