@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup browser models demo serve test lint unit bench synth deploy destroy clean
+.PHONY: help setup browser checkov models demo serve test lint unit bench synth deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -54,6 +54,16 @@ model_artifacts/digits/manifest.json: $(SETUP_STAMP) onnxfn/build/digits.py
 model_artifacts/minilm/manifest.json: $(SETUP_STAMP) onnxfn/build/bert.py onnxfn/build/quantize.py onnxfn/build/demo_models.py $(wildcard onnxfn/prepare/*.py)
 	$(BIN)/onnxfn build-demo minilm
 
+# checkov pins boto3, botocore and packaging at versions that clash with the project's: own venv.
+CHECKOV_STAMP := .cache/checkov/.setup-done
+$(CHECKOV_STAMP): requirements-checkov.txt
+	$(PYTHON) -m venv .cache/checkov
+	.cache/checkov/bin/python -m pip install -q --upgrade "pip>=25"
+	.cache/checkov/bin/python -m pip install -q -r requirements-checkov.txt
+	touch $@
+
+checkov: $(CHECKOV_STAMP)
+
 models: $(MODELS) ## build the demo models (digits, minilm) into model_artifacts/
 
 demo: setup models ## run the app locally (synth, moto, workers), send requests, a batch file, a queue message
@@ -69,7 +79,7 @@ lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file pyproject.toml stacks app.py
 
-unit: setup models browser ## the test suite alone
+unit: setup models browser checkov ## the test suite alone
 	$(BIN)/pytest -q
 
 test: lint unit ## everything: lint, import contracts, the whole test suite

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from aws_cdk import AssetHashType, CfnOutput, Stack
+from aws_cdk import Aspects, AssetHashType, CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks.assets import Layer, build_layer, check_budget, stage_handlers, stage_image_context, tree_bytes
+from stacks.checkov import CheckovAcknowledgments, skip
 from stacks.config import AppConfig, ModelConfig
 from stacks.constructs.event_sources import BatchInbox, BatchInboxProps, RequestQueue, RequestQueueProps
 from stacks.constructs.inference_api import ApiRoute, InferenceApi, InferenceApiProps
@@ -74,6 +75,7 @@ class OnnxfnStack(Stack):
         self.monitoring.watch_api("Api", self.api.api, config.models[0].settings.alarms)
         self.monitoring.finish()
         self._acknowledge_cdk_internals()
+        self._acknowledge_checkov()
 
         CfnOutput(self, "ApiUrl", value=self.api.api.url, description="Base URL of the inference API")
         if self.api.api_key is not None:
@@ -293,6 +295,20 @@ class OnnxfnStack(Stack):
         )
 
     # --- CDK's own helper functions -----------------------------------------------------------------
+
+    def _acknowledge_checkov(self) -> None:
+        """checkov findings accepted with a reason: general ones by aspect, these two by name."""
+        Aspects.of(self).add(CheckovAcknowledgments())
+        logs_bucket = self.storage.access_logs
+        skip(logs_bucket, "CKV_AWS_18", "This is the access-log bucket; logging its own access would recurse")
+        skip(logs_bucket, "CKV_AWS_21", "Access logs are written once and expire by lifecycle; versions add nothing")
+        if self.api.docs_method is not None and self.config.docs == "public":
+            skip(
+                self.api.docs_method,
+                "CKV_AWS_59",
+                "docs: public serves only the Swagger UI and OpenAPI document (the API's shape, no data); "
+                "every model route still needs its key or IAM",
+            )
 
     def _acknowledge_cdk_internals(self) -> None:
         """CDK-managed singleton functions (artifact upload, bucket notifications, API Gateway logging role)."""
