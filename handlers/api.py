@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.runtime import jsonio, openapi
+from handlers.runtime import jsonio, openapi, retries
 from handlers.runtime.codecs import oip, v1
 from handlers.runtime.errors import ModelNotFound, OnnxfnError, RouteNotFound
 from handlers.runtime.http import header, request_body
@@ -255,4 +255,5 @@ if os.environ.get(LOAD_MODE, "lazy").strip().lower() == "eager":
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    retries.start_invocation(context)
     return app.resolve(event, context)

@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers.runtime import retries
 from handlers.runtime.aws import s3_client
 from handlers.runtime.batch_files import FileSummary, process_object
 from handlers.runtime.model_store import get_store
@@ -51,6 +52,7 @@ def handle_notification(record: SQSRecord) -> list[FileSummary]:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    retries.start_invocation(context)
     if not event.get("Records"):
         return {"batchItemFailures": []}
     response = process_partial_response(

@@ -18,3 +18,20 @@ def client(service: str) -> Any:
 
 def s3_client() -> Any:
     return client("s3")
+
+
+def model_s3_config() -> Any:
+    """One attempt per call and bounded waits: the model store's own retries
+    (handlers.runtime.retries, within the invocation's remaining time) decide how long to try."""
+    from botocore.config import Config
+
+    return Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3, read_timeout=20)
+
+
+def model_s3_client() -> Any:
+    """S3 for the model store (see :func:`model_s3_config`)."""
+    if "s3-model" not in _clients:
+        import boto3
+
+        _clients["s3-model"] = boto3.client("s3", config=model_s3_config())
+    return _clients["s3-model"]

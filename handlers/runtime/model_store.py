@@ -9,6 +9,7 @@ here only.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import threading
 import time
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from handlers.runtime.aws import s3_client
+from handlers.runtime import retries
+from handlers.runtime.aws import model_s3_client
 from handlers.runtime.errors import InvalidInput, ManifestError, ModelUnavailable
 from handlers.runtime.manifest import Manifest
 from handlers.runtime.observability import MetricUnit, logger, metrics, tracer
@@ -71,7 +73,7 @@ def _sha256(data: bytes) -> str:
 class ModelStore:
     """Owns one function's model: ``manifest()`` and ``get_model()`` load on first use."""
 
-    def __init__(self, settings: Settings, s3_client_factory: Callable[[], Any] = s3_client) -> None:
+    def __init__(self, settings: Settings, s3_client_factory: Callable[[], Any] = model_s3_client) -> None:
         self.settings = settings
         self._s3_factory = s3_client_factory
         self._s3: Any = None
@@ -141,8 +143,22 @@ class ModelStore:
         params: dict[str, str] = {"Bucket": self.settings.bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
-        body: bytes = self._client().get_object(**params)["Body"].read()
-        return body
+
+        def fetch() -> bytes:
+            body: bytes = self._client().get_object(**params)["Body"].read()
+            return body
+
+        return retries.call(fetch, self._log_retry(key))
+
+    def _log_retry(self, key: str) -> Callable[[int, BaseException, float], None]:
+        def log(attempt: int, exc: BaseException, delay: float) -> None:
+            logger.warning(
+                "S3 read failed, retrying",
+                extra={"key": key, "attempt": attempt, "error": type(exc).__name__, "retry_in_s": round(delay, 3)},
+            )
+            metrics.add_metric(name="S3Retries", unit=MetricUnit.Count, value=1)
+
+        return log
 
     @tracer.capture_method(capture_response=False)
     def _fetch_manifest(self) -> Manifest:
@@ -171,10 +187,15 @@ class ModelStore:
         bounds = [(start, min(start + RANGE_PART_BYTES, size) - 1) for start in range(0, size, RANGE_PART_BYTES)]
         client = self._client()
 
+        deadline_context = contextvars.copy_context()  # the ranges share the invocation's deadline
+
         def part(bound: tuple[int, int]) -> bytes:
-            response = client.get_object(Bucket=self.settings.bucket, Key=key, Range=f"bytes={bound[0]}-{bound[1]}")
-            data: bytes = response["Body"].read()
-            return data
+            def fetch() -> bytes:
+                rng = f"bytes={bound[0]}-{bound[1]}"
+                data: bytes = client.get_object(Bucket=self.settings.bucket, Key=key, Range=rng)["Body"].read()
+                return data
+
+            return deadline_context.copy().run(retries.call, fetch, self._log_retry(key))
 
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_RANGES, len(bounds))) as pool:
             return b"".join(pool.map(part, bounds))
