@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup browser checkov models demo serve test lint unit bench synth deploy destroy clean
+.PHONY: help setup browser checkov load models demo serve test lint unit fuzz bench synth deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,13 +38,14 @@ $(NODE_STAMP): package.json package-lock.json
 
 setup: $(SETUP_STAMP) $(NODE_STAMP) ## create .venv and node_modules with every pinned dependency
 
-# The Swagger UI test drives Debian's Chromium through its ChromeDriver (never a downloaded browser).
+# The Swagger UI test drives Debian's Chromium through its ChromeDriver (never a downloaded browser);
+# the load test uses Debian's wrk.
 browser:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/wrk ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver wrk >/dev/null; \
 		else \
-			echo "the browser test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver" >&2; exit 1; \
+			echo "the browser and load tests need Debian's chromium, chromium-driver and wrk: sudo apt-get install chromium chromium-driver wrk" >&2; exit 1; \
 		fi; \
 	fi
 
@@ -82,7 +83,13 @@ lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 unit: setup models browser checkov ## the test suite alone
 	$(BIN)/pytest -q
 
+fuzz: setup models ## the property tests in tests/fuzz with thousands of examples each (a few minutes)
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/fuzz
+
 test: lint unit ## everything: lint, import contracts, the whole test suite
+
+load: setup models browser ## 2 minutes of 50 concurrent clients (valid and invalid requests) against onnxfn serve
+	LOAD_SECONDS=120 $(BIN)/pytest -q -s tests/serve/test_load.py
 
 bench: setup models ## benchmarks (not tests): handler overhead, event-driven throughput, serve overhead
 	$(PY) -m benchmarks.handler_overhead
