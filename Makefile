@@ -91,10 +91,8 @@ test: lint unit ## everything: lint, import contracts, the whole test suite
 load: setup models browser ## 2 minutes of 50 concurrent clients (valid and invalid requests) against onnxfn serve
 	LOAD_SECONDS=120 $(BIN)/pytest -q -s tests/serve/test_load.py
 
-bench: setup models ## benchmarks (not tests): handler overhead, event-driven throughput, serve overhead
-	$(PY) -m benchmarks.handler_overhead
-	$(PY) -m benchmarks.event_throughput
-	$(PY) -m benchmarks.serve_overhead
+bench: setup models ## benchmarks against the peers (not tests): writes benchmarks/results/latest.{json,md} and plots
+	$(PY) -m benchmarks.suite
 
 CDK := npx --no-install cdk --no-notices
 

@@ -73,7 +73,10 @@ def _start_server(app_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any
     return process, json.loads(state_file.read_text())
 
 
-def main() -> None:
+def main(
+    rounds: int = ROUNDS, per_round: int = PER_ROUND, cold_starts: int = COLD_STARTS, results: Path = RESULTS
+) -> dict[str, Any]:
+    """Measure, print the tables, write ``results`` (serve.json) and return what it holds."""
     console = Console()
     app_dir = ROOT / "cdk.out"
     if stale_reason(ROOT, app_dir):
@@ -134,9 +137,9 @@ def main() -> None:
             for _ in range(20):
                 fn()
         samples: dict[str, list[float]] = {"in_process": [], "pool": [], "http": []}
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for name, fn in (("in_process", in_process), ("pool", through_pool), ("http", over_http)):
-                for _ in range(PER_ROUND):
+                for _ in range(per_round):
                     started = time.perf_counter()
                     fn()
                     samples[name].append((time.perf_counter() - started) * 1000)
@@ -148,7 +151,7 @@ def main() -> None:
         for runtime_pool in app.pools.values():
             runtime = runtime_pool.runtime
             inits, starts = [], []
-            for index in range(COLD_STARTS):
+            for index in range(cold_starts):
                 worker = Worker(runtime, 100 + index, lambda *_: None)
                 inits.append(worker.init_ms)
                 starts.append(worker.start_ms)
@@ -167,7 +170,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "model": "digits",
         "request": "POST /v2/models/digits/infer, batch 1, JSON",
-        "runs": ROUNDS * PER_ROUND,
+        "runs": rounds * per_round,
         "p50_ms": p50,
         "handler_inside_worker_p50_ms": statistics.median(inside_worker),
         "p90_ms": {name: _percentile(values, 0.9) for name, values in samples.items()},
@@ -177,12 +180,12 @@ def main() -> None:
         },
         "target_overhead_p50_ms": 1.0,
         "cold_starts": cold,
-        "cold_start_runs": COLD_STARTS,
+        "cold_start_runs": cold_starts,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(record, indent=2) + "\n")
 
-    table = Table(title=f"digits batch 1 through onnxfn serve ({ROUNDS * PER_ROUND} runs each, interleaved)")
+    table = Table(title=f"digits batch 1 through onnxfn serve ({rounds * per_round} runs each, interleaved)")
     for column in ("path", "p50 ms", "p90 ms", "p50 over in-process ms"):
         table.add_column(column, justify="right")
     for name, label in (("in_process", "handler in-process"), ("pool", "worker pool (pipe)"), ("http", "HTTP gateway")):
@@ -194,7 +197,7 @@ def main() -> None:
         )
     console.print(table)
     console.print(f"handler time inside the worker (pool path), p50: {record['handler_inside_worker_p50_ms']:.3f} ms")
-    colds = Table(title=f"worker cold start per function (median of {COLD_STARTS})")
+    colds = Table(title=f"worker cold start per function (median of {cold_starts})")
     for column in ("function", "kind", "model", "process start → ready ms", "handler import (init) ms"):
         colds.add_column(column, justify="right")
     for name, values in cold.items():
@@ -206,7 +209,8 @@ def main() -> None:
             f"{values['init_ms_median']:.0f}",
         )
     console.print(colds)
-    console.print(f"written to {RESULTS.relative_to(ROOT)}")
+    console.print(f"written to {results}")
+    return record
 
 
 if __name__ == "__main__":

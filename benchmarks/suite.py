@@ -1,0 +1,195 @@
+"""The benchmark suite: onnxfn against its peers, measured in one run (``make bench``).
+
+Runs each step in its own process (so one step's imports, memory and module state never touch the
+next), then derives the cost table and judges the targets, and writes ``latest.json``,
+``latest.md`` and the plots into ``benchmarks/results/``::
+
+    python -m benchmarks.suite                 # everything (~10 min here; the PyTorch venv once more)
+    python -m benchmarks.suite --quick         # a fast smoke run, written to benchmarks/results/raw/quick/
+    python -m benchmarks.suite --only warm     # one step (repeatable), written to benchmarks/results/raw/
+
+Steps: package, quantization, pytorch-venv, cold-start, warm, warm-2vcpu, memory, queue, serve.
+A benchmark is not a test: nothing here asserts a target; a missed target is reported as MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.records import Record, StepResult, machine, machine_cpu_seconds, others_share
+from benchmarks.timing import ROOT
+
+RESULTS = ROOT / "benchmarks" / "results"
+STEPS = ("package", "quantization", "pytorch-venv", "cold-start", "warm", "warm-2vcpu", "memory", "queue", "serve")
+
+
+def _serve(quick: bool, out: Path) -> StepResult:
+    from benchmarks import serve_overhead
+
+    if quick:
+        record = serve_overhead.main(rounds=2, per_round=20, cold_starts=1, results=out / "serve.json")
+    else:
+        record = serve_overhead.main(results=out / "serve.json")
+    result = StepResult(data={"serve": record})
+    for path in ("in_process", "pool", "http"):
+        result.records.append(
+            Record(
+                name=f"onnxfn serve ({path})",
+                model="digits",
+                variant="b1 JSON",
+                metric="local request latency",
+                median=record["p50_ms"][path],
+                p90=record["p90_ms"][path],
+                unit="ms",
+                runs=record["runs"],
+            )
+        )
+    base = result.records[0]
+    for r in result.records[1:]:
+        r.ratios["in-process handler"] = (r.median or 0) / (base.median or 1)
+    result.notes.append("serve: benchmarks/serve_overhead.py (client and `onnxfn serve` on this machine, both cores)")
+    return result
+
+
+def _pytorch_venv(quick: bool) -> StepResult:
+    from benchmarks.pytorch_venv import VENV, ensure_venv
+
+    seconds = ensure_venv()
+    state = f"created in {seconds:.0f} s" if seconds else "already there (stamp matches)"
+    note = f"PyTorch peer venv {VENV.relative_to(ROOT)}: {state}"
+    return StepResult(notes=[note], data={"pytorch_venv_setup_s": seconds})
+
+
+def run_step(name: str, quick: bool, out: Path) -> StepResult:
+    """Run one step in this process."""
+    if name == "package":
+        from benchmarks import package
+
+        return package.measure(quick)
+    if name == "quantization":
+        from benchmarks import quantization_facts
+
+        return quantization_facts.measure(quick)
+    if name == "pytorch-venv":
+        return _pytorch_venv(quick)
+    if name == "cold-start":
+        from benchmarks import cold_start
+
+        return cold_start.measure(quick)
+    if name in ("warm", "warm-2vcpu"):
+        from benchmarks import warm_overhead
+
+        return warm_overhead.measure(quick, vcpus=2 if name == "warm-2vcpu" else 1)
+    if name == "memory":
+        from benchmarks import memory
+
+        return memory.measure(quick)
+    if name == "queue":
+        from benchmarks import queue_throughput
+
+        return queue_throughput.measure(quick)
+    if name == "serve":
+        return _serve(quick, out)
+    raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
+
+
+def _spawn(name: str, quick: bool, out: Path) -> StepResult | None:
+    """Run one step in a fresh process; None when it failed (its error is on stderr)."""
+    with tempfile.TemporaryDirectory(prefix="onnxfn-suite-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "benchmarks.suite", "--step", name, "--result", str(result_file)]
+        command += ["--out", str(out), *(["--quick"] if quick else [])]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        completed = subprocess.run(command, cwd=ROOT, env=env, check=False)
+        if completed.returncode != 0 or not result_file.exists():
+            return None
+        return StepResult.from_json(result_file.read_text())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few runs of everything: a smoke run")
+    parser.add_argument("--only", action="append", choices=STEPS, metavar="NAME", help=f"run only: {', '.join(STEPS)}")
+    parser.add_argument("--skip", action="append", choices=STEPS, default=[], metavar="NAME", help="leave a step out")
+    parser.add_argument("--out", type=Path, help="where to write (default: benchmarks/results, or raw/ when partial)")
+    parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal: run one step here
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.step:
+        args.result.write_text(run_step(args.step, args.quick, args.out or RESULTS).to_json())
+        return 0
+
+    from rich.console import Console
+
+    from benchmarks import cost, plots, report, targets
+
+    started = time.perf_counter()
+    cpu_start = machine_cpu_seconds()
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    steps = [s for s in STEPS if (not args.only or s in args.only) and s not in args.skip]
+    partial = args.quick or bool(args.only) or bool(args.skip)
+    label = "quick" if args.quick else "only-" + "-".join(steps) if args.only else "partial"
+    out: Path = args.out or (RESULTS / "raw" / label if partial else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[Record] = []
+    notes: list[str] = []
+    data: dict[str, object] = {}
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+    for step in steps:
+        console.rule(f"[bold]{step}")
+        begun = time.perf_counter()
+        result = _spawn(step, args.quick, out)
+        seconds[step] = time.perf_counter() - begun
+        if result is None:
+            failed.append(step)
+            notes.append(f"step {step} FAILED (see the run's output); its figures are missing")
+            continue
+        for record in result.records:
+            record.step = step
+        records += result.records
+        notes += result.notes
+        data.update(result.data)
+        report.print_records(console, f"{step} ({seconds[step]:.0f} s)", result.records)
+
+    cost_records, cost_table = cost.derive(records)
+    target_records = targets.evaluate(records + cost_records)
+    for step, derived in (("cost", cost_records), ("targets", target_records)):
+        for record in derived:
+            record.step = step
+    records += cost_records + target_records
+    data["cost"] = cost_table
+    meta: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "command": " ".join(["python -m benchmarks.suite", *(argv if argv is not None else sys.argv[1:])]),
+        "quick": args.quick,
+        "steps": steps,
+        "failed_steps": failed,
+        "step_seconds": seconds,
+    }
+    pngs = plots.draw_all(records, out)
+    meta["duration_s"] = time.perf_counter() - started
+    meta["machine"]["others_cpu_share"] = others_share(cpu_start, machine_cpu_seconds())
+    report.write_json(out / "latest.json", meta, records, notes, data)
+    report.write_markdown(out / "latest.md", meta, records, notes, data, pngs)
+    report.print_targets(console, records)
+    console.print(f"{len(records)} records in {out / 'latest.json'}, tables in {out / 'latest.md'}; ", end="")
+    console.print(f"{meta['duration_s'] / 60:.1f} min" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

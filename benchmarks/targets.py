@@ -1,0 +1,153 @@
+"""The issue's targets, judged on this run's records: one record each, with ``target`` and ``passed``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.records import Record, find
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    text: str
+    unit: str
+    threshold: float
+    at_most: bool  # passed when measured <= threshold (else >=)
+    figure: Callable[[list[Record]], tuple[float, int | None] | None]  # (measured, runs) from the records
+
+
+def _ratio(
+    name: str, model: str, metric: str, variant: str, peer: str
+) -> Callable[[list[Record]], tuple[float, int | None] | None]:
+    def figure(records: list[Record]) -> tuple[float, int | None] | None:
+        record = find(records, name=name, model=model, metric=metric, variant=variant)
+        if record is None or peer not in record.ratios:
+            return None
+        return record.ratios[peer], record.runs
+
+    return figure
+
+
+def _digits_over_bare(records: list[Record]) -> tuple[float, int | None] | None:
+    ours = find(records, name="onnxfn", model="digits", metric="warm latency", variant="b1 JSON 1 vCPU")
+    bare = find(records, name="bare", model="digits", metric="warm latency", variant="b1 1 vCPU")
+    if ours is None or bare is None or ours.median is None or bare.median is None:
+        return None
+    return ours.median - bare.median, ours.runs
+
+
+def _init(records: list[Record]) -> tuple[float, int | None] | None:
+    record = find(records, name="onnxfn", model="both", metric="init (import)")
+    return (record.median, record.runs) if record and record.median is not None else None
+
+
+def _pytorch_speedup(records: list[Record]) -> tuple[float, int | None] | None:
+    ours = find(records, name="onnxfn", model="minilm", metric="warm latency", variant="b8×128 JSON 1 vCPU")
+    theirs = find(records, name="pytorch", model="minilm", metric="warm latency", variant="b8×128 1 vCPU")
+    if ours is None or theirs is None or not ours.median or theirs.median is None:
+        return None
+    return theirs.median / ours.median, theirs.runs
+
+
+def _pytorch_rss(records: list[Record]) -> tuple[float, int | None] | None:
+    ours = find(records, name="onnxfn", model="minilm", metric="peak RSS", variant="b8×128")
+    theirs = find(records, name="pytorch", model="minilm", metric="peak RSS")
+    if ours is None or theirs is None or ours.p90 is None or not theirs.median:
+        return None
+    return ours.p90 / theirs.median, ours.runs
+
+
+def _layer(arch: str) -> Callable[[list[Record]], tuple[float, int | None] | None]:
+    def figure(records: list[Record]) -> tuple[float, int | None] | None:
+        record = find(records, name="layer", metric="unzipped size", variant=f"{arch} python3.12")
+        return (record.median, 1) if record and record.median is not None else None
+
+    return figure
+
+
+TARGETS = (
+    Target(
+        "warm-minilm-b8",
+        "warm handler ≤ 1.05× a bare session.run, minilm 8 × 128 tokens, JSON",
+        "×",
+        1.05,
+        True,
+        _ratio("onnxfn", "minilm", "warm latency", "b8×128 JSON 1 vCPU", "bare"),
+    ),
+    Target(
+        "warm-digits-b1",
+        "warm handler ≤ 0.5 ms p50 above a bare run, digits batch 1",
+        "ms",
+        0.5,
+        True,
+        _digits_over_bare,
+    ),
+    *(
+        Target(
+            f"cold-{model}-tutorial",
+            f"cold start to first response ≤ 0.6× the tutorial handler ({model})",
+            "×",
+            0.6,
+            True,
+            _ratio("onnxfn", model, "cold start", "fresh process → first response, batch 1", "tutorial"),
+        )
+        for model in ("digits", "minilm")
+    ),
+    *(
+        Target(
+            f"cold-{model}-floor",
+            f"cold start to first response ≤ 1.3× the floor ({model})",
+            "×",
+            1.3,
+            True,
+            _ratio("onnxfn", model, "cold start", "fresh process → first response, batch 1", "floor"),
+        )
+        for model in ("digits", "minilm")
+    ),
+    Target("init", "init (import handlers.api) ≤ 250 ms", "ms", 250, True, _init),
+    Target(
+        "pytorch-speed", "≥ 3× faster than PyTorch eager, 8 × 128 tokens, 1 thread", "×", 3.0, False, _pytorch_speedup
+    ),
+    Target("pytorch-rss", "peak RSS ≤ 0.5× PyTorch eager's (8 × 128 tokens)", "×", 0.5, True, _pytorch_rss),
+    Target(
+        "queue",
+        "queue micro-batching ≥ 0.9× a bare batched session.run (throughput, S3/SQS stubbed)",
+        "×",
+        0.9,
+        False,
+        _ratio("onnxfn micro-batch", "minilm", "queue throughput", "10 records, S3/SQS stubbed", "bare batched"),
+    ),
+    *(
+        Target(f"layer-{arch}", f"dependency layer ≤ 110 MB unzipped ({arch})", "MB", 110, True, _layer(arch))
+        for arch in ("x86_64", "arm64")
+    ),
+)
+
+
+def evaluate(records: list[Record]) -> list[Record]:
+    """A target record for every target whose figure this run measured."""
+    out = []
+    for target in TARGETS:
+        figure = target.figure(records)
+        if figure is None:
+            continue
+        measured, runs = figure
+        passed = measured <= target.threshold if target.at_most else measured >= target.threshold
+        out.append(
+            Record(
+                name="target",
+                model=target.key.split("-")[1] if target.key.startswith(("cold-", "warm-")) else "-",
+                variant=target.key,
+                metric="target",
+                median=measured,
+                p90=None,
+                unit=target.unit,
+                runs=runs,
+                target=target.text,
+                threshold=target.threshold,
+                passed=passed,
+            )
+        )
+    return out
