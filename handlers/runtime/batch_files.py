@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 import zipfile
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from handlers.runtime import jsonio
 from handlers.runtime import rows as rowlib
 from handlers.runtime.codecs.tensors import check_shape
 from handlers.runtime.datatypes import OIP_TO_NUMPY
-from handlers.runtime.errors import InvalidInput, OnnxfnError
+from handlers.runtime.errors import InvalidInput, OnnxfnError, quote
 from handlers.runtime.model_store import LoadedModel, ModelStore
 from handlers.runtime.observability import MetricUnit, logger, metrics
 from handlers.runtime.s3_io import ObjectWriter, head, iter_lines
@@ -220,14 +221,14 @@ def _csv(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
     if len(manifest.inputs) != 1 or manifest.inputs[0].datatype == "BYTES":
         raise InvalidInput("CSV files are for single-input tabular models; use JSON Lines")
 
-    def cells() -> Iterator[tuple[int, list[str]]]:
+    def cells() -> Iterator[tuple[int, str]]:
         for number, line in enumerate(iter_lines(body), start=1):
             if not line.strip():
                 continue
-            record = next(csv.reader([line.decode("utf-8", "replace")]))
-            if number == 1 and not _numeric(record):
+            text = line.decode("utf-8", "replace")
+            if number == 1 and not _numeric(_csv_record(text, strict=False)):
                 continue  # a header line
-            yield number, record
+            yield number, text
 
     def write(outcome: rowlib.Outcome) -> None:
         assert outcome.results is not None
@@ -247,9 +248,20 @@ def _csv(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
         writer.writerow([outcome.row.ref, *flat.values()])
         sink.output.write(buffer.getvalue().encode())
 
-    parse = lambda n, record: rowlib.row_from_csv(n, record, manifest)  # noqa: E731
+    parse = lambda n, text: rowlib.row_from_csv(n, _csv_record(text), manifest)  # noqa: E731
     for chunk in _parsed(cells(), parse, sink, chunk_rows):
         _score_rows(loaded, sink, chunk, write)
+
+
+def _csv_record(text: str, strict: bool = True) -> list[str]:
+    """The cells of one line; a line the csv module rejects (a stray carriage return, a field over its
+    size limit) fails as a record, or with ``strict=False`` reads as no cells."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as exc:
+        if not strict:
+            return []
+        raise InvalidInput(f"line is not a CSV record: {exc}; expected numbers separated by commas") from exc
 
 
 def _numeric(record: list[str]) -> bool:
@@ -273,7 +285,10 @@ def _npy(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read_header(body)
     problem = _array_problem(spec, shape, dtype, fortran)
-    claimed = dtype.itemsize * int(np.prod(shape)) if shape else 0
+    # Python integers: np.prod wraps around on a huge claimed shape, and numpy accepts negative dimensions.
+    claimed = dtype.itemsize * math.prod(shape) if shape else 0
+    if problem is None and any(d < 0 for d in shape):
+        problem = f"the header claims shape {list(shape)}; expected non-negative dimensions"
     if problem is None and (not shape or claimed > content_length(body)):
         problem = f"the header claims {list(shape)} {dtype} ({claimed} bytes) but the file is smaller"
     if problem:
@@ -311,9 +326,8 @@ def _npz(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
     if len(raw) > MAX_NPZ_BYTES:
         raise InvalidInput(f".npz files are read whole and must stay under {MAX_NPZ_BYTES} bytes; use .npy")
     try:
-        archive = np.load(io.BytesIO(raw), allow_pickle=False)
-        arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, AttributeError, zipfile.BadZipFile) as exc:
+        arrays = _npz_arrays(raw)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         _file_failed(sink, f"not a readable .npz archive without pickled objects: {exc}")
         return
     if any(a.ndim == 0 for a in arrays.values()):
@@ -348,6 +362,39 @@ def _npz(body: Any, loaded: LoadedModel, sink: _Sink, chunk_rows: int) -> None:
         for name in collected:
             collected[name].append(outcome.results[name])
     _write_npz(sink, collected)
+
+
+def _npz_arrays(raw: bytes) -> dict[str, np.ndarray]:
+    """The archive's arrays; sizes checked before anything is inflated or allocated.
+
+    Compressed members inflate to at most the size their zip entry declares (zipfile stops there), so
+    the declared sizes bound memory; an array header claiming more than its member holds is refused
+    before numpy allocates the array it describes.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        members = archive.infolist()
+        inflated = sum(m.file_size for m in members)
+        if inflated > MAX_NPZ_BYTES:
+            raise InvalidInput(f"the archive inflates to {inflated} bytes, over the limit of {MAX_NPZ_BYTES}; use .npy")
+        for member in members:
+            if not member.filename.endswith(".npy"):
+                raise InvalidInput(f"archive member {quote(member.filename)} is not an .npy array")
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(stream)
+            claimed = dtype.itemsize * math.prod(shape)
+            if any(d < 0 for d in shape) or claimed > member.file_size:
+                raise InvalidInput(
+                    f"array {quote(member.filename)} claims shape {list(shape)} {dtype} ({claimed} bytes) "
+                    f"but its member holds {member.file_size} bytes"
+                )
+            with archive.open(member) as stream:
+                arrays[member.filename[: -len(".npy")]] = np.lib.format.read_array(stream, allow_pickle=False)
+    return arrays
 
 
 def content_length(body: Any) -> int:

@@ -7,7 +7,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from handlers.runtime.errors import InvalidInput, PayloadTooLarge
+from handlers.runtime.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, quote
 
 
 def request_body(event: Mapping[str, Any], max_bytes: int) -> bytes:
@@ -17,13 +17,22 @@ def request_body(event: Mapping[str, Any], max_bytes: int) -> bytes:
         return b""
     if not isinstance(body, str):
         raise InvalidInput("request body: expected text in the proxy event")
+    encoding = (header(event, "Content-Encoding") or "").strip().lower()
+    if encoding not in ("", "identity"):
+        # API Gateway passes a compressed body through as it came; nothing here inflates it.
+        raise UnsupportedMediaType(
+            f"Content-Encoding {quote(encoding)} is not supported; send the body uncompressed (identity)"
+        )
     encoded = bool(event.get("isBase64Encoded"))
     # Check the size before decoding: base64 carries 3 bytes in every 4 characters.
     approx = len(body) * 3 // 4 if encoded else len(body)
     if approx > max_bytes:
         raise PayloadTooLarge(f"request body of about {approx} bytes is over the limit of {max_bytes} bytes")
     if not encoded:
-        raw = body.encode("utf-8")
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, escaped in the event's JSON
+            raise InvalidInput("request body: expected UTF-8 text, got a lone surrogate") from exc
     else:
         try:
             raw = base64.b64decode(body, validate=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from handlers.runtime.datatypes import OIP_DATATYPES
-from handlers.runtime.errors import ManifestError
+from handlers.runtime.errors import ManifestError, quote
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -136,8 +136,8 @@ class Manifest:
     def loads(cls, raw: bytes | str) -> Manifest:
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"manifest is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # also: undecodable bytes, over 4,300 digits, nested too deep
+            raise ManifestError(f"manifest is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
         return _parse_manifest(data)
 
     @classmethod
@@ -176,14 +176,21 @@ def _str(value: Any, where: str, pattern: re.Pattern[str] | None = None) -> str:
 
 def _int(value: Any, where: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ManifestError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+        raise ManifestError(f"{where}: expected an integer >= {minimum}, got {quote(value)}")
     return value
 
 
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise ManifestError(f"{where}: expected true or false, got {value!r}")
+        raise ManifestError(f"{where}: expected true or false, got {quote(value)}")
     return value
+
+
+def _version(value: Any) -> str:
+    """The model version: a string, or a bare number taken as its text ("version": 2)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    return _str(value, "manifest.version", VERSION_PATTERN)
 
 
 def _tensor(data: Any, where: str) -> TensorSpec:
@@ -279,7 +286,9 @@ def _parse_manifest(data: Any) -> Manifest:
     obj = _obj(data, "manifest")
     version = _req(obj, "schema_version", "manifest")
     if version != SCHEMA_VERSION:
-        raise ManifestError(f"manifest.schema_version: this runtime reads version {SCHEMA_VERSION}, got {version!r}")
+        raise ManifestError(
+            f"manifest.schema_version: this runtime reads version {SCHEMA_VERSION}, got {quote(version)}"
+        )
     _only(obj, "manifest", _TOP_LEVEL)
     files_raw = _req(obj, "files", "manifest")
     if not isinstance(files_raw, list) or not files_raw:
@@ -298,7 +307,7 @@ def _parse_manifest(data: Any) -> Manifest:
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         name=_str(_req(obj, "name", "manifest"), "manifest.name", NAME_PATTERN),
-        version=_str(str(_req(obj, "version", "manifest")), "manifest.version", VERSION_PATTERN),
+        version=_version(_req(obj, "version", "manifest")),
         description=_str(obj.get("description", ""), "manifest.description"),
         platform=_str(obj.get("platform", "onnxruntime_onnx"), "manifest.platform"),
         files=files,

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from handlers.runtime import jsonio
 from handlers.runtime import rows as rowlib
-from handlers.runtime.errors import InvalidInput, OnnxfnError
+from handlers.runtime.errors import InvalidInput, OnnxfnError, quote
 from handlers.runtime.manifest import Manifest
 from handlers.runtime.model_store import LoadedModel
 from handlers.runtime.observability import MetricUnit, logger, metrics
@@ -48,7 +48,7 @@ class RecordFailed(Exception):
 
 def _claimed(s3: Any, data: DataSettings, pointer: Any) -> bytes:
     if not isinstance(pointer, str) or not pointer.startswith("s3://"):
-        raise InvalidInput(f'{CLAIM_CHECK}: expected "s3://<bucket>/<key>", got {pointer!r}')
+        raise InvalidInput(f'{CLAIM_CHECK}: expected "s3://<bucket>/<key>", got {quote(pointer)}')
     parsed = urlparse(pointer)
     bucket, key = parsed.netloc, parsed.path.lstrip("/")
     if bucket != data.bucket or not key.startswith(data.requests_prefix):

@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from handlers.runtime.errors import InvalidInput
+from handlers.runtime.settings import DEFAULT_MAX_REQUEST_BYTES
+
 PART_BYTES = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
+MAX_LINE_BYTES = DEFAULT_MAX_REQUEST_BYTES  # a record is at most what one API request may carry
 
 
 class ObjectWriter:
@@ -76,13 +80,24 @@ class ObjectWriter:
             self._upload_id = None
 
 
-def iter_lines(body: Any, chunk_bytes: int = 1024 * 1024) -> Iterator[bytes]:
-    """Lines of a streaming body without loading it whole (``\\n`` or ``\\r\\n`` endings)."""
+def iter_lines(body: Any, chunk_bytes: int = 1024 * 1024, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Lines of a streaming body without loading it whole (``\\n`` or ``\\r\\n`` endings).
+
+    A line longer than ``max_line_bytes`` fails the file: held whole and copied on every chunk, one
+    line without an end would take the function's memory and, quadratically, its time.
+    """
     pending = b""
+    count = 0
     for chunk in body.iter_chunks(chunk_bytes):
         pending += chunk
         lines = pending.split(b"\n")
         pending = lines.pop()
+        if len(pending) > max_line_bytes:
+            raise InvalidInput(
+                f"line {count + len(lines) + 1} is over {max_line_bytes} bytes; "
+                f"expected records of at most {max_line_bytes} bytes, one per line"
+            )
+        count += len(lines)
         for line in lines:
             yield line.rstrip(b"\r")
     if pending:

@@ -21,7 +21,7 @@ from handlers.runtime.codecs.tensors import (
     to_binary,
     to_json_data,
 )
-from handlers.runtime.errors import InvalidInput
+from handlers.runtime.errors import InvalidInput, quote
 from handlers.runtime.manifest import Manifest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -43,7 +43,7 @@ def _header_length(value: str | None, body_length: int) -> int | None:
     try:
         length = int(value)
     except ValueError as exc:
-        raise InvalidInput(f"{HEADER_LENGTH}: expected an integer byte count, got {value!r}") from exc
+        raise InvalidInput(f"{HEADER_LENGTH}: expected an integer byte count, got {quote(value)}") from exc
     if not 0 < length <= body_length:
         raise InvalidInput(f"{HEADER_LENGTH}: {length} is outside the body's {body_length} bytes")
     return length
@@ -73,7 +73,7 @@ def _binary_size(params: Mapping[str, Any], where: str) -> int | None:
     if size is None:
         return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer, got {size!r}")
+        raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer, got {quote(size)}")
     return size
 
 
@@ -102,13 +102,13 @@ def decode_infer_request(body: bytes, header_length: str | None, manifest: Manif
         spec = manifest.input(name) if isinstance(name, str) else None
         if spec is None:
             expected_names = ", ".join(f'"{t.name}"' for t in manifest.inputs)
-            raise InvalidInput(f"inputs[{index}]: unknown input {name!r}; this model expects {expected_names}")
+            raise InvalidInput(f"inputs[{index}]: unknown input {quote(name)}; this model expects {expected_names}")
         if spec.name in seen:
             raise InvalidInput(f'input "{spec.name}" appears more than once')
         seen.add(spec.name)
         datatype = item.get("datatype")
         if datatype != spec.datatype:
-            raise InvalidInput(f'input "{name}": expected datatype {spec.datatype}, got {datatype!r}')
+            raise InvalidInput(f'input "{name}": expected datatype {spec.datatype}, got {quote(datatype)}')
         shape = check_shape(spec, item.get("shape"))
         size = _binary_size(_parameters(item, f'input "{name}"'), f'input "{name}"')
         if size is None and "data" not in item:
@@ -153,7 +153,7 @@ def _requested_outputs(header: Mapping[str, Any], manifest: Manifest) -> tuple[l
         name = item.get("name") if isinstance(item, Mapping) else None
         if not isinstance(name, str) or manifest.output(name) is None:
             expected = ", ".join(f'"{t.name}"' for t in manifest.outputs)
-            raise InvalidInput(f"outputs[{index}]: unknown output {name!r}; this model offers {expected}")
+            raise InvalidInput(f"outputs[{index}]: unknown output {quote(name)}; this model offers {expected}")
         if name in names:
             raise InvalidInput(f'output "{name}" is requested more than once')
         names.append(name)

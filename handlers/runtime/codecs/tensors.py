@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from handlers.runtime.datatypes import OIP_TO_NUMPY, itemsize
-from handlers.runtime.errors import InvalidInput, PayloadTooLarge
+from handlers.runtime.errors import InvalidInput, PayloadTooLarge, quote
 from handlers.runtime.manifest import Limits, TensorSpec
 
 # numpy kinds a JSON array may hold for each target datatype family
 _INT_KINDS = ("i", "u")
 _FLOAT_KINDS = ("i", "u", "f")
 _KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats", "U": "strings", "O": "mixed values"}
+_TYPE_NAMES = {bool: "booleans", int: "integers", float: "floats", str: "strings"}
 
 
 def describe(spec: TensorSpec) -> str:
@@ -30,7 +31,7 @@ def describe(spec: TensorSpec) -> str:
 def check_shape(spec: TensorSpec, shape: Any, what: str = "input") -> tuple[int, ...]:
     """The request's shape as a tuple, if it fits the spec (-1 matches any positive size)."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise InvalidInput(f'{what} "{spec.name}": "shape" must be a list of integers, got {shape!r}')
+        raise InvalidInput(f'{what} "{spec.name}": "shape" must be a list of integers, got {quote(shape)}')
     fits = len(shape) == len(spec.shape) and all(e in (-1, d) for d, e in zip(shape, spec.shape, strict=True))
     if not fits:
         raise InvalidInput(f'{what} "{spec.name}": expected {describe(spec)}, got shape {shape}')
@@ -54,29 +55,62 @@ def check_limits(shapes: dict[str, tuple[int, ...]], limits: Limits) -> None:
         )
 
 
+def _leaves(label: str, shape: tuple[int, ...], data: list[Any]) -> list[Any]:
+    """The elements of ``data``, flat or nested exactly as ``shape``, in row-major order.
+
+    Checked level by level without numpy: ``np.array`` on client data would size every string to the
+    longest one (4 bytes a character), so one long string among a batch of values allocates gigabytes.
+    """
+    count = math.prod(shape)
+    if list not in set(map(type, data)):
+        if len(data) != count:
+            raise InvalidInput(
+                f"{label}: data holds {len(data)} elements in shape [{len(data)}], "
+                f"expected {count} elements for shape {list(shape)}"
+            )
+        return data
+    level: list[Any] = [data]
+    for dim in shape:
+        nested: list[Any] = []
+        for item in level:
+            if not isinstance(item, list) or len(item) != dim:
+                raise InvalidInput(
+                    f"{label}: data is ragged or not nested as shape {list(shape)}; "
+                    f"expected {count} values, flat or nested as the shape"
+                )
+            nested.extend(item)
+        level = nested
+    return level
+
+
+def _kind_of(value: Any) -> str:
+    return _TYPE_NAMES.get(type(value), "mixed values")
+
+
 def array_from_json(spec: TensorSpec, shape: tuple[int, ...], data: Any, what: str = "input") -> np.ndarray:
     """A numpy array from JSON ``data`` (nested or flat), checked for kind, range and element count."""
     label = f'{what} "{spec.name}"'
-    if not isinstance(data, list):
-        data = [data]
-    try:
-        raw = np.array(data)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidInput(f"{label}: data is ragged or not all of one kind; expected {describe(spec)}") from exc
-    count = math.prod(shape)
-    if raw.shape != shape and not (raw.ndim == 1 and raw.size == count):
-        raise InvalidInput(
-            f"{label}: data holds {raw.size} elements in shape {list(raw.shape)}, "
-            f"expected {count} elements for shape {list(shape)}"
-        )
-    raw = raw.reshape(shape)
-    kind = raw.dtype.kind
+    leaves = _leaves(label, shape, data if isinstance(data, list) else [data])
+    types = set(map(type, leaves))
+    if list in types:
+        raise InvalidInput(f"{label}: data nests deeper than shape {list(shape)}; expected {describe(spec)}")
     if spec.datatype == "BYTES":
-        if kind != "U":
-            raise InvalidInput(f"{label}: expected strings for BYTES, got {_KIND_NAMES.get(kind, kind)}")
-        out = np.empty(shape, dtype=object)
-        out.reshape(-1)[:] = [s.encode("utf-8") for s in raw.reshape(-1).tolist()]
-        return out
+        if types != {str}:
+            wrong = next(v for v in leaves if not isinstance(v, str))
+            raise InvalidInput(f"{label}: expected strings for BYTES, got {_kind_of(wrong)}")
+        out = np.empty(len(leaves), dtype=object)
+        try:
+            out[:] = [s.encode("utf-8") for s in leaves]
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(f"{label}: expected UTF-8 text, got a lone surrogate") from exc
+        return out.reshape(shape)
+    if str in types:
+        raise InvalidInput(f"{label}: expected {spec.datatype} values, got strings")
+    try:
+        raw = np.array(leaves)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"{label}: data is not all of one kind; expected {describe(spec)}") from exc
+    kind = raw.dtype.kind
     target = OIP_TO_NUMPY[spec.datatype]
     if spec.datatype == "BOOL":
         allowed: Sequence[str] = ("b",)
@@ -91,7 +125,7 @@ def array_from_json(spec: TensorSpec, shape: tuple[int, ...], data: Any, what: s
         low, high = int(raw.min()), int(raw.max())
         if low < info.min or high > info.max:
             raise InvalidInput(f"{label}: values must lie in [{info.min}, {info.max}] for {spec.datatype}")
-    return raw.astype(target, copy=False)
+    return raw.astype(target, copy=False).reshape(shape)
 
 
 def array_from_bytes(spec: TensorSpec, shape: tuple[int, ...], raw: memoryview, what: str = "input") -> np.ndarray:

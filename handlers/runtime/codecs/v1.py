@@ -8,7 +8,6 @@ BYTES values are strings or ``{"b64": "..."}``.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,15 +32,18 @@ def _shape_of(value: Any, depth: int) -> list[int]:
     return shape
 
 
-def _text(value: Any, label: str) -> Any:
+def _text(value: Any, label: str, depth: int) -> Any:
+    """BYTES values as text (``{"b64": ...}`` decoded), following lists at most ``depth`` levels deep."""
     if isinstance(value, list):
-        return [_text(v, label) for v in value]
+        if depth <= 0:
+            raise InvalidInput(f'{label}: lists nest deeper than its shape; expected strings or {{"b64": "..."}}')
+        return [_text(v, label, depth - 1) for v in value]
     if isinstance(value, Mapping):
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
             raise InvalidInput(f'{label}: a BYTES value is a string or {{"b64": "..."}}')
         try:
             return base64.b64decode(value["b64"], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, and non-ASCII characters
             raise InvalidInput(f"{label}: b64 value is not base64-encoded UTF-8 text") from exc
     return value
 
@@ -51,7 +53,7 @@ def _column(spec: TensorSpec, batch: Any) -> tuple[tuple[int, ...], Any]:
     if not isinstance(batch, list) or not batch:
         raise InvalidInput(f"{label}: expected a non-empty list with one entry per instance")
     if spec.datatype == "BYTES":
-        batch = _text(batch, label)
+        batch = _text(batch, label, len(spec.shape))
     shape = _shape_of(batch, len(spec.shape))
     return check_shape(spec, shape), batch
 
