@@ -83,8 +83,9 @@ lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 unit: setup models browser checkov ## the test suite alone
 	$(BIN)/pytest -q
 
-fuzz: setup models ## the property tests in tests/fuzz with thousands of examples each (a few minutes)
+fuzz: setup models ## property tests with thousands of examples, and schemathesis with 200 per operation against onnxfn serve
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/fuzz
+	SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest -q tests/serve/test_schemathesis.py
 
 test: lint unit ## everything: lint, import contracts, the whole test suite
 

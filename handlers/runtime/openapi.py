@@ -138,7 +138,23 @@ IAM_NOTE = (
 )
 
 
-def document(app: Any, stage: str | None, auth: str | None = None) -> str:
+def _pin_model(spec: str, model: str | None) -> str:
+    """Declare the ``model`` path parameter as the one model this function serves (an enum), so
+    Swagger UI offers it and API fuzzers exercise the real routes instead of 404s."""
+    if not model:
+        return spec
+    import json
+
+    document = json.loads(spec)
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter.get("name") == "model" and parameter.get("in") == "path":
+                    parameter["schema"] = {**parameter.get("schema", {}), "type": "string", "enum": [model]}
+    return json.dumps(document)
+
+
+def document(app: Any, stage: str | None, auth: str | None = None, model: str | None = None) -> str:
     """The OpenAPI document (JSON) of ``app``'s routes, served under ``stage``.
 
     ``auth`` (``API_AUTH``'s value when None) says how callers authenticate: ``api_key`` declares the
@@ -160,15 +176,17 @@ def document(app: Any, stage: str | None, auth: str | None = None) -> str:
         security_schemes={API_KEY_SCHEME: api_key} if with_key else None,
         security=[{API_KEY_SCHEME: []}] if with_key else None,
     )
-    return spec
+    return _pin_model(spec, model)
 
 
-def swagger(app: Any, stage: str | None, want_json: bool, auth: str | None = None) -> tuple[str, str]:
+def swagger(
+    app: Any, stage: str | None, want_json: bool, auth: str | None = None, model: str | None = None
+) -> tuple[str, str]:
     """``(content type, body)`` of the OpenAPI document (``want_json``) or the Swagger UI page."""
     from aws_lambda_powertools import event_handler
     from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
 
-    spec = document(app, stage, auth)
+    spec = document(app, stage, auth, model)
     if want_json:
         return "application/json", spec
     assets = Path(event_handler.__file__).parent / "openapi" / "swagger_ui"

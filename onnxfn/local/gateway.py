@@ -356,6 +356,12 @@ class Gateway:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (TRACE, PROPFIND, ...) gets API Gateway's answer, not a 501.
+                if name.startswith("do_"):
+                    return self._dispatch
+                raise AttributeError(name)
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
