@@ -74,7 +74,7 @@ def test_swagger_ui_authorizes_and_runs_digits_inference(browser, served_app, tm
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = browser
     # Swagger UI re-renders as state changes: a found element may go stale, so conditions look again
@@ -109,8 +109,13 @@ def test_swagger_ui_authorizes_and_runs_digits_inference(browser, served_app, tm
         operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
         wait.until(lambda _: operation.find_element(By.CSS_SELECTOR, "button.try-out__btn").is_displayed())
         operation.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()
-        model_input = wait.until(lambda _: operation.find_element(By.CSS_SELECTOR, "tr[data-param-name='model'] input"))
-        model_input.send_keys("digits")
+        # the document pins {model} to the model this function serves: a drop-down holding "digits"
+        model_select = wait.until(
+            lambda _: operation.find_element(By.CSS_SELECTOR, "tr[data-param-name='model'] select")
+        )
+        options = [o.text for o in model_select.find_elements(By.TAG_NAME, "option")]
+        assert "digits" in options and "minilm" not in options, options
+        Select(model_select).select_by_visible_text("digits")
         text_area = wait.until(lambda _: operation.find_element(By.CSS_SELECTOR, "textarea.body-param__text"))
         driver.execute_script(SET_REACT_VALUE, text_area, body)
         wait.until(lambda _: json.loads(text_area.get_attribute("value") or "null") == json.loads(body))
