@@ -23,6 +23,8 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
+from onnxfn.local.context import LocalContext
+
 HEADER = struct.Struct(">I")
 CONTROL_FD_ENV = "ONNXFN_LOCAL_CONTROL_FD"
 
@@ -59,23 +61,18 @@ def read_frame(stream: BinaryIO) -> Any | None:
     return loads(data)
 
 
-class Context:
-    """The Lambda context object handlers receive."""
-
-    def __init__(self, request_id: str, deadline_ms: float) -> None:
-        self.aws_request_id = request_id
-        self._deadline_ms = deadline_ms
-        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
-        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        self.invoked_function_arn = os.environ.get("ONNXFN_LOCAL_FUNCTION_ARN", "")
-        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
-        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
-        self.identity = None
-        self.client_context = None
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int(self._deadline_ms - time.time() * 1000))
+def _context(request_id: str, deadline_ms: float) -> LocalContext:
+    """The Lambda context for one invocation, from this environment and the caller's deadline."""
+    return LocalContext(
+        function_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
+        function_version=os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        memory_limit_in_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")),
+        invoked_function_arn=os.environ.get("ONNXFN_LOCAL_FUNCTION_ARN", ""),
+        log_group_name=os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", ""),
+        log_stream_name=os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""),
+        aws_request_id=request_id,
+        timeout_s=max(0.0, deadline_ms / 1000 - time.time()),
+    )
 
 
 def _die_with_parent() -> None:
@@ -146,7 +143,7 @@ def main() -> int:
             return 0
         request_id = message["request_id"]
         os.environ["_X_AMZN_TRACE_ID"] = message.get("trace_id", "")
-        context = Context(request_id, message["deadline_ms"])
+        context = _context(request_id, message["deadline_ms"])
         started = time.perf_counter()
         try:
             result = handler(message["event"], context)
@@ -156,13 +153,14 @@ def main() -> int:
             reply = {"type": "error", "error": _error(exc)}
         reply["duration_ms"] = (time.perf_counter() - started) * 1000
         reply["max_rss_mb"] = _max_rss_mb()
-        try:
-            frame = dumps(reply)
-        except TypeError as exc:  # what the handler returned is not JSON
-            frame = dumps({**reply, "type": "error", "payload": None, "error": _error(exc, "Runtime.MarshalError")})
         # The answer first, then the invocation's log lines in one write: the caller is not kept
         # waiting while the serving process reads the logs.
-        replies.write(HEADER.pack(len(frame)) + frame)
+        try:
+            write_frame(replies, reply)
+        except TypeError as exc:  # what the handler returned is not JSON
+            write_frame(
+                replies, {**reply, "type": "error", "payload": None, "error": _error(exc, "Runtime.MarshalError")}
+            )
         sys.stdout.flush()
         sys.stderr.flush()
 
