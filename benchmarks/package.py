@@ -53,7 +53,7 @@ def _handlers_asset() -> Path:
     sys.path.insert(0, str(ROOT))
     from stacks.assets import stage_handlers
 
-    return stage_handlers(ROOT)
+    return stage_handlers(ROOT, PYTHON)
 
 
 def measure(quick: bool) -> StepResult:

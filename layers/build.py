@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import interpreters  # layers/interpreters.py: this script runs by path, so its folder is on sys.path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REQUIREMENTS = REPO_ROOT / "layers" / "requirements.txt"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "layers"
@@ -52,9 +54,10 @@ _HUB_CLIENTS = [
 ]
 
 # Bump when the strip logic changes in a way the rules below do not show; either changes the hash.
-STRIP_RULES_VERSION = 2
+STRIP_RULES_VERSION = 3
 STRIP_RULES: dict[str, Any] = {
-    # Bytecode is interpreter-specific and /opt is read-only in Lambda: it would only be stale weight.
+    # Whatever bytecode the wheels carry goes; the layer is then compiled by the runtime's own
+    # interpreter (see compile_layer), since /opt is read-only in Lambda and nothing can be cached there.
     "bytecode": {"dirs": ["__pycache__"], "suffixes": [".pyc", ".pyo"]},
     # Test suites shipped inside packages (numpy's alone is ~7 MB); only folders holding Python code,
     # so a data folder that happens to be called "test" stays.
@@ -116,6 +119,7 @@ class LayerBuild:
     bytes_before_strip: int
     requires_glibc: str | None
     lambda_compatible: bool
+    bytecode: str | None  # the interpreter version that compiled the layer, or None (no bytecode)
 
 
 # --- checks and keys ------------------------------------------------------------------------------
@@ -142,9 +146,10 @@ def platform_tags(arch: str) -> list[str]:
     return [f"{tag}_{ARCHITECTURES[arch]}" for tag in MANYLINUX_TAGS]
 
 
-def cache_hash(requirements: bytes, python_version: str, arch: str) -> str:
-    """12 hex digits naming a cache entry: what was asked for and how it is stripped."""
+def cache_hash(requirements: bytes, python_version: str, arch: str, bytecode: bool = True) -> str:
+    """12 hex digits naming a cache entry: what was asked for, how it is stripped, whether compiled."""
     key = {
+        "bytecode": bytecode,
         "requirements_sha256": hashlib.sha256(requirements).hexdigest(),
         "python_version": python_version,
         "arch": arch,
@@ -357,7 +362,17 @@ def _result(root: Path, record: dict[str, Any], *, cached: bool) -> LayerBuild:
         bytes_before_strip=int(record["python_bytes_before_strip"]),
         requires_glibc=glibc,
         lambda_compatible=record["lambda_compatible"],
+        bytecode=(record.get("bytecode") or {}).get("python"),
     )
+
+
+def _compiler(python_version: str, log: Callable[[str], None]) -> interpreters.Interpreter | None:
+    """The runtime's interpreter, to compile the layer with; None (and a loud warning) when absent."""
+    try:
+        return interpreters.find(python_version)
+    except interpreters.InterpreterNotFound as exc:
+        log(f"warning: the layer is built WITHOUT bytecode, so every cold start compiles it: {exc}")
+        return None
 
 
 def build_layer(
@@ -376,7 +391,8 @@ def build_layer(
         requirement_bytes = requirements.read_bytes()
     except OSError as exc:
         raise UsageError(f"--requirements: cannot read {requirements}: {exc.strerror}") from exc
-    digest = cache_hash(requirement_bytes, python_version, arch)
+    compiler = _compiler(python_version, log)
+    digest = cache_hash(requirement_bytes, python_version, arch, bytecode=compiler is not None)
     final = cache_dir.resolve() / f"{arch}-py{python_version}-{digest}"
 
     record = _read_marker(final, digest)
@@ -395,6 +411,9 @@ def build_layer(
         pip_install(requirements, python_dir, python_version, arch)
         before = measure(python_dir)
         removed = strip(python_dir)
+        stripped_size = measure(python_dir)
+        if compiler is not None:
+            interpreters.compile_tree(compiler, python_dir)
         after = measure(python_dir)
         glibc = required_glibc(python_dir)
         record = {
@@ -408,6 +427,9 @@ def build_layer(
             "python_files_before_strip": before.files,
             "python_bytes": after.bytes,
             "python_files": after.files,
+            "bytecode": None
+            if compiler is None
+            else {"python": compiler.version, "bytes": after.bytes - stripped_size.bytes, "mode": "unchecked-hash"},
             "stripped": {rule: asdict(size) for rule, size in removed.items()},
             "requires_glibc": f"{glibc[0]}.{glibc[1]}" if glibc else None,
             "lambda_glibc": "{}.{}".format(*LAMBDA_PYTHON_GLIBC[python_version]),
@@ -430,8 +452,9 @@ def build_layer(
 
     stripped = ", ".join(f"{rule} {_mb(size.bytes)}" for rule, size in removed.items() if size.files)
     log(
-        f"layer {arch} py{python_version}: {_mb(before.bytes)} installed, {_mb(after.bytes)} after stripping "
-        f"({stripped}); built in {time.perf_counter() - started:.1f} s at {final}"
+        f"layer {arch} py{python_version}: {_mb(before.bytes)} installed, {_mb(stripped_size.bytes)} after stripping "
+        f"({stripped}), {_mb(after.bytes)} with bytecode of Python {compiler.version if compiler else '(none)'}; "
+        f"built in {time.perf_counter() - started:.1f} s at {final}"
     )
     return _result(final, record, cached=False)
 
@@ -454,7 +477,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rebuild", action="store_true", help="build even if the cache holds this layer")
     parser.add_argument("--print-json", action="store_true", help="print one JSON object as stdout's last line")
     parser.add_argument("--measure", nargs="+", type=Path, metavar="PATH", help="print the unzipped size of PATHs")
+    parser.add_argument(
+        "--compile",
+        type=Path,
+        metavar="DIR",
+        help="compile DIR's .py files with the --python-version interpreter (function code), then exit",
+    )
     return parser
+
+
+def compile_code(directory: Path, python_version: str) -> dict[str, Any]:
+    """Compile function code for its runtime; what was compiled, or why nothing was (with a warning)."""
+    if not directory.is_dir():
+        raise UsageError(f"--compile: {directory} is not a directory")
+    try:
+        compiler = interpreters.find(check_python_version(python_version))
+    except interpreters.InterpreterNotFound as exc:
+        print(f"warning: {directory} is staged WITHOUT bytecode (every cold start compiles it): {exc}", file=sys.stderr)
+        return {"path": str(directory.resolve()), "bytecode": None}
+    interpreters.compile_tree(compiler, directory)
+    return {"path": str(directory.resolve()), "bytecode": compiler.version}
 
 
 def _warn_if_incompatible(build: LayerBuild) -> None:
@@ -480,6 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps({"paths": paths, "bytes": total.bytes, "files": total.files}))
             else:
                 print(total.bytes)
+            return 0
+        if args.compile:
+            if not args.python_version:
+                raise UsageError("--compile needs --python-version")
+            print(json.dumps(compile_code(args.compile, args.python_version)))
             return 0
         for flag, value in (("--python-version", args.python_version), ("--arch", args.arch)):
             if not value:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from handlers.runtime.errors import OnnxfnError
 from onnxfn.artifacts import DEFAULT_ROOT, list_artifacts
-from onnxfn.local.commands import add_parsers
+from onnxfn.local.commands import add_parsers, add_runtime_arguments
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -127,8 +127,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from onnxfn.demo import run_demo
+    from onnxfn.local.commands import runtime_options
 
-    return run_demo(Path(args.root), console, Path(args.app))
+    return run_demo(Path(args.root), console, Path(args.app), runtime_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start the app locally, send requests, a batch file and a queue message; print results"
     )
     demo.add_argument("--app", default="cdk.out", help="cloud assembly (synthesized when stale; default: %(default)s)")
+    add_runtime_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
     add_parsers(sub)
     return parser

@@ -12,6 +12,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxfn.local.client import AppClient
+from onnxfn.local.runtime import RuntimeOptions, RuntimeUnavailable
 from onnxfn.local.serve import LocalApp, ServeOptions
 from onnxfn.local.synth import stale_reason, synthesize
 
@@ -145,7 +147,25 @@ def _queue_message(client: AppClient, console: Console) -> float:
     return elapsed
 
 
-def run_demo(root: Path, console: Console, app_dir: Path = Path("cdk.out")) -> int:
+def _start(app_dir: Path, runtime: RuntimeOptions, console: Console) -> LocalApp:
+    """The local app, run faithfully; on the dev venv (said loudly) when a runtime's interpreter is missing."""
+    try:
+        return LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None, runtime=runtime)).start()
+    except RuntimeUnavailable as exc:
+        if runtime.dev:
+            raise
+        console.print(
+            f"[bold yellow]warning:[/] {exc}\n[bold yellow]the demo runs on the development venv instead: "
+            "NOT what deploys; its timings are not Lambda's[/]",
+            soft_wrap=True,
+        )
+        options = ServeOptions(app_dir=app_dir, port=0, state_file=None, runtime=replace(runtime, dev=True))
+        return LocalApp(options).start()
+
+
+def run_demo(
+    root: Path, console: Console, app_dir: Path = Path("cdk.out"), runtime: RuntimeOptions | None = None
+) -> int:
     """Run the demo; non-zero when a model is missing or a step fails."""
     missing = [name for name in ("digits", "minilm") if not (root / name / "manifest.json").exists()]
     if missing:
@@ -159,11 +179,14 @@ def run_demo(root: Path, console: Console, app_dir: Path = Path("cdk.out")) -> i
             synthesize(project, app_dir)
         console.print(f"synthesized {app_dir} in {time.perf_counter() - started:.1f} s ({reason})")
     started = time.perf_counter()
-    app = LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None)).start()
+    app = _start(app_dir, runtime or RuntimeOptions(), console)
     console.print(
         f"local app up in {(time.perf_counter() - started) * 1000:.0f} ms at {app.state()['url']}: "
         f"{len(app.pools)} functions, embedded AWS at {app.state()['aws_endpoint']}"
     )
+    for pool in app.pools.values():
+        launch = pool.runtime.launch
+        console.print(f"  {pool.runtime.name}: {launch.describe()}", highlight=False, soft_wrap=True)
     try:
         client = AppClient(app.state())
         demo = DemoClient(client)
@@ -176,7 +199,7 @@ def run_demo(root: Path, console: Console, app_dir: Path = Path("cdk.out")) -> i
         console.print(timings)
         _batch_file(client, console)
         _queue_message(client, console)
-        cold = Table(title="worker cold starts (handler import, as Lambda's Init Duration)")
+        cold = Table(title="worker cold starts (handler import, as Lambda's Init Duration; CPU as listed above)")
         for column in ("function", "kind", "cold starts", "init ms"):
             cold.add_column(column, justify="right")
         for pool in app.pools.values():

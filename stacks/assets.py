@@ -43,14 +43,24 @@ def _tree_hash(root: Path, paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def stage_handlers(root: Path) -> Path:
-    """A folder holding only ``handlers/`` (no caches): the zip functions' code asset."""
-    digest = _tree_hash(root, [root / "handlers"])
-    target = root / ".cache" / "assets" / f"handlers-{digest}"
+def stage_handlers(root: Path, python_version: str) -> Path:
+    """A folder holding only ``handlers/``: the zip functions' code asset for one Python runtime.
+
+    The copy is compiled by that runtime's interpreter (``layers/build.py --compile``): Lambda's
+    /var/task is read-only, so bytecode not shipped is recompiled at every cold start. Without the
+    interpreter the code is staged as source, with a warning on stderr.
+    """
+    digest = _tree_hash(root, [root / "handlers", root / "layers" / "interpreters.py"])
+    target = root / ".cache" / "assets" / f"handlers-py{python_version}-{digest}"
     if not target.exists():
         staging = target.with_name(target.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(root / "handlers", staging / "handlers", ignore=_IGNORED)
+        command = [sys.executable, str(root / "layers" / "build.py"), "--python-version", python_version]
+        result = subprocess.run([*command, "--compile", str(staging)], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling handlers/ for Python {python_version} failed:\n{result.stderr[-2000:]}")
+        sys.stderr.write(result.stderr)
         staging.rename(target)
     return target
 

@@ -50,8 +50,11 @@ class OnnxfnStack(Stack):
                 service_name=config.service_name,
             ),
         )
-        needs_zip = any(m.settings.packaging == "zip" for m in config.models)
-        self._code_dir = stage_handlers(root) if needs_zip else None
+        # Function code per runtime: the same handlers/, compiled by that runtime's interpreter.
+        self._code_dirs = {
+            runtime: stage_handlers(root, runtime.removeprefix("python"))
+            for runtime in sorted({m.settings.runtime for m in config.models if m.settings.packaging == "zip"})
+        }
         self._image_context = (
             stage_image_context(root) if any(m.settings.packaging == "image" for m in config.models) else None
         )
@@ -146,12 +149,13 @@ class OnnxfnStack(Stack):
         scope = Construct(self, model.construct_id)
         environment = self._environment(model)
         layer: lambda_.LayerVersion | None = None
+        code_dir = self._code_dirs.get(settings.runtime)
         if settings.packaging == "zip":
             built, layer = self._layer(model)
-            assert self._code_dir is not None
+            assert code_dir is not None
             self.budget.append(
                 check_budget(
-                    f"{model.name} ({settings.architecture}, {settings.runtime})", tree_bytes(self._code_dir), [built]
+                    f"{model.name} ({settings.architecture}, {settings.runtime})", tree_bytes(code_dir), [built]
                 )
             )
 
@@ -170,7 +174,7 @@ class OnnxfnStack(Stack):
                     handler=handler,
                     description=f"onnxfn {model.name} v{model.version}: {description}",
                     environment={**environment, **(extra_environment or {})},
-                    code_dir=str(self._code_dir) if self._code_dir else None,
+                    code_dir=str(code_dir) if code_dir else None,
                     layer=layer,
                     image_context=str(self._image_context) if self._image_context else None,
                     timeout_s=timeout_s,

@@ -40,6 +40,9 @@ class FunctionSpec:
     timeout_s: int
     architecture: str
     description: str = ""
+    runtime: str = "python3.12"  # Lambda's runtime (image functions: the base image's, from the build args)
+    packaging: str = "zip"  # zip | image
+    layer_dirs: tuple[Path, ...] = ()  # zip: the staged layer folders, in the function's order
 
     @property
     def kind(self) -> str:
@@ -240,6 +243,17 @@ def _function(
         code_dir = directory / metadata_path
     if not handler or code_dir is None:
         raise AssemblyError(f"function {logical_id}: cannot find its handler or staged code in the assembly")
+    layer_dirs = []
+    for reference in props.get("Layers", []):
+        layer_id = _ref_target(reference)
+        content = template.props(layer_id).get("Content", {}) if layer_id in template.resources else {}
+        layer_dir = assets.get(str(content.get("S3Key", "")).removesuffix(".zip"))
+        if layer_dir is None:
+            raise AssemblyError(f"function {logical_id}: cannot find the staged folder of its layer {reference}")
+        layer_dirs.append(layer_dir.resolve())
+    image = props.get("PackageType") == "Image"
+    build_args = resource.get("Metadata", {}).get("aws:asset:docker-build-args", {})
+    runtime = f"python{build_args['PYTHON_VERSION']}" if image and "PYTHON_VERSION" in build_args else None
     return FunctionSpec(
         logical_id=logical_id,
         name=local_name(stack, logical_id, 64),
@@ -250,6 +264,9 @@ def _function(
         timeout_s=int(props.get("Timeout", 3)),
         architecture=(props.get("Architectures") or ["x86_64"])[0],
         description=str(props.get("Description", "")),
+        runtime=str(runtime or props.get("Runtime", "python3.12")),
+        packaging="image" if image else "zip",
+        layer_dirs=tuple(layer_dirs),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from onnxfn.local.cloud import LOCAL_CREDENTIALS
+from onnxfn.local.runtime import RuntimeOptions
 from onnxfn.local.serve import LocalApp, ServeOptions, read_state
 
 
@@ -152,8 +153,10 @@ class AppClient:
 
 
 @contextlib.contextmanager
-def connect(state_file: Path | None, app_dir: Path = Path("cdk.out")) -> Iterator[AppClient]:
-    """A client for the running app, or for one started here and stopped on exit."""
+def connect(
+    state_file: Path | None, app_dir: Path = Path("cdk.out"), runtime: RuntimeOptions | None = None
+) -> Iterator[AppClient]:
+    """A client for the running app, or for one started here (with ``runtime``) and stopped on exit."""
     state = read_state(state_file) if state_file is not None else None
     if state is not None:
         client = AppClient(state)
@@ -162,7 +165,7 @@ def connect(state_file: Path | None, app_dir: Path = Path("cdk.out")) -> Iterato
         finally:
             client.close()
         return
-    app = LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None)).start()
+    app = LocalApp(ServeOptions(app_dir=app_dir, port=0, state_file=None, runtime=runtime or RuntimeOptions())).start()
     client = AppClient(app.state(), started_here=True)
     try:
         yield client

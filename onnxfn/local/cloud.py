@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from onnxfn.local.assembly import LOCAL_ACCOUNT, LOCAL_REGION, CloudAssembly, Resolver, local_name
+from onnxfn.local.assembly import LOCAL_ACCOUNT, LOCAL_REGION, CloudAssembly, FunctionSpec, Resolver, local_name
 from onnxfn.local.functions import FunctionRuntime
+from onnxfn.local.runtime import HOST_ARCH, LaunchPlan, RuntimeOptions, host_layer
+from onnxfn.local.runtime import plan as runtime_plan
 
 # Credentials moto accepts and no real AWS endpoint would: the local app never reaches AWS.
 LOCAL_CREDENTIALS = {
@@ -171,8 +173,28 @@ def provision(aws: EmbeddedAws, assembly: CloudAssembly) -> Provisioned:
     return Provisioned(resolver, buckets, urls, arns, uploaded)
 
 
-def function_runtimes(assembly: CloudAssembly, provisioned: Provisioned, endpoint: str) -> list[FunctionRuntime]:
-    """Each served function with its environment resolved and Lambda's own variables set."""
+def launch_plan(spec: FunctionSpec, options: RuntimeOptions) -> LaunchPlan:
+    """How ``spec`` runs here: its runtime's interpreter with its staged code and layer.
+
+    An image function (same pinned requirements and handlers, on the Lambda base image) runs with
+    the layer built from those requirements; so does a function of another architecture, whose own
+    wheels cannot load on this machine. The plan's notes say so.
+    """
+    layers = list(spec.layer_dirs)
+    notes = []
+    if not options.dev and (spec.packaging == "image" or spec.architecture != HOST_ARCH):
+        layers = [host_layer(spec.runtime)]
+        if spec.packaging == "image":
+            notes.append("an image function runs with the layer built from the image's pinned requirements")
+    plan = runtime_plan(spec.runtime, spec.architecture, spec.memory_mb, spec.code_dir.resolve(), layers, options)
+    return replace(plan, notes=(*plan.notes, *notes))
+
+
+def function_runtimes(
+    assembly: CloudAssembly, provisioned: Provisioned, endpoint: str, options: RuntimeOptions | None = None
+) -> list[FunctionRuntime]:
+    """Each served function with its environment resolved, Lambda's own variables set, and its launch plan."""
+    options = options or RuntimeOptions()
     runtimes = []
     for spec in assembly.functions:
         environment = provisioned.resolver.environment(spec.environment)
@@ -182,7 +204,7 @@ def function_runtimes(assembly: CloudAssembly, provisioned: Provisioned, endpoin
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
             "LAMBDA_TASK_ROOT": str(spec.code_dir.resolve()),
             "LAMBDA_RUNTIME_DIR": str(spec.code_dir.resolve()),
@@ -204,6 +226,7 @@ def function_runtimes(assembly: CloudAssembly, provisioned: Provisioned, endpoin
                 memory_mb=spec.memory_mb,
                 timeout_s=float(spec.timeout_s),
                 arn=arn,
+                launch=launch_plan(spec, options),
                 kind=spec.kind,
                 model=environment.get("MODEL_NAME", ""),
             )

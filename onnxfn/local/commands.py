@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from onnxfn.local.runtime import RuntimeOptions
 from onnxfn.local.serve import DEFAULT_STATE_FILE
 
 console = Console()
@@ -28,6 +29,34 @@ def _ensure_assembly(app_dir: Path, synth: str) -> None:
     with console.status(f"cdk synth ({reason})…"):
         synthesize(Path.cwd(), app_dir)
     console.print(f"synthesized {app_dir} in {time.perf_counter() - started:.1f} s ({reason})")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """How functions run locally: faithfully (the default) or on the development venv."""
+    group = parser.add_argument_group("function runtime (default: as Lambda runs the deployed function)")
+    group.add_argument(
+        "--python", help="interpreter for functions of its version (default: found on PATH, in pyenv or by uv)"
+    )
+    group.add_argument(
+        "--dev-runtime",
+        action="store_true",
+        help="run functions on this venv's Python and packages: NOT what deploys (no layer, other interpreter)",
+    )
+    group.add_argument(
+        "--no-init-burst", action="store_true", help="hold init to the memory's CPU share too (default: unthrottled)"
+    )
+    group.add_argument("--no-cpu-share", action="store_true", help="do not hold invocations to the memory's CPU share")
+
+
+def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
+    if args.dev_runtime:
+        err_console.print(
+            "[bold yellow]warning:[/] --dev-runtime: functions run on this venv's Python and packages, not on "
+            "their runtime's interpreter and the built layer; timings and behaviour may differ from Lambda's"
+        )
+    return RuntimeOptions(
+        dev=args.dev_runtime, python=args.python, init_burst=not args.no_init_burst, cpu_share=not args.no_cpu_share
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -47,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         retry_after_s=args.retry_after,
         integration_timeout_s=args.integration_timeout,
         moto_port=args.aws_port,
+        runtime=runtime_options(args),
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -91,7 +121,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     from onnxfn.local.client import connect
 
     state_file = Path(args.state_file)
-    with connect(state_file, Path(args.app)) as client:
+    with connect(state_file, Path(args.app), runtime_options(args)) as client:
         source = "app started for this call" if client.started_here else "running app"
         err_console.print(f"[dim]{source}: {client.state['url']}[/]")
         if args.kind == "api":
@@ -151,11 +181,13 @@ def add_parsers(sub: Any) -> None:
     )
     serve.add_argument("--integration-timeout", type=float, default=29.0, help="API Gateway's, in s (default: 29)")
     serve.add_argument("--verbose", "-v", action="store_true", help="print every function log line")
+    add_runtime_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     invoke = sub.add_parser("invoke", help="send one event to the running app (or to one started for the call)")
     invoke.add_argument("--state-file", default=str(DEFAULT_STATE_FILE))
     invoke.add_argument("--app", default="cdk.out", help="cloud assembly used when no app runs")
+    add_runtime_arguments(invoke)
     kinds = invoke.add_subparsers(dest="kind", required=True)
     api = kinds.add_parser("api", help="an HTTP request through the local API Gateway")
     api.add_argument("method")

@@ -115,6 +115,9 @@ def print_app(console: Console, app: LocalApp) -> None:
         rt = pool.runtime
         functions.add_row(rt.name, rt.kind, rt.model, f"{rt.memory_mb} MB", f"{rt.timeout_s:.0f} s", rt.handler)
     console.print(functions)
+    for description in sorted({pool.runtime.launch.describe() for pool in app.pools.values()}):
+        style = "green" if "NOT" not in description else "bold yellow"
+        console.print(f"[{style}]runtime:[/] {description}", highlight=False, soft_wrap=True)
     queues = Table(title=f"event sources (embedded AWS at {state['aws_endpoint']})", title_justify="left")
     for column in ("source", "function", "batch", "redrive"):
         queues.add_column(column)

@@ -15,7 +15,6 @@ import os
 import selectors
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnxfn.local.runtime import CpuQuota, LaunchPlan
 from onnxfn.local.worker import CONTROL_FD_ENV, HEADER, dumps, loads
 
 INIT_TIMEOUT_S = 10.0  # Lambda's init phase limit (on-demand functions)
@@ -44,6 +44,7 @@ class FunctionRuntime:
     memory_mb: int
     timeout_s: float
     arn: str
+    launch: LaunchPlan
     kind: str = "api"
     model: str = ""
 
@@ -86,18 +87,22 @@ class Worker:
 
     def __init__(self, runtime: FunctionRuntime, index: int, log_sink: LogSink) -> None:
         self.runtime = runtime
+        launch = runtime.launch
         self.tmp_dir = tempfile.mkdtemp(prefix=f"onnxfn-{runtime.logical_id[:24]}-")
+        # Each execution environment gets its own CPU share, as each Lambda sandbox does.
+        self.quota = CpuQuota(f"{runtime.logical_id[:40]}-{index}", launch.cpu.vcpus) if launch.cpu.enforced else None
         read_fd, write_fd = os.pipe()
         stream = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
         env = {
             **runtime.environment,
+            **launch.environment(self.quota.path if self.quota else None),
             "TMPDIR": self.tmp_dir,
             "AWS_LAMBDA_LOG_STREAM_NAME": stream,
             CONTROL_FD_ENV: str(write_fd),
         }
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "onnxfn.local.worker"],
+            list(launch.command),
             cwd=runtime.code_dir,
             env=env,
             stdin=subprocess.PIPE,
@@ -132,6 +137,8 @@ class Worker:
             self.kill()
             raise WorkerFailed(ready.get("error") or {"errorType": "Runtime.Unknown", "errorMessage": str(ready)})
         self.init_ms: float = float(ready["init_ms"])
+        self.python = str(ready.get("python", ""))
+        self.cpu_problem = str(ready.get("cpu_problem", ""))  # the quota could not be joined
         self.invocations = 0
 
     def _pump_logs(self, log_sink: LogSink) -> None:
@@ -234,6 +241,8 @@ class Worker:
         self._selector.close()
         self._replies.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if self.quota is not None:
+            self.quota.close()
 
 
 @dataclass

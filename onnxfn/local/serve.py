@@ -23,6 +23,7 @@ from onnxfn.local.functions import FunctionPool, FunctionRuntime, Invocation
 from onnxfn.local.gateway import DEFAULT_INTEGRATION_TIMEOUT_S, Gateway, RequestLog
 from onnxfn.local.metrics import MetricsRegistry
 from onnxfn.local.pollers import BatchOutcome, QueuePoller
+from onnxfn.local.runtime import RuntimeOptions
 
 DEFAULT_STATE_FILE = Path(".onnxfn/serve.json")
 _STATE_ENV = (
@@ -45,6 +46,7 @@ class ServeOptions:
     retry_after_s: float | None = None
     integration_timeout_s: float = DEFAULT_INTEGRATION_TIMEOUT_S
     moto_port: int = 0
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class LocalApp:
         try:
             self.aws = EmbeddedAws(host="127.0.0.1", port=options.moto_port).start()
             self.provisioned = provision(self.aws, assembly)
-            for runtime in function_runtimes(assembly, self.provisioned, self.aws.endpoint):
+            for runtime in function_runtimes(assembly, self.provisioned, self.aws.endpoint, options.runtime):
                 self.pools[runtime.logical_id] = FunctionPool(
                     runtime, options.concurrency, self._on_log, self._on_invocation
                 )
@@ -174,6 +176,11 @@ class LocalApp:
                 "handler": runtime.handler,
                 "memory_mb": runtime.memory_mb,
                 "timeout_s": runtime.timeout_s,
+                "runtime": runtime.launch.describe(),
+                "python": runtime.launch.interpreter,
+                "faithful": runtime.launch.faithful,
+                "cpu_vcpus": round(runtime.launch.cpu.vcpus, 3),
+                "cpu_enforced": runtime.launch.cpu.enforced,
             }
             entry = models.setdefault(runtime.model, {"functions": {}})
             entry["functions"][runtime.kind] = runtime.name
