@@ -4,21 +4,19 @@ behind an API Gateway REST proxy integration, with an OpenAPI document and Swagg
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.runtime import jsonio, openapi, retries
+from handlers.runtime import jsonio, lifecycle, openapi, retries
 from handlers.runtime.codecs import oip, v1
 from handlers.runtime.errors import ModelNotFound, OnnxfnError, RouteNotFound
 from handlers.runtime.http import header, request_body
 from handlers.runtime.manifest import Manifest
 from handlers.runtime.model_store import LoadedModel, get_store
 from handlers.runtime.observability import MetricUnit, count_error, logger, metrics, tracer
-from handlers.runtime.settings import LOAD_MODE
 from handlers.runtime.version import __version__
 
 # Routes build their own responses (JSON or binary); Response[Any] keeps Powertools' validation
@@ -245,12 +243,7 @@ def handle_unexpected(error: Exception) -> Reply:
 # --- entry point ----------------------------------------------------------------------------------
 
 
-if os.environ.get(LOAD_MODE, "lazy").strip().lower() == "eager":
-    # Provisioned concurrency and SnapStart pre-pay init: load now, keep serving lazily on failure.
-    try:
-        get_store().get_model()
-    except OnnxfnError as exc:
-        logger.error("eager load failed; the first request retries", extra={"reason": exc.message})
+lifecycle.init_environment()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.runtime import retries
+from handlers.runtime import lifecycle, retries
 from handlers.runtime.aws import client
 from handlers.runtime.model_store import get_store
 from handlers.runtime.observability import logger, metrics, tracer
@@ -16,6 +16,7 @@ from handlers.runtime.queue_requests import deliver_all, score_records
 from handlers.runtime.settings import DataSettings, load_data_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
+lifecycle.init_environment()
 
 
 def already_answered(s3: Any, data: DataSettings, records: list[dict[str, Any]]) -> set[str]:

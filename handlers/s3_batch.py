@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.runtime import retries
+from handlers.runtime import lifecycle, retries
 from handlers.runtime.aws import s3_client
 from handlers.runtime.batch_files import FileSummary, process_object
 from handlers.runtime.model_store import get_store
@@ -18,6 +18,7 @@ from handlers.runtime.observability import logger, metrics, tracer
 from handlers.runtime.settings import load_data_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
+lifecycle.init_environment()
 
 
 def handle_notification(record: SQSRecord) -> list[FileSummary]:

@@ -131,7 +131,7 @@ class OnnxfnStack(Stack):
             env_name("MODEL_BUCKET"): bucket,
             env_name("MODEL_PREFIX"): model.prefix,
             env_name("MANIFEST_SHA256"): model.manifest_sha256,
-            env_name("LOAD_MODE"): model.settings.load_mode,
+            env_name("LOAD_MODE"): model.load_mode,
             env_name("DATA_BUCKET"): bucket,
             env_name("INBOX_PREFIX"): f"inbox/{model.name}/",
             env_name("OUTBOX_PREFIX"): f"outbox/{model.name}/",

@@ -30,6 +30,7 @@ os.environ.pop("AWS_PROFILE", None)
 
 from moto import mock_aws
 
+from handlers.runtime import lifecycle
 from handlers.runtime.model_store import ModelStore, reset_store
 from handlers.runtime.settings import load_settings
 from onnxfn.local.context import LocalContext
@@ -104,8 +105,10 @@ def aws() -> Iterator[Any]:
 
 @pytest.fixture
 def s3(aws: Any) -> Iterator[Any]:
+    lifecycle.reset()  # each test starts as a new execution environment
     yield aws
     reset_store()
+    lifecycle.reset()
 
 
 _UPLOADS: dict[str, dict[str, str]] = {}

@@ -8,6 +8,8 @@ import importlib
 import sys
 import threading
 
+import pytest
+
 from tests.conftest import BUCKET, artifact
 
 DIGITS_BODY = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
@@ -121,13 +123,38 @@ def test_concurrent_first_requests_load_once(serve):
     assert len(served.get_calls) == 2
 
 
-def test_eager_mode_loads_at_init(serve, monkeypatch):
+@pytest.mark.parametrize("entry", ["handlers.api", "handlers.s3_batch", "handlers.queue_worker"])
+def test_eager_mode_loads_and_warms_up_at_init_in_every_entry_point(serve, monkeypatch, entry):
+    from handlers.runtime import model_store
+
     served = serve("digits")
+    runs: list[int] = []
+    original = model_store.build_pipeline
+
+    def counting(*args, **kwargs):
+        pipeline = original(*args, **kwargs)
+        run = pipeline.run
+        pipeline.run = lambda inputs, outputs: runs.append(1) or run(inputs, outputs)
+        return pipeline
+
+    monkeypatch.setattr(model_store, "build_pipeline", counting)
     monkeypatch.setenv("LOAD_MODE", "eager")
-    sys.modules.pop("handlers.api", None)
-    importlib.import_module("handlers.api")
+    sys.modules.pop(entry, None)
+    importlib.import_module(entry)
     assert served.store.ready
     assert len(served.get_calls) == 2
+    assert runs == [1]  # the warm-up inference ran during init
+    sys.modules.pop(entry, None)
+
+
+def test_a_failed_load_at_init_is_not_fatal_and_the_first_request_retries(serve, s3, monkeypatch):
+    served = serve("digits", {"MANIFEST_SHA256": "0" * 64})
+    monkeypatch.setenv("LOAD_MODE", "eager")
+    sys.modules.pop("handlers.api", None)
+    importlib.import_module("handlers.api")  # init survives the integrity failure
+    assert served.store.ready is False
+    reply = served.client.post("/v2/models/digits/infer", DIGITS_BODY)
+    assert reply.status == 503 and "sha256" in reply.json()["error"]
     sys.modules.pop("handlers.api", None)
 
 

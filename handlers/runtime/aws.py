@@ -16,6 +16,11 @@ def client(service: str) -> Any:
     return _clients[service]
 
 
+def reset_clients() -> None:
+    """Drop every client (SnapStart: credentials and connections must not outlive a snapshot)."""
+    _clients.clear()
+
+
 def s3_client() -> Any:
     return client("s3")
 

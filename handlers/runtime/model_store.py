@@ -132,6 +132,10 @@ class ModelStore:
                 f"model {self.settings.model_name!r} could not be loaded ({reason}); the next request retries"
             ) from exc
 
+    def reset_client(self) -> None:
+        """Forget the S3 client; the next fetch creates one (SnapStart restores)."""
+        self._s3 = None
+
     def _client(self) -> Any:
         if self._s3 is None:
             self._s3 = self._s3_factory()

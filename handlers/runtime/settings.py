@@ -17,6 +17,8 @@ MODEL_PREFIX = "MODEL_PREFIX"
 MANIFEST_SHA256 = "MANIFEST_SHA256"
 MANIFEST_VERSION_ID = "MANIFEST_VERSION_ID"
 LOAD_MODE = "LOAD_MODE"
+# Set by Lambda itself: on-demand | provisioned-concurrency | snap-start.
+INITIALIZATION_TYPE = "AWS_LAMBDA_INITIALIZATION_TYPE"
 MAX_REQUEST_BYTES = "MAX_REQUEST_BYTES"
 INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
 FUNCTION_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
@@ -33,6 +35,8 @@ REQUESTS_PREFIX = "REQUESTS_PREFIX"
 REPLY_QUEUES = "REPLY_QUEUES"  # comma-separated ARNs of the queues answers may be sent to
 
 MANIFEST_FILE = "manifest.json"
+# What the handlers read. The stack's "auto" (its default) becomes one of these at synth: eager when
+# the artifact fits the init window (stacks/config.py, INIT_LOAD_MAX_BYTES), lazy otherwise.
 LOAD_MODES = ("lazy", "eager")
 API_AUTH_MODES = ("api_key", "iam")  # an API key in x-api-key, or SigV4-signed requests
 DEFAULT_SERVICE = "onnxfn"

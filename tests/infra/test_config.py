@@ -57,7 +57,7 @@ def test_docs_is_public_unless_set(context, docs):
         ),
         (
             {"models": {"digits": {"load_mode": "sometimes"}}},
-            "load_mode: 'sometimes' is not allowed; expected one of lazy, eager",
+            "load_mode: 'sometimes' is not allowed; expected one of auto, lazy, eager",
         ),
         ({"models": {"digits": {"auth": "none"}}}, "auth: 'none' is not allowed; expected one of api_key, iam"),
         (
@@ -116,3 +116,24 @@ def test_budget_fails_over_250_mb_and_reports_under():
     assert line.startswith("m: 210.0 MB of 250 MB unzipped")
     with pytest.raises(BudgetExceeded, match="over Lambda's limit"):
         check_budget("m", 60 * 1024 * 1024, [layer])
+
+
+@pytest.mark.parametrize(
+    ("settings", "limit", "expected"),
+    [
+        ({}, None, "eager"),  # auto, and the artifact fits the init window
+        ({}, 1000, "lazy"),  # auto, and the artifact is larger than the budget
+        ({"load_mode": "lazy"}, None, "lazy"),
+        ({"load_mode": "eager"}, 1000, "eager"),
+        ({"load_mode": "lazy", "snapstart": True}, 1000, "eager"),  # the snapshot holds the loaded model
+        ({"load_mode": "lazy", "provisioned_concurrency": 1}, 1000, "eager"),  # init is pre-paid
+    ],
+)
+def test_load_mode_follows_the_artifact_size_and_the_init_model(settings, limit, expected, monkeypatch):
+    import stacks.config
+
+    if limit is not None:
+        monkeypatch.setattr(stacks.config, "INIT_LOAD_MAX_BYTES", limit)
+    (minilm,) = load_config({"models": {"minilm": settings}}, ROOT).models
+    assert minilm.artifact_bytes > 1000
+    assert minilm.load_mode == expected

@@ -90,7 +90,7 @@ def test_one_function_per_model_and_entry_point_pinned_to_its_artifact(synth):
             assert env["MODEL_BUCKET"] == {"Ref": s.logical_id(s.stack.storage.bucket)}
             assert env["POWERTOOLS_SERVICE_NAME"] == f"onnxfn-{model}"
             assert env["POWERTOOLS_METRICS_NAMESPACE"] == "onnxfn"
-            assert env["LOAD_MODE"] == "lazy"
+            assert env["LOAD_MODE"] == "eager"  # auto: both demo artifacts fit the init window
             assert env.get("API_AUTH") == ("api_key" if role == "api" else None)  # only the API describes auth
     digits_api = functions[s.logical_id(s.stack.functions["digits"]["api"].function)]["Properties"]
     assert digits_api["MemorySize"] == 512 and digits_api["Timeout"] == 10
