@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup browser checkov load models demo serve test lint unit fuzz bench synth deploy destroy clean
+.PHONY: help setup browser arm64-sysroot checkov load models demo serve test lint unit fuzz bench synth deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,6 +48,18 @@ browser:
 			echo "the browser and load tests need Debian's chromium, chromium-driver and wrk: sudo apt-get install chromium chromium-driver wrk" >&2; exit 1; \
 		fi; \
 	fi
+
+# The arm64 layer test runs Debian trixie's aarch64 python3.13 under qemu-user (never Docker), from a
+# sysroot cached in .cache/arm64-sysroot/ by layers/arm64_sysroot.py.
+arm64-sysroot:
+	@if [ ! -x /usr/bin/qemu-aarch64-static ] || [ ! -x /usr/sbin/debootstrap ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static debootstrap >/dev/null; \
+		else \
+			echo "the arm64 layer test needs Debian's qemu-user-static and debootstrap: sudo apt-get install qemu-user-static debootstrap" >&2; exit 1; \
+		fi; \
+	fi
+	$(PYTHON) layers/arm64_sysroot.py
 
 model_artifacts/digits/manifest.json: $(SETUP_STAMP) onnxfn/build/digits.py
 	$(BIN)/onnxfn build-demo digits
@@ -80,7 +92,7 @@ lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file pyproject.toml stacks app.py
 
-unit: setup models browser checkov ## the test suite alone
+unit: setup models browser checkov arm64-sysroot ## the test suite alone
 	$(BIN)/pytest -q
 
 fuzz: setup models ## property tests with thousands of examples, and schemathesis with 200 per operation against onnxfn serve

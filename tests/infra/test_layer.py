@@ -1,21 +1,28 @@
-"""The dependency layer imports and serves on its own.
+"""Every deployable dependency layer imports and serves on its own, in its runtime's interpreter.
 
-The layer is built (or taken from its cache) through ``layers/build.py`` exactly as the stack runs
-it: by path, in a subprocess, reading the JSON on stdout's last line. It is then loaded by a Python
-with no site-packages and no environment, whose path holds only the layer, a copy of ``handlers/``
-(as the function asset holds it) and the standard library, and it serves a real inference request
-against the digits artifact in a moto S3 server.
+The stack deploys layers for python3.12 and python3.13 on x86_64 and arm64; these tests build the
+layers of (x86_64, 3.12), (x86_64, 3.13) and (arm64, 3.13) through ``layers/build.py`` exactly as
+the stack runs it (by path, in a subprocess, JSON on stdout's last line), then load each one as
+Lambda does: the runtime's own interpreter (``-I -S -B``: no environment, no site-packages, no
+bytecode written), ``sys.path`` = a copy of ``handlers/`` then the layer's folders in Lambda's order
+(:func:`onnxfn.local.runtime.layer_paths`), then the standard library. Each serves one inference per
+demo model through ``handlers.api.lambda_handler``, against the artifacts in a moto S3 server.
+
+x86_64 layers run under pyenv's CPython 3.12 / 3.13 (found by ``layers/interpreters.py``). The
+arm64 layer runs under qemu-user with Debian trixie's aarch64 CPython 3.13, from the sysroot that
+``layers/arm64_sysroot.py`` prepares (``make arm64-sysroot``). Nothing run under qemu is timed: it
+is emulated.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +33,61 @@ from moto.server import ThreadedMotoServer
 from sklearn.datasets import load_digits
 
 from onnxfn.local.events import api_gateway_event
+from onnxfn.local.runtime import HOST_ARCH, interpreters, layer_paths
 from onnxfn.local.upload import upload_artifact
-from tests.reference import digits_direct
+from tests.reference import digits_direct, minilm_direct
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "layers" / "build.py"
-DIGITS = ROOT / "model_artifacts" / "digits"
+SYSROOT = ROOT / "layers" / "arm64_sysroot.py"
+ARTIFACTS = ROOT / "model_artifacts"
+MINILM_REFERENCE = ROOT / "tests" / "fixtures" / "minilm_reference.npz"
+BUCKET = "onnxfn-layer-test"
 ZIP_LIMIT = 250 * 1024 * 1024  # Lambda: function code + layers, unzipped
-PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-ARCH = "x86_64" if platform.machine().lower() in ("x86_64", "amd64") else "arm64"
-JSON_FIELDS = {"path", "arch", "python_version", "bytes", "files", "cached", "hash", "bytes_before_strip"}
+JSON_FIELDS = {"path", "arch", "python_version", "bytes", "files", "cached", "hash", "bytes_before_strip", "bytecode"}
 STRIPPED_ORT = ("tools", "transformers", "quantization", "backend")
 LAYER_PACKAGES = ("onnxruntime", "numpy", "tokenizers", "pydantic", "boto3", "botocore", "aws_lambda_powertools")
+MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}  # Lambda's architecture → platform.machine()
+# Sentences of the reference fixture, of different lengths: the batch is padded.
+MINILM_SENTENCES = ["The cat sat on the mat.", "How do I reset my password?", "This movie was good."]
+DIGITS_ROW = 7
 
-# Runs under `python -S -E -P -B`: no site-packages, no PYTHON* variables, no script dir or cwd on the
-# path, no bytecode written into the cached layer. Everything it knows comes in argv[1].
+
+@dataclass(frozen=True)
+class Target:
+    """A layer the stack deploys: Lambda architecture and Python runtime version."""
+
+    arch: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.arch}-py{self.version}"
+
+    @property
+    def emulated(self) -> bool:
+        return self.arch != HOST_ARCH
+
+    @property
+    def cache_tag(self) -> str:
+        return "cpython-" + self.version.replace(".", "")
+
+
+TARGETS = [Target("x86_64", "3.12"), Target("x86_64", "3.13"), Target("arm64", "3.13")]
+MODELS = ["digits", "minilm"]
+
+# Runs in the runtime's interpreter with -I -S -B; everything it knows comes in argv[1] and the
+# environment (set before the interpreter starts, as Lambda sets the function's).
 SERVE = r"""
-import json, os, sys, sysconfig
+import importlib.util, json, os, platform, sys, sysconfig
 
 config = json.loads(sys.argv[1])
-sys.path[:0] = [config["function"], config["layer"]]  # Lambda's order: /var/task, then /opt/python
-os.environ.update(config["environment"])
+sys.path[:0] = config["sys_path"]  # Lambda's order: /var/task, then the layer's folders
 
 
 class Context:
-    function_name = "onnxfn-digits"
+    function_name = "onnxfn-layer-test"
     memory_limit_in_mb = 1769
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:onnxfn-digits"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:onnxfn-layer-test"
     aws_request_id = "layer-test-request"
 
 
@@ -63,12 +98,40 @@ from handlers import api
 response = api.lambda_handler(config["event"], Context())
 import boto3  # the queue worker's client: its service model survives the layer's botocore pruning
 boto3.client("sqs", region_name="us-east-1")
-modules = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}
+
+
+def folder(path):
+    return os.path.join(os.path.realpath(path), "")
+
+
+files = {name: os.path.realpath(m.__file__) for name, m in list(sys.modules.items()) if getattr(m, "__file__", None)}
+layer = folder(config["layer"])
+# Bytecode the interpreter would read for each module it imported from the layer (-B writes none).
+checked, missing, foreign = 0, [], []
+for name, path in sorted(files.items()):
+    if path.startswith(layer) and path.endswith(".py"):
+        checked += 1
+        try:
+            with open(importlib.util.cache_from_source(path), "rb") as pyc:
+                magic = pyc.read(4)
+        except OSError:
+            missing.append(name)
+            continue
+        if magic != importlib.util.MAGIC_NUMBER:
+            foreign.append(name)
 report = {
     "response": response,
-    "modules": modules,
+    "files": files,
     "sys_path": sys.path,
-    "stdlib": [sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")],
+    "sys_path_given": config["sys_path"],
+    "roots": {
+        "layer": layer,
+        "function": folder(config["function"]),
+        "stdlib": sorted({folder(sysconfig.get_path("stdlib")), folder(sysconfig.get_path("platstdlib"))}),
+    },
+    "machine": platform.machine(),
+    "version": "%d.%d.%d" % sys.version_info[:3],
+    "bytecode": {"checked": checked, "missing": missing, "foreign": foreign},
 }
 with open(config["report"], "w") as out:
     json.dump(report, out)
@@ -82,16 +145,54 @@ def run_build(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def last_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert result.returncode == 0, f"layers/build.py exited {result.returncode}:\n{result.stderr[-3000:]}"
+def last_json(result: subprocess.CompletedProcess[str], what: str = "layers/build.py") -> dict[str, Any]:
+    assert result.returncode == 0, f"{what} exited {result.returncode}:\n{result.stderr[-3000:]}"
     document: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return document
 
 
+def runtime_command(target: Target) -> list[str]:
+    """The interpreter of the target's runtime: native, or aarch64 under qemu-user on an x86_64 machine."""
+    if not target.emulated:
+        finder = interpreters()
+        try:
+            return [finder.find(target.version).path]
+        except finder.InterpreterNotFound as exc:
+            pytest.fail(f"the {target} layer must run in Python {target.version}: {exc}")
+    if target.arch != "arm64":
+        pytest.fail(f"an {target.arch} layer cannot run on this {HOST_ARCH} machine (only arm64 is emulated)")
+    result = subprocess.run(
+        [sys.executable, str(SYSROOT), "--print-json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"the arm64 layer runs under qemu-user in an arm64 Debian sysroot, which could not be prepared "
+            f"(`make arm64-sysroot` as root installs qemu-user-static and debootstrap and prepares it):\n"
+            f"{result.stderr[-3000:]}"
+        )
+    sysroot = last_json(result, "layers/arm64_sysroot.py")
+    assert sysroot["version"].startswith(f"{target.version}."), sysroot
+    command: list[str] = sysroot["command"]
+    return command
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=TARGETS, ids=str)
+def target(request: pytest.FixtureRequest) -> Target:
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="module")
-def layer() -> dict[str, Any]:
-    """The layer for this interpreter's Python version and this machine's architecture."""
-    return last_json(run_build("--python-version", PYTHON, "--arch", ARCH, "--print-json"))
+def layer(target: Target) -> dict[str, Any]:
+    """The target's layer, built (or taken from the cache) by ``layers/build.py``."""
+    return last_json(run_build("--python-version", target.version, "--arch", target.arch, "--print-json"))
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +212,99 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
-def test_cli_prints_the_layer_and_reuses_its_cache(layer: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def artifacts(moto_endpoint: str) -> dict[str, dict[str, str]]:
+    """Both demo models uploaded as a deploy does; each model's function environment."""
+    s3 = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    environments = {}
+    for model in MODELS:
+        if not (ARTIFACTS / model / "manifest.json").is_file():
+            pytest.fail(f"{ARTIFACTS / model} is not built; run `make models`")
+        environments[model] = upload_artifact(s3, BUCKET, ARTIFACTS / model)
+    return environments
+
+
+def request_body(model: str) -> dict[str, Any]:
+    """The OIP request of one inference of a demo model."""
+    if model == "digits":
+        pixels = load_digits().data[DIGITS_ROW : DIGITS_ROW + 1]
+        return {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels.tolist()}]}
+    sentences = MINILM_SENTENCES
+    return {"inputs": [{"name": "text", "shape": [len(sentences)], "datatype": "BYTES", "data": sentences}]}
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def served(
+    request: pytest.FixtureRequest,
+    target: Target,
+    layer: dict[str, Any],
+    function_root: Path,
+    moto_endpoint: str,
+    artifacts: dict[str, dict[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """One inference through ``handlers.api.lambda_handler`` in a process that has only the layer."""
+    model: str = request.param
+    work = tmp_path_factory.mktemp(f"serve-{target}-{model}")
+    environment = {
+        **artifacts[model],
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        # No AWS config or credentials file of this machine is read.
+        "AWS_CONFIG_FILE": str(work / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    body = request_body(model)
+    event = api_gateway_event(
+        "POST", f"/v2/models/{model}/infer", json.dumps(body), {"Content-Type": "application/json"}
+    )
+    layer_python = Path(layer["path"]) / "python"
+    config = {
+        "sys_path": [str(function_root), *layer_paths(Path(layer["path"]), target.version)],
+        "layer": str(layer_python),
+        "function": str(function_root),
+        "event": event,
+        "packages": LAYER_PACKAGES,
+        "report": str(work / "report.json"),
+    }
+    # -I: no PYTHON* variables, user site or script folder; -S: no site-packages; -B: no bytecode written.
+    command = [*runtime_command(target), "-I", "-S", "-B", "-c", SERVE, json.dumps(config)]
+    result = subprocess.run(
+        command, cwd=work, env=environment, capture_output=True, text=True, timeout=1500, check=False
+    )
+    assert result.returncode == 0, f"the {target} layer did not serve {model}:\n{result.stderr[-3000:]}"
+    report: dict[str, Any] = json.loads((work / "report.json").read_text())
+    report["model"], report["body"] = model, body
+    return report
+
+
+# --- the build ------------------------------------------------------------------------------------
+
+
+def test_cli_prints_the_layer_and_reuses_its_cache(target: Target, layer: dict[str, Any]) -> None:
     assert JSON_FIELDS.issubset(layer)
     root = Path(layer["path"])
     assert (root / "python").is_dir(), "path must be the folder that contains python/ (Code.from_asset)"
-    assert (layer["arch"], layer["python_version"]) == (ARCH, PYTHON)
-    assert root.name == f"{ARCH}-py{PYTHON}-{layer['hash']}"
+    assert (layer["arch"], layer["python_version"]) == (target.arch, target.version)
+    assert root.name == f"{target}-{layer['hash']}"
     assert layer["files"] > 0 and 0 < layer["bytes"] < layer["bytes_before_strip"]
+    assert layer["lambda_compatible"] is True, f"needs glibc {layer['requires_glibc']}"
+    assert (layer["bytecode"] or "").startswith(f"{target.version}."), "compiled by the runtime's own Python"
 
-    again = last_json(run_build("--python-version", PYTHON, "--arch", ARCH, "--print-json"))
+    again = last_json(run_build("--python-version", target.version, "--arch", target.arch, "--print-json"))
     assert again["cached"] is True
     assert {k: again[k] for k in ("path", "hash", "bytes", "files")} == {
         k: layer[k] for k in ("path", "hash", "bytes", "files")
@@ -131,9 +316,8 @@ def test_layer_is_stripped_of_what_never_runs(layer: dict[str, Any]) -> None:
     leftovers = []
     for dirpath, dirnames, filenames in os.walk(python):
         here = Path(dirpath)
-        leftovers += [here / d for d in dirnames if d == "__pycache__"]
         leftovers += [here / d for d in dirnames if d in ("tests", "test") and any((here / d).rglob("*.py"))]
-        leftovers += [here / f for f in filenames if f.endswith((".pyc", ".pyo", ".pyi"))]
+        leftovers += [here / f for f in filenames if f.endswith((".pyo", ".pyi"))]
     assert leftovers == [], f"left in the layer: {[str(p.relative_to(python)) for p in leftovers[:10]]}"
     assert not [name for name in STRIPPED_ORT if (python / "onnxruntime" / name).exists()]
     assert not (python / "bin").exists()
@@ -146,6 +330,21 @@ def test_layer_is_stripped_of_what_never_runs(layer: dict[str, Any]) -> None:
     assert list(python.glob("numpy-*.dist-info/METADATA"))
 
 
+def test_layer_bytecode_is_the_runtimes_own(target: Target, layer: dict[str, Any]) -> None:
+    """Only the target version's bytecode, beside (nearly) every source, used without checking timestamps."""
+    python = Path(layer["path"]) / "python"
+    sources = list(python.rglob("*.py"))
+    compiled = list(python.rglob("*.pyc"))
+    wrong = [p for p in compiled if p.parent.name != "__pycache__" or not p.name.endswith(f".{target.cache_tag}.pyc")]
+    assert wrong == [], f"bytecode not of {target.cache_tag}: {[str(p.relative_to(python)) for p in wrong[:10]]}"
+    uncompiled = [p for p in sources if not (p.parent / "__pycache__" / f"{p.stem}.{target.cache_tag}.pyc").is_file()]
+    # A few files of the wheels may not compile for the target (compileall skips them); a handful at most.
+    assert len(uncompiled) <= 5, [str(p.relative_to(python)) for p in uncompiled[:10]]
+    # PEP 552 flags: 0b01 = hash-based, source not checked (Lambda's /opt keeps no usable timestamps).
+    flags = {int.from_bytes(p.read_bytes()[4:8], "little") for p in compiled[:200]}
+    assert flags == {0b01}
+
+
 def test_layer_and_handlers_fit_lambdas_zip_limit(layer: dict[str, Any], function_root: Path) -> None:
     handlers = last_json(run_build("--measure", str(function_root), "--print-json"))
     assert handlers["bytes"] > 0
@@ -156,77 +355,57 @@ def test_layer_and_handlers_fit_lambdas_zip_limit(layer: dict[str, Any], functio
     assert int(run_build("--measure", layer["path"]).stdout.strip()) == layer["bytes"]
 
 
-def test_layer_alone_imports_and_serves_digits(
-    layer: dict[str, Any], function_root: Path, moto_endpoint: str, tmp_path: Path
-) -> None:
-    if not (DIGITS / "manifest.json").is_file():
-        pytest.fail(f"{DIGITS} is not built; run `make models`")
-    s3 = boto3.client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=moto_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket="onnxfn-layer-test")
-    environment = upload_artifact(s3, "onnxfn-layer-test", DIGITS)
-    environment.update(
-        {
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            # No AWS config or credentials file of this machine is read.
-            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-        }
-    )
-    pixels = load_digits().data[7:8].astype(np.float32)
-    body = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels.tolist()}]}
-    event = api_gateway_event("POST", "/v2/models/digits/infer", json.dumps(body), {"Content-Type": "application/json"})
-    layer_python = str(Path(layer["path"]) / "python")
-    config = {
-        "layer": layer_python,
-        "function": str(function_root),
-        "environment": environment,
-        "event": event,
-        "packages": LAYER_PACKAGES,
-        "report": str(tmp_path / "report.json"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-S", "-E", "-P", "-B", "-c", SERVE, json.dumps(config)],
-        cwd=tmp_path,
-        env={},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"the layer did not serve:\n{result.stderr[-3000:]}"
-    report = json.loads((tmp_path / "report.json").read_text())
+# --- the layer serves -----------------------------------------------------------------------------
 
-    response = report["response"]
+
+def test_layer_alone_serves_each_demo_model(target: Target, served: dict[str, Any]) -> None:
+    assert served["machine"] == MACHINES[target.arch]
+    assert served["version"].startswith(f"{target.version}.")
+    response = served["response"]
     assert response["statusCode"] == 200, response.get("body")
     outputs = {o["name"]: o for o in json.loads(response["body"])["outputs"]}
-    label, probabilities = digits_direct(DIGITS, pixels)
-    assert outputs["label"]["data"] == label.tolist()
-    np.testing.assert_allclose(outputs["probabilities"]["data"], probabilities.reshape(-1), rtol=1e-5, atol=1e-6)
+    model_input = served["body"]["inputs"][0]
+    if served["model"] == "digits":
+        pixels = np.asarray(model_input["data"], dtype=np.float32)
+        label, probabilities = digits_direct(ARTIFACTS / "digits", pixels)
+        assert outputs["label"]["data"] == label.tolist() == [load_digits().target[DIGITS_ROW]]
+        got = np.asarray(outputs["probabilities"]["data"], dtype=np.float32)
+        np.testing.assert_allclose(got, probabilities.reshape(-1), rtol=1e-4, atol=1e-5)
+    else:
+        sentences: list[str] = model_input["data"]
+        embedding = outputs["embedding"]
+        assert embedding["shape"] == [len(sentences), 384]
+        got = np.asarray(embedding["data"], dtype=np.float32).reshape(embedding["shape"])
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+        reference = np.load(MINILM_REFERENCE, allow_pickle=False)
+        index = [[str(s) for s in reference["sentences"]].index(s) for s in sentences]
+        # Against the original PyTorch model (the quantized model's own accuracy) ...
+        cosine = np.sum(got * reference["embeddings"][index].astype(np.float32), axis=1)
+        cosine /= np.linalg.norm(reference["embeddings"][index], axis=1)
+        assert cosine.min() >= 0.98, f"cosine to sentence-transformers {cosine.round(4).tolist()}"
+        # ... and against the same model run by the dev venv's onnxruntime: the layer changes nothing.
+        direct = np.sum(got * minilm_direct(ARTIFACTS / "minilm", sentences), axis=1)
+        assert direct.min() >= 0.999, f"cosine to the direct session {direct.round(5).tolist()}"
 
     # Nothing came from outside the layer, the function's code and the standard library.
-    assert not [p for p in report["sys_path"] if "site-packages" in p]
-    roots = tuple(os.path.join(os.path.realpath(r), "") for r in [layer_python, function_root, *report["stdlib"]])
-    files = {name: os.path.realpath(f) for name, f in report["modules"].items() if f}
-    outside = sorted(f"{name}: {f}" for name, f in files.items() if not f.startswith(roots))
+    given = served["sys_path_given"]
+    assert served["sys_path"][: len(given)] == given
+    assert not [p for p in served["sys_path"][len(given) :] if p.endswith(("site-packages", "dist-packages"))]
+    roots = served["roots"]
+    files: dict[str, str] = served["files"]
+    allowed = (roots["layer"], roots["function"], *roots["stdlib"])
+    outside = sorted(f"{name}: {f}" for name, f in files.items() if not f.startswith(allowed))
     assert outside == [], f"imported from outside the layer, handlers and stdlib: {outside[:10]}"
-    layer_root = os.path.join(os.path.realpath(layer_python), "")
     for package in LAYER_PACKAGES:
-        assert files[package].startswith(layer_root), f"{package} came from {files[package]}"
-    assert files["handlers.api"].startswith(os.path.join(os.path.realpath(function_root), ""))
+        assert files[package].startswith(roots["layer"]), f"{package} came from {files[package]}"
+    assert files["handlers.api"].startswith(roots["function"])
     assert "onnxruntime.capi.onnxruntime_pybind11_state" in files, "the model was never run"
+    # What the function imported from the layer has bytecode this interpreter reads.
+    bytecode = served["bytecode"]
+    assert bytecode["checked"] > 100 and (bytecode["missing"], bytecode["foreign"]) == ([], []), bytecode
+
+
+# --- the command line -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -234,7 +413,7 @@ def test_layer_alone_imports_and_serves_digits(
     [("--arch", "aarch64", "x86_64, arm64"), ("--python-version", "3.9", "3.11, 3.12, 3.13, 3.14")],
 )
 def test_bad_flag_is_one_line_naming_it(flag: str, value: str, allowed: str) -> None:
-    args = {"--arch": ARCH, "--python-version": PYTHON, flag: value}
+    args = {"--arch": "x86_64", "--python-version": "3.12", flag: value}
     result = run_build(*[item for pair in args.items() for item in pair], "--print-json")
     assert result.returncode == 2
     assert result.stdout == ""
@@ -246,7 +425,7 @@ def test_pip_failure_exits_1_with_pips_words(tmp_path: Path) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("this is not a requirement ===\n")  # pip rejects it before any download
     result = run_build(
-        "--python-version", PYTHON, "--arch", ARCH, "--requirements", str(requirements),
+        "--python-version", "3.12", "--arch", "x86_64", "--requirements", str(requirements),
         "--cache-dir", str(tmp_path / "cache"), "--print-json",
     )  # fmt: skip
     assert result.returncode == 1
