@@ -34,9 +34,16 @@ def model_s3_config() -> Any:
 
 
 def model_s3_client() -> Any:
-    """S3 for the model store (see :func:`model_s3_config`)."""
+    """S3 for the model store: the standard-library reader when the environment holds credentials
+    (no boto3 on the cold path, see :mod:`handlers.runtime.s3_read`), else boto3 (see
+    :func:`model_s3_config`)."""
     if "s3-model" not in _clients:
-        import boto3
+        from handlers.runtime.s3_read import from_environment
 
-        _clients["s3-model"] = boto3.client("s3", config=model_s3_config())
+        reader: Any = from_environment()
+        if reader is None:
+            import boto3
+
+            reader = boto3.client("s3", config=model_s3_config())
+        _clients["s3-model"] = reader
     return _clients["s3-model"]

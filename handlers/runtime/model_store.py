@@ -9,6 +9,7 @@ here only.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import threading
@@ -224,6 +225,10 @@ class ModelStore:
 
     def _load(self) -> LoadedModel:
         started = time.perf_counter()
+        # onnxruntime is imported on a thread while the bytes arrive:
+        # the import is CPU, the fetch mostly waiting on the network. The session's own import
+        # below then finds the module ready (or raises its error, if the import failed).
+        threading.Thread(target=_import_runtime, name="import-onnxruntime", daemon=True).start()
         manifest = self._manifest or self._fetch_manifest()
         self._manifest = manifest
         files = {f.path: self._fetch_file(manifest, f.path) for f in manifest.files}
@@ -248,6 +253,11 @@ class ModelStore:
         # Inputs that pass the manifest's checks can still break a graph (a Reshape that needs a
         # multiple of 7, a Gather index out of range): onnxruntime raises these two for that.
         return LoadedModel(manifest=manifest, pipeline=pipeline, load_ms=load_ms, input_errors=(InvalidArgument, Fail))
+
+
+def _import_runtime() -> None:
+    with contextlib.suppress(ImportError):  # reported by the load itself, on the thread that needs it
+        import onnxruntime  # noqa: F401
 
 
 def create_session(model_bytes: bytes, manifest: Manifest, settings: Settings) -> Any:

@@ -58,6 +58,14 @@ def time_left() -> float:
 
 def retryable(exc: BaseException) -> bool:
     """Network failures and S3's transient error codes; never a missing object or a denial."""
+    import http.client
+
+    from handlers.runtime.s3_read import S3ReadError
+
+    if isinstance(exc, S3ReadError):
+        return exc.code in RETRYABLE_CODES or str(exc.status) in RETRYABLE_CODES
+    if isinstance(exc, (OSError, http.client.HTTPException)):  # refused, reset, timed out, cut short
+        return True
     from botocore.exceptions import (
         ClientError,
         ConnectionClosedError,
