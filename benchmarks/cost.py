@@ -1,15 +1,15 @@
-"""Estimated USD per million requests for ``minilm`` per memory size and architecture.
+"""USD per million requests of each demo model's function at 512 / 1,024 / 1,769 / 3,008 MB.
 
-From the warm handler durations measured in this run (JSON, batch 1 × 32 tokens and 8 × 128
-tokens) at 1 vCPU (1 thread, one core) and 2 vCPUs (2 threads, two cores), with Lambda's published
-us-east-1 prices. Assumptions, stated with the table:
+From the faithful figures of the cold-start step (``cold_start.py``: the function's runtime, code
+and layer, the memory's CPU share as a cgroup quota) at each memory size:
 
-- Lambda gives CPU in proportion to memory: 1,769 MB = 1 vCPU. Below it, a CPU-bound request
-  takes the 1-vCPU duration × 1,769 / memory. At 3,008 MB (1.70 vCPUs) onnxfn runs 2 intra-op
-  threads: the 2-vCPU duration × 2 / 1.70 (two threads sharing 1.70 vCPUs).
-- arm64 is assumed to take the durations measured here on x86_64 (no arm64 host is available).
-- Billed duration is rounded up to the next millisecond; init (cold starts), API Gateway, S3 and
-  CloudWatch are not included.
+- warm: the median warm request (batch 1, JSON; the median of a few warm requests in each fresh
+  process, then the median over processes), billed per started millisecond;
+- cold start: since 1 August 2025 Lambda bills the init phase of on-demand functions too, so a cold
+  request is billed for init + its invocation: spawn → first response (the interpreter's start is
+  part of Lambda's Init Duration), per started millisecond.
+
+x86_64 only (no arm64 host here); API Gateway, S3, data transfer and CloudWatch are not included.
 """
 
 from __future__ import annotations
@@ -19,58 +19,71 @@ from typing import Any
 
 from benchmarks.records import Record, find
 
-PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
-PRICE_PER_REQUEST = 0.20 / 1_000_000
+# AWS Lambda pricing, us-east-1, x86_64, first pricing tier (https://aws.amazon.com/lambda/pricing/).
+PRICE_PER_GB_S = 0.0000166667  # USD per GB-second of billed duration
+PRICE_PER_REQUEST = 0.20 / 1_000_000  # USD per request ($0.20 per 1M)
+# Init billed for on-demand functions since 2025-08-01 (AWS Compute Blog, "AWS Lambda standardizes
+# billing for INIT Phase", April 2025).
+INIT_BILLED_SINCE = "2025-08-01"
 MEMORY_SIZES_MB = (512, 1024, 1769, 3008)
 MB_PER_VCPU = 1769
-CASES = ("b1×32", "b8×128")
+MODELS = ("digits", "minilm")
 PRICES_TEXT = (
-    "us-east-1 published prices: x86_64 $0.0000166667 per GB-s, arm64 $0.0000133334 per GB-s, "
-    "$0.20 per million requests"
+    "AWS Lambda us-east-1 x86_64 prices (aws.amazon.com/lambda/pricing): $0.0000166667 per GB-s, "
+    "$0.20 per million requests; a cold request is billed for init + invocation (init billed since 1 August 2025)"
 )
 
 
-def duration_ms(memory_mb: int, one_vcpu_ms: float, two_vcpu_ms: float) -> float:
-    """The assumed duration at ``memory_mb`` from the durations measured at 1 and 2 vCPUs."""
-    vcpus = memory_mb / MB_PER_VCPU
-    if vcpus <= 1:
-        return one_vcpu_ms / vcpus
-    threads = math.ceil(vcpus)
-    return two_vcpu_ms * threads / vcpus if threads == 2 else two_vcpu_ms
-
-
-def usd_per_million(memory_mb: int, duration: float, arch: str) -> float:
-    billed_s = math.ceil(duration) / 1000
-    per_request = billed_s * (memory_mb / 1024) * PRICE_PER_GB_S[arch] + PRICE_PER_REQUEST
-    return per_request * 1_000_000
+def usd_per_million(memory_mb: int, duration_ms: float) -> float:
+    """USD for one million requests of ``duration_ms`` each at ``memory_mb`` (billed per started ms)."""
+    billed_s = math.ceil(duration_ms) / 1000
+    return (billed_s * (memory_mb / 1024) * PRICE_PER_GB_S + PRICE_PER_REQUEST) * 1_000_000
 
 
 def derive(records: list[Record]) -> tuple[list[Record], dict[str, Any]]:
-    """Cost records for every case whose 1- and 2-vCPU warm durations were measured in this run."""
+    """Cost records (warm and cold start) for every model and memory size measured in this run."""
     out: list[Record] = []
     table: dict[str, Any] = {}
-    for case in CASES:
-        one = find(records, name="onnxfn", model="minilm", metric="warm latency", variant=f"{case} JSON 1 vCPU")
-        two = find(records, name="onnxfn", model="minilm", metric="warm latency", variant=f"{case} JSON 2 vCPU")
-        if one is None or two is None or one.median is None or two.median is None:
-            continue
+    for model in MODELS:
         for memory_mb in MEMORY_SIZES_MB:
-            duration = duration_ms(memory_mb, one.median, two.median)
-            for arch in PRICE_PER_GB_S:
-                usd = usd_per_million(memory_mb, duration, arch)
+            warm, cold = warm_record(records, model, memory_mb), cold_record(records, model, memory_mb)
+            row: dict[str, Any] = {}
+            for kind, figure in (("warm", warm), ("cold start", cold)):
+                if figure is None or figure.median is None:
+                    continue
+                usd = usd_per_million(memory_mb, figure.median)
+                row[kind] = {"duration_ms": figure.median, "billed_ms": math.ceil(figure.median), "usd": usd}
                 out.append(
                     Record(
                         name="onnxfn",
-                        model="minilm",
-                        variant=f"{case} {memory_mb} MB {arch}",
+                        model=model,
+                        variant=f"{memory_mb} MB {kind}",
                         metric="cost",
                         median=usd,
                         p90=None,
-                        unit="USD per 1M requests",
-                        runs=one.runs,
-                        extra={"duration_ms": duration, "billed_ms": math.ceil(duration), "vcpus": memory_mb / 1769},
+                        unit="USD per 1M requests" if kind == "warm" else "USD per 1M cold starts",
+                        runs=figure.runs,
+                        extra={"duration_ms": figure.median, "billed_ms": math.ceil(figure.median)},
                     )
                 )
-                table.setdefault(case, {}).setdefault(memory_mb, {"duration_ms": duration})[arch] = usd
-        table.setdefault(case, {})["measured_ms"] = {"1 vCPU": one.median, "2 vCPU": two.median}
+            if row:
+                table.setdefault(model, {})[str(memory_mb)] = row
     return out, table
+
+
+def warm_record(records: list[Record], model: str, memory_mb: int) -> Record | None:
+    """onnxfn's faithful warm latency at ``memory_mb`` (batch 1, JSON)."""
+    return find(
+        records, name="onnxfn", model=model, metric="warm latency (faithful)", variant=f"b1 JSON, {memory_mb} MB"
+    )
+
+
+def cold_record(records: list[Record], model: str, memory_mb: int) -> Record | None:
+    """The cold start at ``memory_mb`` with the run's init-burst setting (the configured memory also
+    has the other setting; the other sizes only this one)."""
+    for record in records:
+        if record.name == "onnxfn" and record.model == model and record.metric == "cold start":
+            extra = record.extra
+            if extra.get("memory_mb") == memory_mb and (extra.get("headline") or not extra.get("configured")):
+                return record
+    return None

@@ -1,13 +1,13 @@
-"""A Lambda-like place to measure in: a local S3 (moto server), the function's environment, one vCPU.
+"""A Lambda-like place to measure in: a local S3 (moto server), the function's environment, fresh processes.
 
-- S3: ``ThreadedMotoServer`` on 127.0.0.1 in the bench process; artifacts uploaded with
-  ``onnxfn.local.upload.upload_artifact`` as a deploy does.
+- S3: ``ThreadedMotoServer`` on 127.0.0.1 in the bench process (its threads pinned to one core);
+  artifacts uploaded with ``onnxfn.local.upload.upload_artifact`` as a deploy does.
 - Environment: what the stack gives the function (``stacks/onnxfn_stack.py``: tracing off by
-  default, log level INFO), fake credentials, ``AWS_ENDPOINT_URL`` to the local S3,
-  ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1769``; never a developer's AWS config or credentials.
-- CPU: Lambda gives 1 vCPU at 1,769 MB. Function processes are pinned to one core of this 2-core
-  machine and the local S3 to the other, so the server's work is not the function's (in AWS, S3 runs
-  elsewhere).
+  default, log level INFO, the load mode of ``cdk.json``) and Lambda's own variables, fake
+  credentials, ``AWS_ENDPOINT_URL`` to the local S3; never a developer's AWS config or credentials.
+- Fresh processes: :func:`run_fresh` starts a command (``benchmarks.faithful.Runtime.command``: the
+  function's runtime interpreter) and notes when each of its output lines arrived, so a log line
+  can be placed on the process's timeline (the model may load during init or on the first request).
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +66,11 @@ def host_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
+def base_environment() -> dict[str, str]:
+    """What a function process gets of this machine: a plain PATH and a locale, nothing of the dev venv."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "en_US.UTF-8"}
+
+
 def aws_environment(endpoint: str | None) -> dict[str, str]:
     env = {
         **FAKE_CREDENTIALS,
@@ -83,18 +87,44 @@ def aws_environment(endpoint: str | None) -> dict[str, str]:
 
 
 def function_environment(
-    model: str, model_env: dict[str, str], endpoint: str | None, memory_mb: int = MEMORY_MB
+    model: str,
+    model_env: dict[str, str],
+    endpoint: str | None,
+    memory_mb: int = MEMORY_MB,
+    load_mode: str | None = None,
+    runtime: str = "python3.12",
 ) -> dict[str, str]:
-    """The environment a deployed onnxfn function of ``model`` has, pointed at the local S3."""
-    return {
-        **host_environment(),
+    """The environment a deployed onnxfn function of ``model`` has, pointed at the local S3.
+
+    ``load_mode``: what the stack puts in the function's load-mode variable (``cdk.json``); None
+    keeps ``FUNCTION_DEFAULTS``' lazy (the in-process warm steps load the model themselves).
+    """
+    env = {
+        **base_environment(),
         **aws_environment(endpoint),
         **FUNCTION_DEFAULTS,
+        **lambda_variables(f"onnxfn-bench-{model}", memory_mb, runtime),
         "POWERTOOLS_SERVICE_NAME": f"onnxfn-{model}",
-        "AWS_LAMBDA_FUNCTION_NAME": f"onnxfn-bench-{model}",
+        **model_env,
+    }
+    if load_mode is not None:
+        from stacks.contract import env_name
+
+        env.pop("LOAD_MODE", None)
+        env[env_name("LOAD_MODE")] = load_mode
+    return env
+
+
+def lambda_variables(name: str, memory_mb: int, runtime: str) -> dict[str, str]:
+    """The variables Lambda itself sets in every execution environment (an on-demand one)."""
+    return {
+        "AWS_LAMBDA_FUNCTION_NAME": name,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
-        **model_env,
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
+        "TZ": ":UTC",
     }
 
 
@@ -112,28 +142,6 @@ def manifest_files(model: str) -> dict[str, str]:
     """Role → file name of the artifact's files (``model``, ``tokenizer``), from its manifest."""
     manifest = json.loads((ARTIFACTS / model / "manifest.json").read_text())
     return {entry["role"]: entry["path"] for entry in manifest["files"]}
-
-
-def task_root(kind: str, into: Path) -> Path:
-    """The code a function is deployed with, without bytecode: Lambda's ``LAMBDA_TASK_ROOT``.
-
-    ``onnxfn``: ``handlers/`` as the stack stages it (``stacks/assets.py``); ``peers``: the tutorial
-    handler and the floor. Processes run with ``PYTHONDONTWRITEBYTECODE=1`` (Lambda's code and layer
-    directories are read-only), so this code compiles at every start, as in Lambda, whatever
-    ``__pycache__`` the working tree holds.
-    """
-    import shutil
-
-    target = into / f"task-{kind}"
-    if not target.exists():
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        if kind == "onnxfn":
-            shutil.copytree(ROOT / "handlers", target / "handlers", ignore=ignore)
-        else:
-            target.mkdir(parents=True)
-            for name in ("tutorial_handler.py", "bare.py"):
-                shutil.copyfile(PEERS / name, target / name)
-    return target
 
 
 @dataclass
@@ -188,43 +196,74 @@ def local_s3(server_core: int | None = None) -> Iterator[LocalS3]:
 
 @dataclass
 class FreshRun:
-    """What a fresh process reported (its result line), its stdout log lines and wall-clock times."""
+    """What a fresh process reported (its result line), its JSON log lines and wall-clock times."""
 
     result: dict[str, Any]
     logs: list[dict[str, Any]]
     spawned_wall: float
     stderr: str = ""
+    log_walls: list[float] = field(default_factory=list)  # when each of ``logs`` reached this process
 
 
-def run_fresh(
-    code: str, env: dict[str, str], args: list[str] | None = None, timeout_s: float = 180, flags: tuple[str, ...] = ()
-) -> FreshRun:
-    """Run ``code`` in a new interpreter (``python -c``) with exactly ``env``, in a private TMPDIR (its cwd too)."""
+def _read_lines(stream: Any, into: list[tuple[float, str]]) -> None:
+    for line in iter(stream.readline, ""):
+        into.append((time.time(), line))
+    stream.close()
+
+
+def run_fresh(command: list[str], env: dict[str, str], timeout_s: float = 180) -> FreshRun:
+    """Run ``command`` with exactly ``env``, in a private TMPDIR (its cwd too); collect its report.
+
+    stdout and stderr are read as they are written (the process writes unbuffered, as Lambda's
+    runtime makes it), each line stamped with its arrival time.
+    """
+    import threading
+
     with tempfile.TemporaryDirectory(prefix="onnxfn-bench-tmp-") as tmp:
         spawned = time.time()
-        completed = subprocess.run(
-            [sys.executable, *flags, "-c", code, *(args or [])],
+        process = subprocess.Popen(
+            command,
             cwd=tmp,
             env={**env, "TMPDIR": tmp},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             text=True,
-            timeout=timeout_s,
-            check=False,
         )
-    if completed.returncode != 0:
-        raise RuntimeError(f"fresh process failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+        out: list[tuple[float, str]] = []
+        err: list[tuple[float, str]] = []
+        readers = [
+            threading.Thread(target=_read_lines, args=(process.stdout, out), daemon=True),
+            threading.Thread(target=_read_lines, args=(process.stderr, err), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"fresh process timed out after {timeout_s:.0f} s") from None
+        finally:
+            for reader in readers:
+                reader.join(timeout=10)
+    stderr = "".join(line for _, line in err)
+    if code != 0:
+        raise RuntimeError(f"fresh process failed ({code}):\n{stderr[-3000:]}")
     result: dict[str, Any] | None = None
     logs: list[dict[str, Any]] = []
-    stderr = completed.stderr
-    for line in completed.stdout.splitlines():
+    walls: list[float] = []
+    for wall, line in sorted(out + err, key=lambda item: item[0]):
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line.removeprefix(RESULT_PREFIX))
         elif line.startswith("{"):
             with contextlib.suppress(ValueError):
                 logs.append(json.loads(line))
+                walls.append(wall)
     if result is None:
-        raise RuntimeError(f"fresh process printed no result line:\n{completed.stdout[-2000:]}")
-    return FreshRun(result, logs, spawned, stderr)
+        stdout = "".join(line for _, line in out)
+        raise RuntimeError(f"fresh process printed no result line:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return FreshRun(result, logs, spawned, stderr, walls)
 
 
 def write_json(path: Path, data: Any) -> Path:

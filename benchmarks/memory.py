@@ -1,10 +1,11 @@
 """Peak memory of onnxfn's function per model and batch size, and the Lambda memory it needs.
 
-Each (model, batch) runs in fresh processes (see ``benchmarks/fresh.py``): init, the model fetched
-from the local S3, then three requests of that batch (JSON); the process's peak RSS (``VmHWM``) is
-read at the end. Recommended memory: the next 64 MB step above peak × 1.2 (Lambda takes any size
-from 128 MB to 10,240 MB in 1 MB steps; 64 MB steps keep the figure readable). ``onnxfn add``'s own
-figure (from the manifest) is shown beside it.
+Each (model, batch) runs in fresh processes of the function as Lambda runs it (``fresh.py``,
+``faithful.py``: its runtime interpreter, staged code and built layer, its configured memory's CPU
+share): init, the model fetched from the local S3, then three requests of that batch (JSON); the
+process's peak RSS (``VmHWM``) is read at the end. Recommended memory: the next 64 MB step above
+peak × 1.2 (Lambda takes any size from 128 MB to 10,240 MB in 1 MB steps; 64 MB steps keep the
+figure readable). ``onnxfn add``'s own figure (from the manifest) is shown beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks import fresh, lambda_env
+from benchmarks import faithful, fresh, lambda_env
 from benchmarks.records import Record, StepResult
 from benchmarks.workloads import BATCHES, infer_path, json_event, workload
 
@@ -29,22 +30,32 @@ def recommended_mb(peak_mb: float) -> int:
     return max(128, math.ceil(peak_mb * HEADROOM / STEP_MB) * STEP_MB)
 
 
-def measure(quick: bool) -> StepResult:
-    function_core, server_core = lambda_env.cores()
+def measure(quick: bool, init_burst: bool = True) -> StepResult:
+    _, server_core = lambda_env.cores()
     processes = 1 if quick else 2
+    configs = faithful.function_configs()
     result = StepResult()
     with lambda_env.local_s3(server_core) as s3, tempfile.TemporaryDirectory(prefix="onnxfn-memory-") as tmp:
+        work = Path(tmp)
+        runtimes: dict[str, faithful.Runtime] = {}
         for model in ("digits", "minilm"):
-            env = lambda_env.function_environment(model, s3.upload(model), s3.endpoint)
+            config = configs[model]
+            if config.runtime not in runtimes:
+                runtimes[config.runtime] = faithful.prepare(config.runtime, work, init_burst=init_burst, plain=False)
+            launch = fresh.Launch(runtimes[config.runtime], config.memory_mb, init_burst, work)
+            env = lambda_env.function_environment(
+                model, s3.upload(model), s3.endpoint, config.memory_mb, config.load_mode, config.runtime
+            )
             manifest = json.loads((lambda_env.ARTIFACTS / model / "manifest.json").read_text())
             add_says = manifest.get("validation", {}).get("lambda", {})
             for batch in BATCHES:
                 item = workload(model, batch)
                 event = json_event(infer_path(model), item.oip_json)
-                peaks = [
-                    fresh.onnxfn(env, event, Path(tmp), function_core, requests=REQUESTS)["peak_rss_mb"]
+                runs = [
+                    fresh.onnxfn(launch, env, event, config.timeout_s, warm=REQUESTS - 1, name=f"memory-{model}")
                     for _ in range(processes)
                 ]
+                peaks = [run["peak_rss_mb"] for run in runs]
                 result.records.append(
                     Record(
                         name="onnxfn",
@@ -66,7 +77,8 @@ def measure(quick: bool) -> StepResult:
                 )
                 print(f"  memory {model} {item.label}: {max(peaks):.0f} MB", flush=True)
     result.notes.append(
-        f"memory: peak RSS (VmHWM, MiB) of a fresh function process after init and {REQUESTS} JSON requests "
+        f"memory: peak RSS (VmHWM, MiB) of a fresh function process (its runtime, code and layer, at its configured "
+        f"memory) after init and {REQUESTS} JSON requests "
         f"of the batch, {processes} process(es) each (median; p90 column = max); recommended = next "
         f"{STEP_MB} MB step above max × {HEADROOM}"
     )

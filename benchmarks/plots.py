@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.ticker import FormatStrFormatter
 
 from benchmarks.fresh import PHASES
-from benchmarks.records import Record, find
+from benchmarks.records import Record, find, find_with
 
 MODELS = ("digits", "minilm")
 COLORS = {
@@ -35,7 +35,8 @@ def cold_start(records: list[Record], path: Path) -> Path | None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     drawn = False
     for axis, model in zip(axes, MODELS, strict=True):
-        found = (find(records, name=c, model=model, metric="cold start") for c in ("onnxfn", "tutorial", "floor"))
+        contenders = ("onnxfn", "tutorial", "tutorial (no bytecode)", "floor")
+        found = (find_with(records, {"headline": True}, name=c, model=model, metric="cold start") for c in contenders)
         present = [r for r in found if r is not None]
         if not present:
             continue
@@ -43,11 +44,13 @@ def cold_start(records: list[Record], path: Path) -> Path | None:
         bottoms = [0.0] * len(present)
         for phase in PHASES:
             heights = [max(0.0, r.extra["phases_ms"][phase]) for r in present]
-            axis.bar([r.name for r in present], heights, bottom=bottoms, label=phase, color=COLORS[phase])
+            names = [r.name.replace(" (", "\n(") for r in present]
+            axis.bar(names, heights, bottom=bottoms, label=phase, color=COLORS[phase])
             bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
         for index, record in enumerate(present):
             axis.text(index, bottoms[index], f"{record.median:.0f} ms", ha="center", va="bottom", fontsize=9)
-        axis.set_title(f"{model}: fresh process → first response (medians)")
+        memory = present[0].extra["memory_mb"]
+        axis.set_title(f"{model} @ {memory} MB, {present[0].variant.split(', ')[1]}: spawn → first 200 (medians)")
         axis.set_ylabel("ms")
         axis.set_ylim(0, max(bottoms) * 1.15)
     if not drawn:

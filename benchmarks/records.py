@@ -104,6 +104,15 @@ def find(records: list[Record], **match: Any) -> Record | None:
     return None
 
 
+def find_with(records: list[Record], extra: dict[str, Any], **match: Any) -> Record | None:
+    """The first record whose fields equal ``match`` and whose ``extra`` holds ``extra``."""
+    for record in records:
+        same = all(getattr(record, key) == value for key, value in match.items())
+        if same and all(record.extra.get(key) == value for key, value in extra.items()):
+            return record
+    return None
+
+
 def machine_cpu_seconds() -> tuple[float, float, float]:
     """(busy, all, ours): CPU seconds of the whole machine since boot (/proc/stat) and of this process tree."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import tables
+from benchmarks import cost, tables
 from benchmarks.records import Record
 
 
@@ -20,6 +20,27 @@ def _image(pngs: list[Path], name: str, alt: str) -> list[str]:
     return [f"![{alt}]({name})", ""] if any(p.name == name for p in pngs) else []
 
 
+def functions_line(data: dict[str, Any]) -> str:
+    """How the functions of the cold-start figures ran: interpreter, path, CPU share, init burst."""
+    runtimes = data.get("faithful", {})
+    if not runtimes:
+        return "No cold-start step in this run: no faithful figures."
+    parts = []
+    for name, r in runtimes.items():
+        cpu = "enforced as a cgroup v1 quota" if r["cpu_share_enforced"] else f"NOT enforced ({r['cpu_share_problem']})"
+        burst = "on (init unthrottled, then the quota)" if r["init_burst"] else "off (init at the memory's share too)"
+        parts.append(
+            f"{name}: Python {r['python']} (`{r['interpreter']} {r['flags']}`), sys.path = the staged function code "
+            f"(`{r['code']}`) + the built layer (`{r['layer']}`), both with bytecode compiled by that interpreter; "
+            f"CPU share of the memory (memory / 1,769 vCPU) {cpu}; init burst {burst}"
+        )
+    return (
+        "Every cold-start, first-request and memory-size figure ran on the function as Lambda runs it: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def write_markdown(
     path: Path, meta: dict[str, Any], records: list[Record], notes: list[str], data: dict[str, Any], pngs: list[Path]
 ) -> None:
@@ -28,65 +49,75 @@ def write_markdown(
     lines = [
         "# onnxfn benchmarks",
         "",
-        f"Run {meta['date']} on {m['cpu']} ({m['architecture']}, {m['cores']} cores, {vnni}), Python {m['python']}, "
-        f"onnxruntime {m['onnxruntime']}; `{meta['command']}` (what `make bench` runs) took "
-        f"{meta['duration_s'] / 60:.1f} min. Every figure "
-        "was measured in this run except the quantization facts (read from `onnxfn add`'s report). Ratios compare "
-        "medians measured in the same step, in alternating rounds, on a shared, noisy machine: other work used "
-        f"{m.get('others_cpu_share', 0):.0%} of its CPU time during the run.",
+        f"Run {meta['date']} on {m['cpu']} ({m['architecture']}, {m['cores']} cores, {vnni}), onnxruntime "
+        f"{m['onnxruntime']}; `{meta['command']}` (what `make bench` runs) took {meta['duration_s'] / 60:.1f} min. "
+        "Every figure was measured in this run except the quantization facts (read from `onnxfn add`'s report). "
+        "Ratios compare medians measured in the same step, in alternating rounds, on a shared, noisy machine: other "
+        f"work used {m.get('others_cpu_share', 0):.0%} of its CPU time during the run.",
+        "",
+        functions_line(data),
+        f"The in-process steps (warm latency, PyTorch, queue, `onnxfn serve`'s in-process path) ran on the development "
+        f"venv (Python {m['python']}), which is not what deploys: they say so.",
         "",
         "## Targets",
         "",
         *tables.targets(records),
-        "## Cold start",
+        "## Cold start (the function as Lambda runs it)",
         "",
-        "A fresh `python -c` process → its first successful response; the model comes from a local S3 (a moto "
-        "server on the other core). onnxfn: `handlers/api.py`, the model loaded on the first request; tutorial: "
-        "download and session at import; floor: `import onnxruntime`, the artifact read from local disk, the "
-        "session, one run. onnxfn imports boto3 and onnxruntime lazily, so its fetch and session phases hold "
-        "those imports, which the tutorial pays in its import phase. Stacked bars: per-phase medians; totals: the "
-        "median of the totals.",
+        "A fresh process of the function's runtime → its first successful response (spawn → first 200), the "
+        "model from a local S3 (a moto server). onnxfn: `handlers/api.py` as the stack stages it, with the load "
+        "mode `cdk.json` gives it; tutorial: download and session at import (`benchmarks/peers/tutorial_handler.py`), "
+        "with the layer and its code compiled, and as tutorials ship it, without bytecode; floor: `import "
+        "onnxruntime`, the artifact read from local disk, the session (its init), one run. Phases: interpreter "
+        "(start and bootstrap), import (the handler's import without the model), fetch and session (the model's, "
+        "wherever they ran: at init or in the first request), first inference (the first invocation without the "
+        "model), other. init = the handler's whole import (Lambda's init); first request = the first invocation. "
+        "Stacked bars: per-phase medians; totals: the median of the totals.",
         "",
         *tables.cold_start(records),
         *_image(pngs, "cold_start.png", "cold start split"),
-        "### Init (import), ms, p50 (p90)",
+        "### Init, ms, p50 (p90), configured memory",
         "",
         *tables.init(records, data),
-        "## Warm latency",
+        "## Memory size: cold start, warm latency, cost (the function as Lambda runs it)",
         "",
-        "API Gateway event in → response out, in-process, 1 vCPU (pinned to one core; onnxfn sizes its session to "
-        "1 thread, as at 1,769 MB). bare = `session.run` on the same tensors (minilm: pre-tokenized ids and mask, "
-        "raw hidden states: tokenization, pooling and normalization are part of what the handler adds). The "
-        "tutorial keeps onnxruntime's default thread pool, as written. minilm batch 1 is one 32-token sentence; "
-        "batches 8 and 32 are 128-token sentences (counted with the artifact's tokenizer).",
+        "onnxfn at each memory size (CPU share = memory / 1,769 vCPU as a cgroup quota), batch 1 JSON; warm = the "
+        "median of the warm requests each fresh process served after its first. "
+        f"{cost.PRICES_TEXT}. Billed per started ms; API Gateway, S3 and logs not included; x86_64 only.",
+        "",
+        *tables.memory_sizes(records, data.get("cost", {})),
+        "## Warm latency (dev venv, in-process; not the deployed runtime)",
+        "",
+        "API Gateway event in → response out, in-process in the development venv, 1 vCPU (pinned to one core; onnxfn "
+        "sizes its session to 1 thread, as at 1,769 MB). bare = `session.run` on the same tensors (minilm: "
+        "pre-tokenized ids and mask, raw hidden states: tokenization, pooling and normalization are part of what the "
+        "handler adds). The tutorial keeps onnxruntime's default thread pool, as written. minilm batch 1 is one "
+        "32-token sentence; batches 8 and 32 are 128-token sentences (counted with the artifact's tokenizer).",
         "",
         *tables.warm_latency(records, data),
         *_image(pngs, "warm_latency.png", "warm latency against batch"),
-        "## Against PyTorch eager (sentence-transformers, 1 thread)",
+        "## Against PyTorch eager (sentence-transformers, 1 thread; dev venv)",
         "",
         *tables.pytorch(records, data),
         "## Quantization (from `onnxfn add`'s report, not re-measured)",
         "",
         *tables.quantization(records),
-        "## Queue throughput",
+        "## Queue throughput (dev venv, in-process)",
         "",
         "`minilm`, an SQS event of 10 one-sentence records, 1 vCPU; the micro-batching worker (one `session.run` "
         "for the batch) against the same records one per invocation and against bare runs.",
         "",
         *tables.queue(records),
-        "## Memory",
+        "## Peak memory (the function as Lambda runs it)",
         "",
-        "Peak RSS of a fresh function process (init, load, 3 requests of the batch); recommended memory = next "
-        "64 MB step above peak × 1.2.",
+        "Peak RSS of a fresh function process (init, load, 3 requests of the batch) on the function's runtime, "
+        "code and layer; recommended memory = next 64 MB step above peak × 1.2.",
         "",
         *tables.memory(records),
         *_image(pngs, "memory.png", "peak RSS per batch"),
         "## Package (zip function = layer + handlers, against Lambda's 250 MB unzipped)",
         "",
         *tables.package(records),
-        "## Cost",
-        "",
-        *tables.costs(data.get("cost", {})),
         *(
             ["## `onnxfn serve` overhead (digits batch 1, JSON)", "", *tables.serve(data.get("serve"))]
             if data.get("serve")
@@ -102,7 +133,7 @@ def write_markdown(
 
 
 def _environment(data: dict[str, Any]) -> list[str]:
-    """The environment the cold-start and memory processes ran with (the minilm function's)."""
+    """The environment the cold-start processes ran with (the minilm function's)."""
     env = data.get("environment", {}).get("minilm", {})
     if not env:
         return []
@@ -111,10 +142,10 @@ def _environment(data: dict[str, Any]) -> list[str]:
         return ", ".join(f"`{k}={v}`" for k, v in values.items())
 
     return [
-        f"- onnxfn function environment (minilm; digits alike): {shown(env['onnxfn'])}; PYTHONPATH = the staged "
-        "handlers only, cwd = a private temp dir, which is also TMPDIR",
-        f"- tutorial environment: {shown(env['tutorial'])}; the floor gets the host environment and "
-        "PYTHONDONTWRITEBYTECODE=1",
+        f"- onnxfn function environment (minilm; digits alike): {shown(env['onnxfn'])}; sys.path = the staged "
+        "handlers + the layer (set by the process itself: `-I` ignores PYTHONPATH), cwd = a private temp dir, which "
+        "is also TMPDIR",
+        f"- tutorial environment: {shown(env['tutorial'])}; the floor gets Lambda's variables only",
     ]
 
 

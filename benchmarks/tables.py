@@ -6,7 +6,7 @@ from typing import Any
 
 from benchmarks import cost
 from benchmarks.fresh import PHASES
-from benchmarks.records import Record, find
+from benchmarks.records import Record, find, find_with
 
 MODELS = ("digits", "minilm")
 AT_LEAST = ("pytorch-speed", "queue")  # targets passed at or above their threshold
@@ -64,35 +64,57 @@ def targets(records: list[Record]) -> list[str]:
     return table(["target", "measured", "threshold", "result"], rows)
 
 
+COLD_CONTENDERS = ("onnxfn", "tutorial", "tutorial (no bytecode)", "floor")
+
+
+def _cold_records(records: list[Record], model: str) -> list[Record]:
+    """The model's cold starts at its configured memory: the run's init-burst setting first."""
+    found = [r for r in records if r.model == model and r.metric == "cold start" and r.extra.get("configured")]
+    order = {name: i for i, name in enumerate(COLD_CONTENDERS)}
+    return sorted(found, key=lambda r: (not r.extra.get("headline"), order.get(r.name, 9)))
+
+
+def cpu_words(record: Record) -> str:
+    """The CPU a record's processes ran at, in words (NOT enforced said so)."""
+    share = f"{record.extra['vcpus']:.2f} vCPU"
+    if not record.extra.get("cpu_enforced"):
+        return f"{share} NOT enforced"
+    return f"{share} quota, " + ("init burst" if record.extra.get("init_burst") else "no init burst")
+
+
 def cold_start(records: list[Record]) -> list[str]:
     out: list[str] = []
-    header = ["", "total p50 ms", "p90", *[f"{p} ms" for p in PHASES], "peak RSS MB", "÷ tutorial", "÷ floor"]
+    header = ["", "CPU", "total p50 ms", "p90", *[f"{p} ms" for p in PHASES], "init ms", "first request ms"]
+    header += ["peak RSS MB", "÷ tutorial", "÷ floor"]
     for model in MODELS:
         rows = []
-        runs = None
-        for name in ("onnxfn", "tutorial", "floor"):
-            r = find(records, name=name, model=model, metric="cold start")
-            if r is None:
-                continue
-            runs = r.runs
+        found = _cold_records(records, model)
+        for r in found:
             phases = [fmt(r.extra["phases_ms"][p]) for p in PHASES]
-            ratios = [ratio(r.ratios.get(peer)) if peer != name else "1.00×" for peer in ("tutorial", "floor")]
-            rows.append([name, fmt(r.median), fmt(r.p90), *phases, fmt(r.extra["peak_rss_mb"]), *ratios])
+            ratios = [ratio(r.ratios.get(peer)) if peer != r.name else "1.00×" for peer in ("tutorial", "floor")]
+            figures = [fmt(r.extra[key]) for key in ("init_ms", "first_request_ms", "peak_rss_mb")]
+            rows.append([r.name, cpu_words(r), fmt(r.median), fmt(r.p90), *phases, *figures, *ratios])
         if rows:
-            out += [f"**{model}**, batch 1, {runs} fresh processes each:", "", *table(header, rows)]
+            first = found[0].extra
+            title = (
+                f"**{model}** at its configured {first['memory_mb']:,} MB (timeout {first['timeout_s']} s), "
+                f"batch 1, {found[0].runs} fresh processes each:"
+            )
+            out += [title, "", *table(header, rows)]
     return out
 
 
 def init(records: list[Record], data: dict[str, Any]) -> list[str]:
     columns = (
-        ("onnxfn", "init (import)", "onnxfn: import handlers.api"),
+        ("onnxfn", "init (import)", "onnxfn: import handlers.api without the model"),
+        ("onnxfn", "init (Lambda init)", "onnxfn: Lambda init (import, model if loaded there)"),
         ("tutorial", "init (import)", "tutorial: its imports"),
-        ("tutorial", "init (Lambda init phase)", "tutorial: imports + download + session"),
+        ("tutorial", "init (Lambda init)", "tutorial: imports + download + session"),
         ("floor", "init (import)", "floor: import onnxruntime"),
     )
     rows = []
     for model in MODELS:
-        found = [find(records, name=name, model=model, metric=metric) for name, metric, _ in columns]
+        found = [find_with(records, {"headline": True}, name=n, model=model, metric=m) for n, m, _ in columns]
         if any(found):
             rows.append([model, *(cell(r) for r in found)])
     out = table(["model", *(label for _, _, label in columns)], rows)
@@ -101,13 +123,40 @@ def init(records: list[Record], data: dict[str, Any]) -> list[str]:
         init_list = ", ".join(f"`{k}` {v:.0f}" for k, v in list(imports["init_imports_ms"].items())[:4])
         lazy = ", ".join(f"`{k}` {v:.0f}" for k, v in list(imports["first_request_imports_ms"].items())[:3])
         out += [
-            "Where onnxfn's cold start goes (`python -X importtime` on one extra minilm cold start; cumulative ms, "
-            f"inflated by the tool itself): `import handlers.api` {imports['handlers_api_ms']:.0f}, of which "
-            f"{init_list}; imported lazily inside the first request "
-            f"({imports['first_request_imports_total_ms']:.0f} in all): {lazy}.",
+            "Where onnxfn's cold start goes (`-X importtime` on one extra minilm cold start, same runtime; cumulative "
+            f"ms, inflated by the tool itself): `import handlers.api` {imports['handlers_api_ms']:.0f}, of which "
+            f"{init_list}; imported after the handler's import returned "
+            f"({imports['first_request_imports_total_ms']:.0f} in all): {lazy or 'nothing'}.",
             "",
         ]
     return out
+
+
+def memory_sizes(records: list[Record], data: dict[str, Any]) -> list[str]:
+    """Per model and memory size: faithful cold start, warm latency, cost per 1M requests."""
+    rows = []
+    for model in MODELS:
+        for memory_mb in cost.MEMORY_SIZES_MB:
+            entry = data.get(model, {}).get(str(memory_mb), {})
+            c, warm = cost.cold_record(records, model, memory_mb), cost.warm_record(records, model, memory_mb)
+            if c is None and warm is None:
+                continue
+            label = f"{memory_mb:,}" + (" (configured)" if c and c.extra.get("configured") else "")
+            rows.append(
+                [
+                    model,
+                    label,
+                    f"{memory_mb / cost.MB_PER_VCPU:.2f}",
+                    cell(c),
+                    fmt(c.extra["first_request_ms"]) if c else "–",
+                    cell(warm),
+                    f"${entry['warm']['usd']:.2f}" if "warm" in entry else "–",
+                    f"${entry['cold start']['usd']:.2f}" if "cold start" in entry else "–",
+                ]
+            )
+    header = ["model", "memory MB", "vCPU", "cold start ms p50 (p90)", "first request ms", "warm ms p50 (p90)"]
+    header += ["USD / 1M warm requests", "USD / 1M cold starts"]
+    return table(header, rows)
 
 
 def warm_latency(records: list[Record], data: dict[str, Any]) -> list[str]:
@@ -225,49 +274,6 @@ def package(records: list[Record]) -> list[str]:
     return table(header, rows)
 
 
-def costs(data: dict[str, Any]) -> list[str]:
-    if not data:
-        return []
-    rows = []
-    for memory_mb in cost.MEMORY_SIZES_MB:
-        cells = [f"{memory_mb:,}", f"{memory_mb / cost.MB_PER_VCPU:.2f}"]
-        for case in cost.CASES:
-            entry = data.get(case, {}).get(memory_mb)
-            cells += (
-                [fmt(entry["duration_ms"]), f"${entry['x86_64']:.2f}", f"${entry['arm64']:.2f}"] if entry else ["–"] * 3
-            )
-        rows.append(cells)
-    measured = "; ".join(
-        f"{case}: " + ", ".join(f"{k} {fmt(v)} ms" for k, v in data[case]["measured_ms"].items())
-        for case in cost.CASES
-        if case in data
-    )
-    slower = [
-        case
-        for case in cost.CASES
-        if case in data and data[case]["measured_ms"]["2 vCPU"] > data[case]["measured_ms"]["1 vCPU"]
-    ]
-    warning = (
-        [
-            f"In this run the 2-thread figure was slower than the 1-thread one ({', '.join(slower)}): the second core "
-            "was busy with other work on this shared machine, and onnxruntime's 2-thread pool waits for the slower "
-            "thread. The 3,008 MB rows carry that; a function that size could set `ORT_INTRA_OP_THREADS=1`.",
-            "",
-        ]
-        if slower
-        else []
-    )
-    return [
-        f"USD per million requests of the `minilm` warm handler (JSON). {cost.PRICES_TEXT}. Durations from this run "
-        f"({measured}): at 1,769 MB (1 vCPU) the 1-thread figure; below it × 1,769 / memory (CPU share); at 3,008 MB "
-        "(1.70 vCPUs) the 2-thread figure × 2 / 1.70. arm64 is assumed to take the durations measured here on "
-        "x86_64: no arm64 host was available. Billed per started ms; init, API Gateway, S3 and logs not included.",
-        "",
-        *table(["memory MB", "vCPU", "1×32 ms", "x86_64", "arm64", "8×128 ms", "x86_64", "arm64"], rows),
-        *warning,
-    ]
-
-
 def serve(data: dict[str, Any] | None) -> list[str]:
     if not data:
         return []
@@ -275,6 +281,9 @@ def serve(data: dict[str, Any] | None) -> list[str]:
     rows = [[name, fmt(p50[name]), fmt(p90[name]), fmt(p50[name] - p50["in_process"])] for name in p50]
     return [
         *table(["path", "p50 ms", "p90 ms", "p50 over in-process ms"], rows),
-        f"{data['runs']} interleaved runs per path (`benchmarks/serve_overhead.py`, also in `serve.json`).",
+        f"{data['runs']} interleaved runs per path (`benchmarks/serve_overhead.py`, also in `serve.json`). "
+        "in_process: the handler called in the development venv's process (not the deployed runtime), a full core; "
+        "pool and http: `onnxfn serve`'s workers, which run the function as Lambda runs it (its runtime, code and "
+        "layer, and digits' CPU share of its memory where cgroups allow), so the difference holds that share too.",
         "",
     ]
