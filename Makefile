@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup browser arm64-sysroot checkov load models demo serve test lint unit fuzz bench synth deploy destroy clean
+.PHONY: help setup runtimes browser arm64-sysroot checkov load models demo serve test lint unit fuzz bench synth deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,18 @@ $(NODE_STAMP): package.json package-lock.json
 	touch $@
 
 setup: $(SETUP_STAMP) $(NODE_STAMP) ## create .venv and node_modules with every pinned dependency
+
+# Lambda's python3.12 and python3.13 runtimes are CPython 3.12 and 3.13: functions run locally on those
+# interpreters, and the layers and function code are compiled by them. layers/interpreters.py finds them
+# on PATH, in pyenv or through uv; where one is missing and uv is installed, uv installs it. Otherwise
+# the demo runs on the dev venv (it says so) and the layer test fails saying how to get one.
+runtimes:
+	@for version in 3.12 3.13; do \
+		if ! $(PYTHON) layers/interpreters.py $$version >/dev/null 2>&1; then \
+			if command -v uv >/dev/null 2>&1; then uv python install $$version || true; fi; \
+			$(PYTHON) layers/interpreters.py $$version >/dev/null || echo "warning: no Python $$version: functions of python$$version cannot run faithfully here" >&2; \
+		fi; \
+	done
 
 # The Swagger UI test drives Debian's Chromium through its ChromeDriver (never a downloaded browser);
 # the load test uses Debian's wrk.
@@ -79,10 +91,10 @@ checkov: $(CHECKOV_STAMP)
 
 models: $(MODELS) ## build the demo models (digits, minilm) into model_artifacts/
 
-demo: setup models ## run the app locally (synth, moto, workers), send requests, a batch file, a queue message
+demo: setup runtimes models ## run the app locally (synth, moto, workers), send requests, a batch file, a queue message
 	$(BIN)/onnxfn demo
 
-serve: setup models ## run the app locally until Ctrl-C: http://127.0.0.1:8080, state in .onnxfn/serve.json
+serve: setup runtimes models ## run the app locally until Ctrl-C: http://127.0.0.1:8080, state in .onnxfn/serve.json
 	$(BIN)/onnxfn serve
 
 lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
@@ -92,27 +104,27 @@ lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file pyproject.toml stacks app.py
 
-unit: setup models browser checkov arm64-sysroot ## the test suite alone
+unit: setup runtimes models browser checkov arm64-sysroot ## the test suite alone
 	$(BIN)/pytest -q
 
-fuzz: setup models ## property tests with thousands of examples, and schemathesis with 200 per operation against onnxfn serve
+fuzz: setup runtimes models ## property tests with thousands of examples, and schemathesis with 200 per operation against onnxfn serve
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/fuzz
 	SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest -q tests/serve/test_schemathesis.py
 
 test: lint unit ## everything: lint, import contracts, the whole test suite
 
-load: setup models browser ## 2 minutes of 50 concurrent clients (valid and invalid requests) against onnxfn serve
+load: setup runtimes models browser ## 2 minutes of 50 concurrent clients (valid and invalid requests) against onnxfn serve
 	LOAD_SECONDS=120 $(BIN)/pytest -q -s tests/serve/test_load.py
 
-bench: setup models ## benchmarks against the peers (not tests): writes benchmarks/results/latest.{json,md} and plots
+bench: setup runtimes models ## benchmarks against the peers (not tests): writes benchmarks/results/latest.{json,md} and plots
 	$(PY) -m benchmarks.suite
 
 CDK := npx --no-install cdk --no-notices
 
-synth: setup models ## synthesize the CloudFormation templates into cdk.out/ (cdk-nag checked)
+synth: setup runtimes models ## synthesize the CloudFormation templates into cdk.out/ (cdk-nag checked)
 	$(CDK) synth -q
 
-deploy: setup models ## cdk deploy to the account and region of your AWS credentials
+deploy: setup runtimes models ## cdk deploy to the account and region of your AWS credentials
 	$(CDK) deploy --require-approval broadening
 
 destroy: ## cdk destroy (the model bucket is retained)

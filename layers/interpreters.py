@@ -18,7 +18,9 @@ Standard library only, loaded by path (it is not part of an installed package).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -76,12 +78,23 @@ def probe(path: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 and _VERSION.match(result.stdout.strip()) else None
 
 
+def _pyenv_roots() -> list[Path]:
+    """``$PYENV_ROOT``, else ``~/.pyenv`` of ``$HOME`` and of the user's own home (HOME may be a
+    scratch folder, as in a sandboxed synth)."""
+    if os.environ.get("PYENV_ROOT"):
+        return [Path(os.environ["PYENV_ROOT"])]
+    homes = [Path.home()]
+    with contextlib.suppress(KeyError):
+        homes.append(Path(pwd.getpwuid(os.getuid()).pw_dir))
+    return list(dict.fromkeys(home / ".pyenv" for home in homes))
+
+
 def _pyenv_candidates(version: str) -> list[str]:
-    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    if not root.is_dir():
-        return []
     found = []
-    for entry in root.iterdir():
+    entries = [
+        entry for root in _pyenv_roots() if (root / "versions").is_dir() for entry in (root / "versions").iterdir()
+    ]
+    for entry in entries:
         match = _VERSION.match(entry.name)
         if match and f"{match.group(1)}.{match.group(2)}" == version and entry.name.replace(".", "").isdigit():
             found.append((int(match.group(3) or 0), str(entry / "bin" / f"python{version}")))

@@ -122,6 +122,8 @@ def _serve(app_dir: Path, tmp: Path, args: list[str]) -> Iterator[Served]:
         left = [pid for pid in served.seen_workers if alive(pid)]
         assert code == 0, served.output()[-3000:]
         assert not left, f"worker processes left after stop: {left}"
+        quotas = list(Path("/sys/fs/cgroup/cpu/onnxfn").glob(f"{process.pid}-*"))
+        assert not quotas, f"CPU quota folders left after stop: {quotas}"
         assert not state_file.exists(), "the state file outlived the server"
 
 

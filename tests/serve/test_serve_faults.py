@@ -147,3 +147,38 @@ def test_crash_during_a_batch_leaves_the_messages_for_redelivery(faulty):
         moved = sqs.receive_message(QueueUrl=dead, WaitTimeSeconds=1).get("Messages", [])
     assert [m["MessageId"] for m in moved] == [crash_id]
     assert _get(faulty, "/ok").status_code == 200
+
+
+def test_the_function_runs_on_its_runtimes_interpreter_with_nothing_from_the_venv(faulty):
+    """python3.12 (the template's Runtime), the staged code first on the path, no bytecode written,
+    and not one module from the development venv."""
+    import sys
+    from pathlib import Path
+
+    inside = _get(faulty, "/runtime").json()
+    assert inside["version"][:2] == [3, 12]
+    assert inside["executable"] != sys.executable
+    assert inside["dont_write_bytecode"] is True
+    code_dir = Path(faulty.state["assembly"]) / f"asset.{faulty_app.ASSET}"
+    assert inside["path"][0] == str(code_dir.resolve())
+    venv = str(Path(sys.prefix).resolve())
+    assert not [p for p in inside["path"] if p.startswith(venv)]
+    assert not [m for m in inside["modules"] if m.startswith(venv)]
+    assert "site-packages" not in " ".join(inside["path"])  # no layer here, and not the interpreter's own
+    assert not list(code_dir.rglob("__pycache__"))
+
+
+def test_each_worker_is_held_to_its_memorys_cpu_share_after_init(faulty):
+    """A cgroup v1 CPU quota of memory/1,769 vCPU per execution environment, joined after init."""
+    from pathlib import Path
+
+    inside = _get(faulty, "/runtime").json()
+    line = next(entry for entry in inside["cgroup"].splitlines() if ":cpu," in entry or ":cpu:" in entry)
+    folder = Path("/sys/fs/cgroup/cpu") / line.split(":", 2)[2].lstrip("/")
+    assert folder.name.endswith("-0") or folder.name.endswith("-1")
+    assert str(inside["pid"]) in (folder / "cgroup.procs").read_text().split()
+    period = int((folder / "cpu.cfs_period_us").read_text())
+    quota = int((folder / "cpu.cfs_quota_us").read_text())
+    assert quota / period == pytest.approx(faulty_app.MEMORY_MB / 1769, abs=0.001)
+    assert faulty.state["functions"]["Fn"]["cpu_enforced"] is True
+    assert faulty.state["functions"]["Fn"]["faithful"] is True

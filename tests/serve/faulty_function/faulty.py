@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from typing import Any
@@ -32,6 +33,19 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Any:
         raise RuntimeError("the handler raised")
     if path in ("/sleep", "/slow"):
         time.sleep(float(query.get("s", "1")))
+    if path == "/runtime":  # what the function runs on, as seen from inside
+        return _reply(
+            200,
+            {
+                "pid": os.getpid(),
+                "executable": sys.executable,
+                "version": list(sys.version_info[:3]),
+                "path": sys.path,
+                "dont_write_bytecode": sys.dont_write_bytecode,
+                "modules": sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())}),
+                "cgroup": open("/proc/self/cgroup").read(),
+            },
+        )
     if path == "/malformed":
         return {"body": "a proxy response without statusCode"}
     if path == "/echo":
