@@ -86,19 +86,22 @@ class QueueContenders:
 
 
 @contextlib.contextmanager
-def queue_contenders() -> Iterator[QueueContenders]:
-    """``minilm`` loaded into the queue worker from moto's in-process S3, ready to be timed."""
-    import boto3
-    from moto import mock_aws
+def queue_contenders(server_core: int | None = None) -> Iterator[QueueContenders]:
+    """``minilm`` loaded into the queue worker from a local moto S3 server, ready to be timed.
 
+    A server, not ``mock_aws``: the handlers may read S3 without botocore (the standard-library
+    reader), which only an endpoint serves; ``AWS_ENDPOINT_URL`` points every client at it.
+    """
+    from benchmarks.lambda_env import local_s3
     from handlers.runtime.model_store import ModelStore, reset_store
     from handlers.runtime.settings import load_settings
     from onnxfn.local.context import LocalContext
     from onnxfn.local.upload import upload_artifact
 
-    with mock_aws():
-        s3 = boto3.client("s3")
+    with local_s3(server_core) as server:
+        s3 = server.client
         s3.create_bucket(Bucket="bench-data")
+        os.environ.update({"AWS_ENDPOINT_URL": server.endpoint, "AWS_SESSION_TOKEN": "testing"})
         env = upload_artifact(s3, "bench-data", ROOT / "model_artifacts" / "minilm")
         os.environ.update({**env, "DATA_BUCKET": "bench-data"})
         store = ModelStore(load_settings(os.environ))
@@ -164,11 +167,11 @@ S3_BATCH = """
 import contextlib, io, json, os, resource, time
 from pathlib import Path
 import numpy as np
-from moto import mock_aws
-import boto3
 from sklearn.datasets import load_digits
-with mock_aws():
-    s3 = boto3.client("s3"); s3.create_bucket(Bucket="bench-data")
+from benchmarks.lambda_env import local_s3
+with local_s3() as server:  # a server: the handlers may read S3 without botocore
+    s3 = server.client; s3.create_bucket(Bucket="bench-data")
+    os.environ.update({"AWS_ENDPOINT_URL": server.endpoint, "AWS_SESSION_TOKEN": "testing"})
     from onnxfn.local.upload import upload_artifact
     env = upload_artifact(s3, "bench-data", Path("model_artifacts/digits"))
     os.environ.update({**env, "DATA_BUCKET": "bench-data"})

@@ -50,11 +50,15 @@ import json, sys
 config = json.loads(open(sys.argv[1]).read())
 sys.path[:0] = config["sys_path"]
 
+MARKS = []  # when a line holding MARK was written (the parent's reading of the pipe may lag behind)
+
 class Unbuffered:
     # What Lambda's runtime (awslambdaric's bootstrap) does to stdout and stderr: flush every write.
     def __init__(self, stream):
         self.stream = stream
     def write(self, msg):
+        if isinstance(msg, str) and config["mark"] in msg:
+            MARKS.append(time.perf_counter())
         self.stream.write(msg)
         self.stream.flush()
     def writelines(self, msgs):
@@ -90,7 +94,7 @@ def report(**values):
     with open("/proc/self/status") as status:
         hwm = int(next(l for l in status if l.startswith("VmHWM:")).split()[1]) / 1024
     values.update(t0=T0, wall0=WALL0, peak_rss_mb=hwm, quota_joined=QUOTA["joined"], quota_problem=QUOTA["problem"])
-    values.update(quota_join=QUOTA["join"])
+    values.update(quota_join=QUOTA["join"], marks=MARKS)
     print(RESULT + json.dumps(values))
 """
 )
@@ -207,6 +211,7 @@ class Launch:
         flags: tuple[str, ...] = kw.pop("flags", ())
         with faithful.cpu_quota(self.runtime, name, self.memory_mb) as cgroup:
             full = {
+                "mark": f'"{MODEL_LOADED}"',
                 **config,
                 "sys_path": self.runtime.sys_path(kind, self.bytecode),
                 "cgroup": cgroup,
@@ -231,6 +236,15 @@ def _clip(intervals: list[tuple[float, float]], low: float, high: float) -> list
     return [(max(a, low), min(b, high)) for a, b in intervals if min(b, high) > max(a, low)]
 
 
+def _cut(intervals: list[tuple[float, float]], cut: tuple[float, float]) -> list[tuple[float, float]]:
+    """``intervals`` without the time of ``cut``."""
+    out = []
+    for a, b in intervals:
+        out += [(a, min(b, cut[0]))] if a < cut[0] else []
+        out += [(max(a, cut[1]), b)] if b > cut[1] else []
+    return [(a, b) for a, b in out if b > a]
+
+
 def split(run: FreshRun, fetch: list[tuple[float, float]], session: list[tuple[float, float]]) -> dict[str, Any]:
     """Milliseconds per phase of spawn → first response (they add up to ``total``), and the
     figures derived from the same timeline (all on the process's ``perf_counter`` clock).
@@ -242,8 +256,8 @@ def split(run: FreshRun, fetch: list[tuple[float, float]], session: list[tuple[f
     spawn = r["t0"] - (r["wall0"] - run.spawned_wall)
     t1, t2, t3, t4 = r["t1"], r["t2"], r["t3"], r["t4"]
     join = (r["quota_join"][0], r["quota_join"][1])
-    fetch = _clip(fetch, t1, t4)
-    session = _clip(session, t1, t4)
+    fetch = _cut(_clip(fetch, t1, t4), join)
+    session = _cut(_clip(session, t1, t4), join)
     model = fetch + session
     session_only = _length(model) - _length(fetch)  # session where it does not overlap a fetch
     init_model = _length(_clip(model, t1, t2))
@@ -277,12 +291,13 @@ def split(run: FreshRun, fetch: list[tuple[float, float]], session: list[tuple[f
 
 def _model_loaded(run: FreshRun) -> tuple[list[tuple[float, float]], list[tuple[float, float]]] | None:
     """The fetch and session intervals of onnxfn's "model loaded" log line, on the process's clock:
-    they end when the line arrived (it is written as the load ends)."""
+    they end when the line was written (as the load ends): the process's own stamp of that write
+    when it went through ``sys.stdout``/``sys.stderr``, else when the line reached this process."""
     r = run.result
     for line, wall in zip(run.logs, run.log_walls, strict=True):
         if line.get("message") != MODEL_LOADED:
             continue
-        end = r["t0"] + (wall - r["wall0"])
+        end = r["marks"][0] if r["marks"] else r["t0"] + (wall - r["wall0"])
         session_s = float(line.get("session_ms", 0.0)) / 1000
         fetch_s = float(line.get("fetch_ms", 0.0)) / 1000
         return [(end - session_s - fetch_s, end - session_s)], [(end - session_s, end)]

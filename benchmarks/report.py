@@ -27,8 +27,12 @@ def functions_line(data: dict[str, Any]) -> str:
         return "No cold-start step in this run: no faithful figures."
     parts = []
     for name, r in runtimes.items():
-        cpu = "enforced as a cgroup v1 quota" if r["cpu_share_enforced"] else f"NOT enforced ({r['cpu_share_problem']})"
-        burst = "on (init unthrottled, then the quota)" if r["init_burst"] else "off (init at the memory's share too)"
+        if r["cpu_share_enforced"]:
+            cpu = "enforced as a cgroup v1 quota"
+            burst = "on (init unthrottled, then the quota)" if r["init_burst"] else "off (init at the share too)"
+        else:
+            cpu = f"NOT enforced ({r['cpu_share_problem']}): every process ran unthrottled"
+            burst = "moot without a quota"
         parts.append(
             f"{name}: Python {r['python']} (`{r['interpreter']} {r['flags']}`), sys.path = the staged function code "
             f"(`{r['code']}`) + the built layer (`{r['layer']}`), both with bytecode compiled by that interpreter; "

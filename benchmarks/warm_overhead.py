@@ -1,8 +1,9 @@
 """Warm latency: onnxfn's handler end to end against a bare ``session.run``, the tutorial handler
-and PyTorch eager, on the same requests, in interleaved rounds of one process.
+and PyTorch eager, on the same requests, in interleaved rounds of one process of the development
+venv (in-process: not the deployed runtime; the faithful warm figures are cold_start.py's).
 
 - onnxfn: ``handlers.api.lambda_handler`` on an API Gateway event (OIP JSON, or the OIP binary
-  extension built by tritonclient), model loaded from (moto's in-process) S3 beforehand, logging
+  extension built by tritonclient), model loaded from a local moto S3 server beforehand, logging
   and EMF metrics on as deployed (written to /dev/null).
 - bare: ``benchmarks/peers/bare.py`` on the same tensors (minilm: pre-tokenized, raw hidden states).
 - tutorial: ``benchmarks/peers/tutorial_handler.py`` on an event with its own JSON body.
@@ -120,10 +121,7 @@ def _handler_call(api: ModuleType, event: dict[str, Any]) -> Callable[[], dict[s
 
 
 def measure(quick: bool, vcpus: int = 1) -> StepResult:
-    import boto3
-    from moto import mock_aws
-
-    function_core, _ = lambda_env.cores()
+    function_core, server_core = lambda_env.cores()
     if vcpus == 1:
         lambda_env.pin(function_core)
     memory_mb = lambda_env.MEMORY_MB * vcpus
@@ -137,9 +135,10 @@ def measure(quick: bool, vcpus: int = 1) -> StepResult:
     quiet = _Quiet()
     peer = _start_pytorch(result, function_core) if vcpus == 1 else None
     try:
-        with mock_aws():
-            s3 = boto3.client("s3")
-            s3.create_bucket(Bucket=lambda_env.BUCKET)
+        # A local moto S3 server (the handlers may read S3 without botocore, which mock_aws cannot serve).
+        with lambda_env.local_s3(server_core) as server:
+            s3 = server.client
+            os.environ["AWS_ENDPOINT_URL"] = server.endpoint
             from handlers import api
             from handlers.runtime.model_store import ModelStore, reset_store
             from handlers.runtime.observability import logger
