@@ -289,6 +289,16 @@ def _notes(
         f"unpinned (Lambda shows a function 2 vCPUs and limits it by quota); onnxfn processes of the default "
         f"init-burst setting also serve {WARM_REQUESTS} warm requests (batch 1, JSON) after the first"
     )
+    if all(r.cpu_enforced for r in runtimes.values()):
+        from onnxfn.local.runtime import CGROUP_PERIOD_US
+
+        notes.append(
+            f"cold start: the quota's CFS period is {CGROUP_PERIOD_US // 1000} ms (onnxfn.local.runtime.CpuQuota): "
+            f"work shorter than one period's share (e.g. {CGROUP_PERIOD_US * 512 / 1769 / 1000:.0f} ms of CPU at "
+            "512 MB) can run unthrottled after an idle moment, so the share shows on long work (init without the "
+            "burst, a model loaded in the first request) more than on short warm requests; each process's move into "
+            "its quota (10-15 ms, a cgroup v1 migration) is the harness's and is left out of every figure"
+        )
     if not all(s.get("split_from_log", True) for runs_ in samples.values() for s in runs_):
         notes.append(
             "cold start: onnxfn's 'model loaded' log line was missing in some processes: fetch and session "
