@@ -122,7 +122,25 @@ def _cmd_add(args: argparse.Namespace) -> int:
     )
     for warning in fit["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
+    if not args.no_fit:
+        _measure_fit(result.path)
     return 0
+
+
+def _measure_fit(artifact: Path) -> None:
+    """The new model run as Lambda runs it, at four memory sizes (skipped, with a warning, when the
+    runtime's interpreter is missing: the artifact is written either way)."""
+    from onnxfn.local.fit import measure
+    from onnxfn.local.runtime import RuntimeUnavailable
+
+    try:
+        with console.status("measuring the Lambda fit…") as status:
+            fit = measure(artifact, cold_runs=1, warm_runs=5, progress=status.update)
+    except RuntimeUnavailable as exc:
+        err_console.print(f"[yellow]warning:[/] Lambda fit not measured: {exc}")
+        return
+    console.print(fit.table())
+    console.print(f"`onnxfn fit {fit.model}` measures again with more runs", highlight=False)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -161,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--labels", help="comma-separated class names (PyTorch classifiers)")
     add.add_argument("--packaging", default="zip", choices=("zip", "image"))
     add.add_argument("--force", action="store_true", help="replace an existing artifact")
+    add.add_argument(
+        "--no-fit", action="store_true", help="skip measuring cold start, latency and cost at four memory sizes"
+    )
     add.add_argument("--min-top1", type=float, default=0.99, help="classifiers: minimum top-1 agreement")
     add.add_argument("--max-prob-diff", type=float, default=0.05, help="classifiers: maximum probability diff")
     add.add_argument("--min-cosine-mean", type=float, default=0.99, help="embedders: minimum mean cosine")

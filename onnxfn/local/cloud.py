@@ -173,6 +173,29 @@ def provision(aws: EmbeddedAws, assembly: CloudAssembly) -> Provisioned:
     return Provisioned(resolver, buckets, urls, arns, uploaded)
 
 
+def lambda_environment(
+    name: str, memory_mb: int, runtime: str, handler: str, code_dir: Path, arn: str
+) -> dict[str, str]:
+    """The variables Lambda itself sets in a function's environment (locally: no X-Ray daemon)."""
+    return {
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        "LAMBDA_TASK_ROOT": str(code_dir.resolve()),
+        "LAMBDA_RUNTIME_DIR": str(code_dir.resolve()),
+        "ONNXFN_LOCAL_FUNCTION_ARN": arn,
+        "_HANDLER": handler,
+        "TZ": ":UTC",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # No X-Ray daemon runs locally: Powertools' tracer is switched off, as under SAM local.
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+
+
 def launch_plan(spec: FunctionSpec, options: RuntimeOptions) -> LaunchPlan:
     """How ``spec`` runs here: its runtime's interpreter with its staged code and layer.
 
@@ -199,22 +222,7 @@ def function_runtimes(
     for spec in assembly.functions:
         environment = provisioned.resolver.environment(spec.environment)
         arn = _arn("lambda", f"function:{spec.name}")
-        lambda_env = {
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
-            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-            "LAMBDA_TASK_ROOT": str(spec.code_dir.resolve()),
-            "LAMBDA_RUNTIME_DIR": str(spec.code_dir.resolve()),
-            "ONNXFN_LOCAL_FUNCTION_ARN": arn,
-            "_HANDLER": spec.handler,
-            "TZ": ":UTC",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # No X-Ray daemon runs locally: Powertools' tracer is switched off, as under SAM local.
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
+        lambda_env = lambda_environment(spec.name, spec.memory_mb, spec.runtime, spec.handler, spec.code_dir, arn)
         inherited = {k: v for k, v in _inherited_environment().items() if k not in environment}
         runtimes.append(
             FunctionRuntime(

@@ -164,6 +164,47 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         return 0 if ok else 1
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    from onnxfn.local.fit import measure
+
+    artifact = Path(args.root) / args.name
+    if not (artifact / "manifest.json").exists():
+        err_console.print(f"[red]error:[/] no model {args.name!r} in {args.root} (onnxfn list shows the models)")
+        return 2
+    with console.status("measuring…") as status:
+        fit = measure(
+            artifact,
+            runtime=args.runtime,
+            memory_sizes=tuple(args.memory),
+            cold_runs=args.cold_runs,
+            warm_runs=args.warm_runs,
+            options=runtime_options(args),
+            progress=status.update,
+        )
+    if args.json:
+        print(fit.to_json())
+        return 0
+    console.print(fit.table())
+    cpu = fit.rows[0].cpu.split(" ", 2)[2] if fit.rows else ""
+    console.print(
+        f"{fit.interpreter}; CPU {cpu}; medians of {args.cold_runs} cold start(s) per size, "
+        f"{args.warm_runs} warm requests each",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _memory_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated MB like 512,1769, got {text!r}") from exc
+    if not sizes or any(size < 128 or size > 10240 for size in sizes):
+        raise argparse.ArgumentTypeError(f"expected memory sizes from 128 to 10240 MB, got {text!r}")
+    return sizes
+
+
 def add_parsers(sub: Any) -> None:
     serve = sub.add_parser(
         "serve", help="run the synthesized app locally: embedded AWS (moto), API Gateway, workers, queues"
@@ -183,6 +224,20 @@ def add_parsers(sub: Any) -> None:
     serve.add_argument("--verbose", "-v", action="store_true", help="print every function log line")
     add_runtime_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+
+    fit = sub.add_parser(
+        "fit", help="measure a model as Lambda runs it: cold start, warm latency and cost at several memory sizes"
+    )
+    fit.add_argument("name", help="a model in the artifact folder")
+    fit.add_argument("--runtime", default="python3.12", choices=("python3.12", "python3.13"))
+    fit.add_argument(
+        "--memory", type=_memory_sizes, default=[512, 1024, 1769, 3008], help="default: 512,1024,1769,3008"
+    )
+    fit.add_argument("--cold-runs", type=int, default=3, help="fresh environments per size (default: %(default)s)")
+    fit.add_argument("--warm-runs", type=int, default=10, help="warm requests per environment (default: %(default)s)")
+    fit.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_runtime_arguments(fit)
+    fit.set_defaults(func=cmd_fit)
 
     invoke = sub.add_parser("invoke", help="send one event to the running app (or to one started for the call)")
     invoke.add_argument("--state-file", default=str(DEFAULT_STATE_FILE))

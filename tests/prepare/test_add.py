@@ -4,6 +4,7 @@ paths; bad input gives one error line and leaves nothing in the artifact folder.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def _mlp(path: Path, inputs: int = 16, hidden: int = 64, outputs: int = 4, dims:
     return path
 
 
-def _run(root: Path, *args: str) -> int:
-    return main(["--root", str(root), "add", *args])
+def _run(root: Path, *args: str, fit: bool = False) -> int:
+    return main(["--root", str(root), "add", *args, *([] if fit else ["--no-fit"])])
 
 
 def _artifact_files(root: Path) -> list[str]:
@@ -51,7 +52,7 @@ def _artifact_files(root: Path) -> list[str]:
 def test_onnx_source_writes_a_servable_artifact_with_report(tmp_path, capsys):
     root = tmp_path / "artifacts"
     # dynamic int8 on a small random MLP: measured max relative error 0.18
-    assert _run(root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "mlp", "--max-rel-error", "0.25") == 0
+    assert _run(root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "mlp", "--max-rel-error", "0.25", fit=True) == 0
     manifest = Manifest.load(root / "mlp" / "manifest.json")
     assert manifest.inputs[0].name == "x" and manifest.inputs[0].shape == (-1, 16)
     assert manifest.quantization["method"] == "dynamic"
@@ -63,7 +64,18 @@ def test_onnx_source_writes_a_servable_artifact_with_report(tmp_path, capsys):
     files = _artifact_files(root / "mlp")
     assert {"manifest.json", "model.onnx", "report.md", "latency.png", "drift.png"} <= set(files)
     assert (root / "mlp" / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "mlp" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mlp" in out
+    # the Lambda fit, measured on the function as Lambda runs it at four memory sizes
+    assert "mlp: Lambda fit (python3.12, x86_64, model loaded at init (eager))" in " ".join(out.split())
+    rows = re.findall(r"│\s*([\d,]+)\s*│\s*(\d\.\d\d)\s*│\s*([\d,]+)\s*│", out)  # memory, vCPU, cold start ms
+    assert [(size, vcpu) for size, vcpu, _ in rows] == [
+        ("512", "0.29"),
+        ("1,024", "0.58"),
+        ("1,769", "1.00"),
+        ("3,008", "1.70"),
+    ]
+    assert all(int(cold.replace(",", "")) > 0 for _, _, cold in rows)
     assert [p.name for p in root.iterdir()] == ["mlp"]  # no staging folder left behind
     # list and show print the figures
     assert main(["--root", str(root), "list"]) == 0 and "mlp" in capsys.readouterr().out
