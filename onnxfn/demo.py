@@ -186,7 +186,8 @@ def run_demo(
     )
     for pool in app.pools.values():
         launch = pool.runtime.launch
-        console.print(f"  {pool.runtime.name}: {launch.describe()}", highlight=False, soft_wrap=True)
+        notes = "".join(f"; {note}" for note in launch.notes)
+        console.print(f"  {pool.runtime.name}: {launch.describe()}{notes}", highlight=False, soft_wrap=True)
     try:
         client = AppClient(app.state())
         demo = DemoClient(client)

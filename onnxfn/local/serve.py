@@ -181,6 +181,7 @@ class LocalApp:
                 "faithful": runtime.launch.faithful,
                 "cpu_vcpus": round(runtime.launch.cpu.vcpus, 3),
                 "cpu_enforced": runtime.launch.cpu.enforced,
+                "runtime_notes": list(runtime.launch.notes),
             }
             entry = models.setdefault(runtime.model, {"functions": {}})
             entry["functions"][runtime.kind] = runtime.name

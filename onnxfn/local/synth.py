@@ -40,15 +40,19 @@ def stale_reason(root: Path, out_dir: Path) -> str | None:
     return None
 
 
-def synthesize(root: Path, out_dir: Path) -> None:
-    """Run the pinned CDK CLI (``cdk synth``), or the app itself when node_modules is absent."""
+def synthesize(root: Path, out_dir: Path, context: dict[str, str] | None = None) -> None:
+    """Run the pinned CDK CLI (``cdk synth``), or the app itself when node_modules is absent;
+    ``context`` values are passed as ``-c key=value``."""
     cli = root / "node_modules" / ".bin" / "cdk"
     env = {**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
     if cli.exists():
         command = [str(cli), "synth", "--quiet", "--no-notices", "--output", str(out_dir)]
+        for key, value in (context or {}).items():
+            command += ["-c", f"{key}={value}"]
     else:
         command = [sys.executable, "app.py"]
         env["CDK_OUTDIR"] = str(out_dir)
+        env["CDK_CONTEXT_JSON"] = json.dumps(context or {})
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
