@@ -118,8 +118,8 @@ def print_app(console: Console, app: LocalApp) -> None:
     for description in sorted({pool.runtime.launch.describe() for pool in app.pools.values()}):
         style = "green" if "NOT" not in description else "bold yellow"
         console.print(f"[{style}]runtime:[/] {description}", highlight=False, soft_wrap=True)
-    for note in sorted({note for pool in app.pools.values() for note in pool.runtime.launch.notes}):
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    for line in sorted({note for pool in app.pools.values() for note in pool.runtime.launch.notes}):
+        console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
     queues = Table(title=f"event sources (embedded AWS at {state['aws_endpoint']})", title_justify="left")
     for column in ("source", "function", "batch", "redrive"):
         queues.add_column(column)
