@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from handlers.runtime import aws
+from handlers.runtime import aws, prefetch
 from handlers.runtime.errors import OnnxfnError
 from handlers.runtime.manifest import Manifest
 from handlers.runtime.model_store import get_store
@@ -84,6 +84,7 @@ def before_snapshot() -> None:
     """Nothing that belongs to one environment goes into the snapshot: AWS clients (credentials, sockets)."""
     aws.reset_clients()
     get_store().reset_client()
+    prefetch.discard()
 
 
 def after_restore() -> None:
@@ -117,6 +118,7 @@ def init_environment() -> None:
 
 
 def reset() -> None:
-    """Tests: let the next ``init_environment`` run again."""
+    """Tests: let the next ``init_environment`` run again, as in a new execution environment."""
     global _initialized
     _initialized = False
+    prefetch.discard()

@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from handlers.runtime import retries
+from handlers.runtime import prefetch, retries
 from handlers.runtime.aws import model_s3_client
 from handlers.runtime.errors import InvalidInput, ManifestError, ModelUnavailable
 from handlers.runtime.manifest import Manifest
 from handlers.runtime.observability import MetricUnit, logger, metrics, tracer
 from handlers.runtime.pipelines import Pipeline, build_pipeline
+from handlers.runtime.s3_read import MAX_PARALLEL_PARTS, PART_BYTES, read_ranges
 from handlers.runtime.settings import Settings, load_settings
 
 
@@ -63,8 +64,8 @@ class IntegrityError(Exception):
 
 # Files at least this large are fetched as parallel ranged GETs: one S3 stream from Lambda moves
 # roughly 50-100 MB/s, so a 40 MB model takes ~0.5 s alone; ranges of 8 MiB overlap their latency.
-RANGE_PART_BYTES = 8 * 1024 * 1024
-MAX_PARALLEL_RANGES = 8
+RANGE_PART_BYTES = PART_BYTES
+MAX_PARALLEL_RANGES = MAX_PARALLEL_PARTS
 
 
 def _sha256(data: bytes) -> str:
@@ -145,6 +146,9 @@ class ModelStore:
     def _get(self, key: str, version_id: str | None = None) -> bytes:
         if not self.settings.bucket:
             raise ModelUnavailable("MODEL_BUCKET is not set: the function does not know where its model lives")
+        prefetched = prefetch.take(key)
+        if prefetched is not None:
+            return prefetched
         params: dict[str, str] = {"Bucket": self.settings.bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
@@ -187,23 +191,15 @@ class ModelStore:
         The size comes from the pinned manifest; the sha256 check after the join catches an
         object that changed between ranges.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
-        bounds = [(start, min(start + RANGE_PART_BYTES, size) - 1) for start in range(0, size, RANGE_PART_BYTES)]
-        client = self._client()
-
+        prefetched = prefetch.take(key)
+        if prefetched is not None:
+            return prefetched
         deadline_context = contextvars.copy_context()  # the ranges share the invocation's deadline
 
-        def part(bound: tuple[int, int]) -> bytes:
-            def fetch() -> bytes:
-                rng = f"bytes={bound[0]}-{bound[1]}"
-                data: bytes = client.get_object(Bucket=self.settings.bucket, Key=key, Range=rng)["Body"].read()
-                return data
-
+        def call(fetch: Callable[[], bytes]) -> bytes:
             return deadline_context.copy().run(retries.call, fetch, self._log_retry(key))
 
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_RANGES, len(bounds))) as pool:
-            return b"".join(pool.map(part, bounds))
+        return read_ranges(self._client(), self.settings.bucket, key, size, RANGE_PART_BYTES, MAX_PARALLEL_RANGES, call)
 
     def _fetch_file(self, manifest: Manifest, path: str) -> bytes:
         entry = manifest.file(path)
