@@ -178,6 +178,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             memory_sizes=tuple(args.memory),
             cold_runs=args.cold_runs,
             warm_runs=args.warm_runs,
+            batch=args.batch,
             options=runtime_options(args),
             progress=status.update,
         )
@@ -235,6 +236,7 @@ def add_parsers(sub: Any) -> None:
     )
     fit.add_argument("--cold-runs", type=int, default=3, help="fresh environments per size (default: %(default)s)")
     fit.add_argument("--warm-runs", type=int, default=10, help="warm requests per environment (default: %(default)s)")
+    fit.add_argument("--batch", type=int, default=1, help="items per request; text: ~100-token paragraphs above 1")
     fit.add_argument("--json", action="store_true", help="print the figures as JSON")
     add_runtime_arguments(fit)
     fit.set_defaults(func=cmd_fit)

@@ -55,6 +55,7 @@ class Fit:
     interpreter: str
     load_mode: str
     architecture: str
+    batch: int
     rows: tuple[FitRow, ...]
 
     def to_json(self) -> str:
@@ -65,7 +66,7 @@ class Fit:
         from rich.table import Table
 
         where = f"{self.runtime}, {self.architecture}, model loaded at {self.load_mode_words}"
-        table = Table(title=f"{self.model}: Lambda fit ({where})")
+        table = Table(title=f"{self.model}: Lambda fit ({where}; requests of batch {self.batch})")
         columns = (
             "memory MB",
             "vCPU",
@@ -104,13 +105,26 @@ def billed_cost(memory_mb: int, duration_ms: float, architecture: str = "x86_64"
     return memory_mb / 1024 * seconds * PRICE_PER_GB_S[architecture] + PRICE_PER_REQUEST
 
 
-def request_body(manifest: Manifest) -> str:
-    """A small Open Inference Protocol request the model accepts: batch 1, free dimensions 1."""
+# A paragraph of about 100 tokens: what a text model is typically sent (at batch > 1).
+SAMPLE_TEXT = (
+    "Serverless inference runs a model only when a request arrives, so the cost follows the traffic "
+    "instead of the hours a server stays up. The price is the cold start: a new execution environment "
+    "must import its libraries, read the model and create a session before it can answer, and all of "
+    "that happens while a client waits for the first response."
+)
+
+
+def request_body(manifest: Manifest, batch: int = 1) -> str:
+    """An Open Inference Protocol request the model accepts: ``batch`` items (free dimensions 1);
+    text is a short phrase at batch 1 and a paragraph of about 100 tokens otherwise."""
     inputs = []
     for spec in manifest.inputs:
         shape = [1 if size < 0 else size for size in spec.shape]
+        if spec.shape and spec.shape[0] < 0:
+            shape[0] = batch
         count = math.prod(shape)
-        data: list[Any] = ["onnxfn fit"] * count if spec.datatype == "BYTES" else [0] * count
+        text = "onnxfn fit" if batch == 1 else SAMPLE_TEXT
+        data: list[Any] = [text] * count if spec.datatype == "BYTES" else [0] * count
         inputs.append({"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": data})
     return json.dumps({"inputs": inputs})
 
@@ -122,6 +136,7 @@ def measure(
     memory_sizes: tuple[int, ...] = MEMORY_SIZES,
     cold_runs: int = 3,
     warm_runs: int = 10,
+    batch: int = 1,
     options: RuntimeOptions | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Fit:
@@ -140,7 +155,7 @@ def measure(
     progress(f"{runtime}: staging the handlers and the layer")
     code_dir = stage_handlers(ROOT, version)
     layer = host_layer(runtime)
-    event = api_gateway_event("POST", f"/v2/models/{manifest.name}/infer", body=request_body(manifest))
+    event = api_gateway_event("POST", f"/v2/models/{manifest.name}/infer", body=request_body(manifest, batch))
     aws = EmbeddedAws().start()
     rows = []
     interpreter = ""
@@ -209,4 +224,4 @@ def measure(
             )
     finally:
         aws.stop()
-    return Fit(manifest.name, runtime, interpreter, load_mode, HOST_ARCH, tuple(rows))
+    return Fit(manifest.name, runtime, interpreter, load_mode, HOST_ARCH, batch, tuple(rows))

@@ -67,7 +67,9 @@ def test_onnx_source_writes_a_servable_artifact_with_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mlp" in out
     # the Lambda fit, measured on the function as Lambda runs it at four memory sizes
-    assert "mlp: Lambda fit (python3.12, x86_64, model loaded at init (eager))" in " ".join(out.split())
+    assert "mlp: Lambda fit (python3.12, x86_64, model loaded at init (eager); requests of batch 1)" in " ".join(
+        out.split()
+    )
     rows = re.findall(r"│\s*([\d,]+)\s*│\s*(\d\.\d\d)\s*│\s*([\d,]+)\s*│", out)  # memory, vCPU, cold start ms
     assert [(size, vcpu) for size, vcpu, _ in rows] == [
         ("512", "0.29"),

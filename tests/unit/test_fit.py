@@ -22,13 +22,15 @@ def test_the_fit_request_follows_the_manifest():
     assert text == [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["onnxfn fit"]}]
     pixels = json.loads(request_body(Manifest.load(artifact("digits") / "manifest.json")))["inputs"]
     assert pixels[0]["shape"] == [1, 64] and len(pixels[0]["data"]) == 64
+    batch = json.loads(request_body(Manifest.load(artifact("minilm") / "manifest.json"), 8))["inputs"][0]
+    assert batch["shape"] == [8] and len(set(batch["data"])) == 1 and len(batch["data"][0].split()) > 60
 
 
 def test_fit_measures_each_memory_size_on_the_faithful_runtime(capsys):
     args = ["fit", "digits", "--memory", "512,1769", "--cold-runs", "1", "--warm-runs", "3", "--json"]
     assert main(["--root", str(artifact("digits").parent), *args]) == 0
     fit = json.loads(capsys.readouterr().out)
-    assert (fit["model"], fit["runtime"], fit["load_mode"]) == ("digits", "python3.12", "eager")
+    assert (fit["model"], fit["runtime"], fit["load_mode"], fit["batch"]) == ("digits", "python3.12", "eager", 1)
     assert "python3.12" in fit["interpreter"]
     small, large = fit["rows"]
     assert (small["memory_mb"], small["vcpus"], large["vcpus"]) == (512, 0.289, 1.0)
