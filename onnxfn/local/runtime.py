@@ -207,12 +207,24 @@ def host_layer(runtime: str) -> Path:
     return Path(json.loads(result.stdout.strip().splitlines()[-1])["path"])
 
 
+def _remove_orphans(parent: Path) -> None:
+    """Quota folders of serving processes that were killed before they could remove them."""
+    for folder in parent.iterdir():
+        owner = folder.name.split("-", 1)[0]
+        if not folder.is_dir() or not owner.isdigit() or Path(f"/proc/{owner}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            if not (folder / "cgroup.procs").read_text().split():
+                folder.rmdir()
+
+
 class CpuQuota:
     """One cgroup v1 CPU quota folder for one execution environment; removed on close."""
 
     def __init__(self, name: str, vcpus: float) -> None:
         parent = CGROUP_CPU / "onnxfn"
         parent.mkdir(exist_ok=True)
+        _remove_orphans(parent)
         self.path = parent / f"{os.getpid()}-{name}"
         self.path.mkdir(exist_ok=True)
         (self.path / "cpu.cfs_period_us").write_text(str(CGROUP_PERIOD_US))

@@ -316,7 +316,9 @@ def run_in_child() -> dict[str, Any]:
         client = ApiClient()
         for model, warm in (("digits", {"instances": [ROW]}), ("minilm", {"instances": ["warm up"]})):
             environment = upload_artifact(s3, BUCKET, artifact(model))
-            reset_store(ModelStore(load_settings(environment)))
+            # the in-process mock patches boto3, not the handlers' own S3 reader: the store reads through boto3
+            store = ModelStore(load_settings(environment), s3_client_factory=lambda: boto3.client("s3"))
+            reset_store(store)
             assert client.post(f"/v1/models/{model}:predict", warm).status == 200
             for bomb in (b for b in BOMBS if b.model == model):  # the model loaded: nothing else to warm up
                 event = bomb.event()

@@ -74,3 +74,23 @@ def test_cpu_share_is_lambdas_and_an_unenforced_share_says_why(tmp_path):
     assert not launch.cpu.enforced and "NOT enforced" in launch.describe()
     if os.geteuid() == 0 and Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists():
         assert plan("python3.12", "x86_64", 1024, tmp_path, [], RuntimeOptions()).cpu.enforced
+
+
+def test_quota_folders_of_killed_servers_are_removed_by_the_next_one():
+    import subprocess
+
+    from onnxfn.local.runtime import CGROUP_CPU, CpuQuota
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid now belongs to nobody
+    parent = CGROUP_CPU / "onnxfn"
+    parent.mkdir(exist_ok=True)
+    orphan = parent / f"{dead.pid}-Fn-0"
+    orphan.mkdir()
+    quota = CpuQuota("Fn-0", 0.25)
+    try:
+        assert not orphan.exists()
+        assert int((quota.path / "cpu.cfs_quota_us").read_text()) == 25_000
+    finally:
+        quota.close()
+    assert not quota.path.exists()
