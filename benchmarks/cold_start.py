@@ -86,19 +86,23 @@ class Inputs:
     preoptimized: bool
 
     def environment(self, contender: str, memory_mb: int) -> dict[str, str]:
-        c = self.config
+        c, runtime = self.config, self.runtime
         if contender == ONNXFN:
             return lambda_env.function_environment(
-                c.model, self.model_env, self.endpoint, memory_mb, load_mode=c.load_mode, runtime=c.runtime
+                c.model, self.model_env, self.endpoint, runtime.code_dir, memory_mb, c.load_mode, c.runtime
             )
-        lambda_vars = lambda_env.lambda_variables(f"bench-{c.model}", memory_mb, c.runtime)
+        handler = "bare.run" if contender == FLOOR else "tutorial_handler.lambda_handler"
+        code_dir = runtime.function_dir("peers", bytecode=contender != TUTORIAL_PLAIN)
+        lambda_vars = lambda_env.lambda_variables(f"bench-{c.model}", memory_mb, c.runtime, handler, code_dir)
         base = {**lambda_env.base_environment(), **lambda_vars}
         if contender == FLOOR:
             return base
         return {**base, **lambda_env.aws_environment(self.endpoint), **self.bucket_env}
 
 
-def _inputs(s3: lambda_env.LocalS3, model: str, config: faithful.FunctionConfig, runtime: faithful.Runtime) -> Inputs:
+def prepare_inputs(
+    s3: lambda_env.LocalS3, model: str, config: faithful.FunctionConfig, runtime: faithful.Runtime
+) -> Inputs:
     model_env = s3.upload(model)
     item = workload(model, 1)
     feeds = runtime.peers_dir.parent / f"{model}-feeds.npz"
@@ -145,7 +149,7 @@ def measure(quick: bool, init_burst: bool = True) -> StepResult:
         prepared_s = time.perf_counter() - started
         enforced = all(r.cpu_enforced for r in runtimes.values())
         all_cases = cases(configs, init_burst, plain=True, other_burst=enforced)
-        inputs = {m: _inputs(s3, m, configs[m], runtimes[configs[m].runtime]) for m in MODELS}
+        inputs = {m: prepare_inputs(s3, m, configs[m], runtimes[configs[m].runtime]) for m in MODELS}
         result.data["environment"] = {
             m: {c: lambda_env.reported_environment(i.environment(c, i.config.memory_mb)) for c in (ONNXFN, TUTORIAL)}
             for m, i in inputs.items()
@@ -210,6 +214,8 @@ def _records(
             timeout_s=config.timeout_s,
             split_from_log=all(s.get("split_from_log", True) for s in runs),
         )
+        if case.contender == ONNXFN:  # what its processes did (fresh.ONNXFN's checks), the first one's
+            cold[case].extra["checks"] = runs[0].get("checks", {})
         records.append(cold[case])
         if configured:
             records.append(_record(case, "init (import)", [s["import"] for s in runs], headline=headline))

@@ -16,7 +16,9 @@ Every cold-start figure the suite publishes comes from processes started from a 
 
 The peers run the same way: the tutorial handler and the floor from ``benchmarks/peers/`` (compiled
 by the same interpreter) with the same layer; the tutorial once more with neither its code nor the
-layer compiled (a copy of the layer without ``__pycache__``), as a tutorial deploys it.
+layer compiled (a copy of the layer without ``__pycache__``), as a tutorial deploys it. onnxfn's
+handlers have such a copy too (``plain_code_dir``), for the cold start as it shipped before bytecode
+(``cold_start_changes.py``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Runtime:
     layer_dir: Path  # the built layer, compiled (Lambda's /opt)
     peers_dir: Path  # the tutorial handler and the floor, compiled
     plain_layer_dir: Path | None  # the same layer without bytecode
+    plain_code_dir: Path | None  # the same staged handlers without bytecode
     plain_peers_dir: Path | None  # the peers without bytecode
     cpu_problem: str  # "" when the CPU share is enforced (cgroup v1 quota), else why not
     init_burst: bool  # init unthrottled (Lambda's init CPU burst); False: init at the memory's share too
@@ -93,10 +96,15 @@ class Runtime:
         """Lambda's order: the function code, then the layer (``python/lib/python3.X/site-packages``, ``python``)."""
         from onnxfn.local.runtime import layer_paths
 
-        peers = self.peers_dir if bytecode else _required(self.plain_peers_dir)
-        code = self.code_dir if kind == "onnxfn" else peers
+        code = self.function_dir(kind, bytecode)
         layer = self.layer_dir if bytecode else _required(self.plain_layer_dir)
         return [str(code), *layer_paths(layer, self.runtime.removeprefix("python"))]
+
+    def function_dir(self, kind: str, bytecode: bool = True) -> Path:
+        """The function's code folder (Lambda's ``/var/task``): onnxfn's staged handlers or the peers."""
+        if kind == "onnxfn":
+            return self.code_dir if bytecode else _required(self.plain_code_dir)
+        return self.peers_dir if bytecode else _required(self.plain_peers_dir)
 
     def cpu_label(self, memory_mb: int) -> str:
         """The CPU a function of ``memory_mb`` gets here, in words."""
@@ -144,11 +152,13 @@ def prepare(runtime: str, work: Path, init_burst: bool = True, plain: bool = Tru
     layer_dir = host_layer(runtime)
     code_dir = stage_handlers(ROOT, version)
     peers_dir = _stage_peers(work / f"peers-{runtime}", interpreter)
-    plain_layer = plain_peers = None
+    plain_layer = plain_peers = plain_code = None
     if plain:
         plain_layer = work / f"layer-{runtime}-no-bytecode"
-        if not plain_layer.exists():
-            shutil.copytree(layer_dir, plain_layer, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
+        plain_code = work / f"handlers-{runtime}-no-bytecode"
+        for source, copy in ((layer_dir, plain_layer), (code_dir, plain_code)):
+            if not copy.exists():
+                shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
         plain_peers = _stage_peers(work / f"peers-{runtime}-no-bytecode", None)
     return Runtime(
         runtime=runtime,
@@ -158,6 +168,7 @@ def prepare(runtime: str, work: Path, init_burst: bool = True, plain: bool = Tru
         layer_dir=layer_dir,
         peers_dir=peers_dir,
         plain_layer_dir=plain_layer,
+        plain_code_dir=plain_code,
         plain_peers_dir=plain_peers,
         cpu_problem=cgroup_support(),
         init_burst=init_burst,

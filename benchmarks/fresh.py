@@ -29,6 +29,12 @@ Where fetch and session come from:
 - tutorial: its ``INIT_MARKS`` (download and session at import).
 - floor: ``import onnxruntime`` (and numpy), read the artifact bytes from local disk, create the
   session (its init), then one run on tensors loaded from an .npz (their loading is "other").
+
+An onnxfn process also reports what its cold path did (``checks``, read outside the timed work):
+how many of the modules it imported from the function's code and layer were read from bytecode and
+how many compiled from source, whether the model store held the loaded model when the handler's
+import returned, whether ``boto3`` was in ``sys.modules`` after the first response, and whether the
+model's download started at init (``handlers.runtime.prefetch``).
 """
 
 from __future__ import annotations
@@ -120,6 +126,8 @@ init_starts()
 import handlers.api as api
 T2 = time.perf_counter()
 init_ends()
+STORE = getattr(sys.modules.get("handlers.runtime.model_store"), "_store", None)
+LOADED_AT_INIT = STORE is not None and STORE.ready
 manifest = []
 store = sys.modules.get("handlers.runtime.model_store")
 if store is not None and hasattr(getattr(store, "ModelStore", None), "_fetch_manifest"):
@@ -139,12 +147,31 @@ def invoke(index):
 T3 = time.perf_counter()
 invoke(0)
 T4 = time.perf_counter()
+
+def bytecode_use():
+    # modules of the function's code and layer, and whether their bytecode was there to be read
+    roots = tuple(os.path.join(path, "") for path in config["sys_path"])
+    counts = {"modules_from_bytecode": 0, "modules_from_source": 0}
+    for module in list(sys.modules.values()):
+        spec = getattr(module, "__spec__", None)
+        origin = getattr(spec, "origin", None) or ""
+        if origin.endswith(".py") and origin.startswith(roots):
+            cached = getattr(spec, "cached", None)
+            counts["modules_from_bytecode" if cached and os.path.exists(cached) else "modules_from_source"] += 1
+    return counts
+
+CHECKS = {
+    "boto3_imported": "boto3" in sys.modules,  # after the first response
+    "model_loaded_at_init": LOADED_AT_INIT,
+    "prefetch_started": getattr(sys.modules.get("handlers.runtime.prefetch"), "_current", None) is not None,
+    **bytecode_use(),
+}
 warm = []
 for index in range(config["warm"]):
     started = time.perf_counter()
     invoke(index + 1)
     warm.append((time.perf_counter() - started) * 1000)
-report(t1=T1, t2=T2, t3=T3, t4=T4, fetch=manifest, session=[], warm_ms=warm)
+report(t1=T1, t2=T2, t3=T3, t4=T4, fetch=manifest, session=[], warm_ms=warm, checks=CHECKS)
 """
 )
 
@@ -317,7 +344,8 @@ def _onnxfn_split(run: FreshRun) -> dict[str, Any]:
     manifest = [(a, b) for a, b in run.result["fetch"]]
     loaded = _model_loaded(run)
     fetch, session = loaded if loaded else ([], [])
-    return split(run, manifest + fetch, session) | {"split_from_log": loaded is not None}
+    checks = run.result.get("checks", {})
+    return split(run, manifest + fetch, session) | {"split_from_log": loaded is not None, "checks": checks}
 
 
 def tutorial(launch: Launch, env: dict[str, str], event: dict[str, Any], name: str = "tutorial") -> dict[str, Any]:

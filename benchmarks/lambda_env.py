@@ -3,8 +3,10 @@
 - S3: ``ThreadedMotoServer`` on 127.0.0.1 in the bench process (its threads pinned to one core);
   artifacts uploaded with ``onnxfn.local.upload.upload_artifact`` as a deploy does.
 - Environment: what the stack gives the function (``stacks/onnxfn_stack.py``: tracing off by
-  default, log level INFO, the load mode of ``cdk.json``) and Lambda's own variables, fake
-  credentials, ``AWS_ENDPOINT_URL`` to the local S3; never a developer's AWS config or credentials.
+  default, log level INFO, the load mode of ``cdk.json``) and Lambda's own variables as
+  ``onnxfn.local.cloud.lambda_environment`` defines them (``_HANDLER`` included: the handlers start
+  the model's download at init only where it is set), fake credentials, ``AWS_ENDPOINT_URL`` to the
+  local S3; never a developer's AWS config or credentials.
 - Fresh processes: :func:`run_fresh` starts a command (``benchmarks.faithful.Runtime.command``: the
   function's runtime interpreter) and notes when each of its output lines arrived, so a log line
   can be placed on the process's timeline (the model may load during init or on the first request).
@@ -44,6 +46,7 @@ FUNCTION_DEFAULTS = {
     "LOAD_MODE": "lazy",
 }
 RESULT_PREFIX = "BENCH-RESULT "
+ONNXFN_HANDLER = "handlers.api.lambda_handler"  # the API function's handler, as the stack sets it
 
 
 def cores() -> tuple[int | None, int | None]:
@@ -90,20 +93,21 @@ def function_environment(
     model: str,
     model_env: dict[str, str],
     endpoint: str | None,
+    code_dir: Path,
     memory_mb: int = MEMORY_MB,
     load_mode: str | None = None,
     runtime: str = "python3.12",
 ) -> dict[str, str]:
-    """The environment a deployed onnxfn function of ``model`` has, pointed at the local S3.
+    """The environment a deployed onnxfn API function of ``model`` has, pointed at the local S3.
 
-    ``load_mode``: what the stack puts in the function's load-mode variable (``cdk.json``); None
-    keeps ``FUNCTION_DEFAULTS``' lazy (the in-process warm steps load the model themselves).
+    ``code_dir``: the function's code (Lambda's ``/var/task``); ``load_mode``: what the stack puts
+    in the function's load-mode variable (``cdk.json``); None keeps ``FUNCTION_DEFAULTS``' lazy.
     """
     env = {
         **base_environment(),
         **aws_environment(endpoint),
         **FUNCTION_DEFAULTS,
-        **lambda_variables(f"onnxfn-bench-{model}", memory_mb, runtime),
+        **lambda_variables(f"onnxfn-bench-{model}", memory_mb, runtime, ONNXFN_HANDLER, code_dir),
         "POWERTOOLS_SERVICE_NAME": f"onnxfn-{model}",
         **model_env,
     }
@@ -115,22 +119,19 @@ def function_environment(
     return env
 
 
-def lambda_variables(name: str, memory_mb: int, runtime: str) -> dict[str, str]:
-    """The variables Lambda itself sets in every execution environment (an on-demand one)."""
-    return {
-        "AWS_LAMBDA_FUNCTION_NAME": name,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
-        "TZ": ":UTC",
-    }
+def lambda_variables(name: str, memory_mb: int, runtime: str, handler: str, code_dir: Path) -> dict[str, str]:
+    """The variables Lambda itself sets in an (on-demand) execution environment: the one definition,
+    ``onnxfn.local.cloud.lambda_environment`` (``_HANDLER`` included, which the handlers read to know
+    they run in Lambda)."""
+    from onnxfn.local.cloud import lambda_environment
+
+    arn = f"arn:aws:lambda:{REGION}:000000000000:function:{name}"
+    return lambda_environment(name, memory_mb, runtime, handler, code_dir, arn)
 
 
 def reported_environment(env: dict[str, str]) -> dict[str, str]:
     """The function variables a report shows (credentials masked, host variables left out)."""
-    keep = ("AWS_", "POWERTOOLS_", "LOAD_MODE", "MODEL_", "MANIFEST_", "TUTORIAL_", "PYTHON")
+    keep = ("AWS_", "POWERTOOLS_", "LOAD_MODE", "MODEL_", "MANIFEST_", "TUTORIAL_", "PYTHON", "_HANDLER", "LAMBDA_TASK")
     shown = {k: v for k, v in env.items() if k.startswith(keep) and k != "PYTHONPATH"}
     for key in FAKE_CREDENTIALS:
         if key in shown:

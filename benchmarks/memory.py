@@ -43,8 +43,15 @@ def measure(quick: bool, init_burst: bool = True) -> StepResult:
             if config.runtime not in runtimes:
                 runtimes[config.runtime] = faithful.prepare(config.runtime, work, init_burst=init_burst, plain=False)
             launch = fresh.Launch(runtimes[config.runtime], config.memory_mb, init_burst, work)
+            runtime = runtimes[config.runtime]
             env = lambda_env.function_environment(
-                model, s3.upload(model), s3.endpoint, config.memory_mb, config.load_mode, config.runtime
+                model,
+                s3.upload(model),
+                s3.endpoint,
+                runtime.code_dir,
+                config.memory_mb,
+                config.load_mode,
+                config.runtime,
             )
             manifest = json.loads((lambda_env.ARTIFACTS / model / "manifest.json").read_text())
             add_says = manifest.get("validation", {}).get("lambda", {})
