@@ -267,10 +267,13 @@ def package(records: list[Record]) -> list[str]:
         total = find(records, name="zip function", variant=f"{arch} python3.12")
         if layer and total:
             biggest = ", ".join(f"{k} {v:.1f}" for k, v in list(layer.extra["top_entries_mb"].items())[:5])
-            rows.append([arch, fmt(layer.median), fmt(layer.extra["before_strip_mb"])])
+            rows.append(
+                [arch, fmt(layer.median), fmt(layer.extra.get("bytecode_mb")), fmt(layer.extra["before_strip_mb"])]
+            )
             rows[-1] += [fmt(handlers.median if handlers else None), fmt(total.median)]
             rows[-1] += [f"{total.extra['share_of_limit']:.0%}", biggest]
-    header = ["arch (python3.12)", "layer MB", "before strip", "handlers MB", "total MB", "of 250 MB", "biggest, MB"]
+    header = ["arch (python3.12)", "layer packages MB (no bytecode)", "layer bytecode MB", "before strip"]
+    header += ["handlers MB", "total MB (bytecode included)", "of 250 MB", "biggest, MB"]
     return table(header, rows)
 
 
