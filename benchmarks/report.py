@@ -80,6 +80,18 @@ def write_markdown(
         "",
         *tables.cold_start(records),
         *_image(pngs, "cold_start.png", "cold start split"),
+        "### What each change bought (the function as Lambda runs it)",
+        "",
+        "onnxfn's cold start (spawn → first 200, the same phases) with the changes to its cold path added one at a "
+        "time, all with today's handlers, deployed and run as before each change: as shipped before = the layer and "
+        "the handlers without bytecode, `LOAD_MODE=lazy`, the credentials in a shared credentials file (so the model "
+        "is read with boto3) and `_HANDLER` unset (no download at init); then + bytecode (as built and staged today), "
+        "+ load at init (`LOAD_MODE=eager`, what `load_mode: auto` gives both demo models), + S3 read without boto3 "
+        "(the credentials in the environment, as Lambda puts them), + download overlapping the imports (`_HANDLER` "
+        "set, as Lambda sets it: today's default, the function measured above). saved = the previous row's median "
+        "minus this row's.",
+        "",
+        *tables.changes(records),
         "### Init, ms, p50 (p90), configured memory",
         "",
         *tables.init(records, data),

@@ -9,10 +9,11 @@ next), then derives the cost table and judges the targets, and writes ``latest.j
     python -m benchmarks.suite --only warm     # one step (repeatable), written to benchmarks/results/raw/
     python -m benchmarks.suite --no-init-burst # init at the memory's CPU share too (default: unthrottled)
 
-Steps: package, quantization, pytorch-venv, cold-start, warm, memory, queue, serve (warm-2vcpu on
-request: ``--only warm-2vcpu``). Every cold-start figure comes from the function as Lambda runs it
-(``faithful.py``); the in-process steps (warm, queue, PyTorch) run on the development venv and
-say so. A benchmark is not a test: nothing here asserts a target; a missed target is reported as MISS.
+Steps: package, quantization, pytorch-venv, cold-start, cold-start-changes, warm, memory, queue, serve
+(warm-2vcpu on request: ``--only warm-2vcpu``). Every cold-start figure comes from the function as
+Lambda runs it (``faithful.py``); the in-process steps (warm, queue, PyTorch) run on the development
+venv and say so. A benchmark is not a test: nothing here asserts a target; a missed target is
+reported as MISS. A full run ends by rewriting README.md's benchmark block (``render.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,18 @@ from benchmarks.records import Record, StepResult, machine, machine_cpu_seconds,
 from benchmarks.timing import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results"
-STEPS = ("package", "quantization", "pytorch-venv", "cold-start", "warm", "warm-2vcpu", "memory", "queue", "serve")
+STEPS = (
+    "package",
+    "quantization",
+    "pytorch-venv",
+    "cold-start",
+    "cold-start-changes",
+    "warm",
+    "warm-2vcpu",
+    "memory",
+    "queue",
+    "serve",
+)
 # warm-2vcpu fed the old cost table (dev venv, extrapolated); the faithful memory-size table replaced it.
 DEFAULT_STEPS = tuple(s for s in STEPS if s != "warm-2vcpu")
 
@@ -89,6 +101,10 @@ def run_step(name: str, quick: bool, out: Path, init_burst: bool = True) -> Step
         from benchmarks import cold_start
 
         return cold_start.measure(quick, init_burst=init_burst)
+    if name == "cold-start-changes":
+        from benchmarks import cold_start_changes
+
+        return cold_start_changes.measure(quick, init_burst=init_burst)
     if name in ("warm", "warm-2vcpu"):
         from benchmarks import warm_overhead
 
@@ -200,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.write_json(out / "latest.json", meta, records, notes, data)
     report.write_markdown(out / "latest.md", meta, records, notes, data, pngs)
     report.print_targets(console, records)
+    if out.resolve() == RESULTS.resolve() and not partial:  # a full run: the README's figures come from it
+        from benchmarks import render
+
+        render.render(out / "latest.json", render.README)
+        console.print(f"{render.README.name}: the benchmark block rewritten from {out / 'latest.json'}")
     console.print(f"{len(records)} records in {out / 'latest.json'}, tables in {out / 'latest.md'}; ", end="")
     console.print(f"{meta['duration_s'] / 60:.1f} min" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -67,7 +67,7 @@ def targets(records: list[Record]) -> list[str]:
 COLD_CONTENDERS = ("onnxfn", "tutorial", "tutorial (no bytecode)", "floor")
 
 
-def _cold_records(records: list[Record], model: str) -> list[Record]:
+def cold_records(records: list[Record], model: str) -> list[Record]:
     """The model's cold starts at its configured memory: the run's init-burst setting first."""
     found = [r for r in records if r.model == model and r.metric == "cold start" and r.extra.get("configured")]
     order = {name: i for i, name in enumerate(COLD_CONTENDERS)}
@@ -88,7 +88,7 @@ def cold_start(records: list[Record]) -> list[str]:
     header += ["peak RSS MB", "÷ tutorial", "÷ floor"]
     for model in MODELS:
         rows = []
-        found = _cold_records(records, model)
+        found = cold_records(records, model)
         for r in found:
             phases = [fmt(r.extra["phases_ms"][p]) for p in PHASES]
             ratios = [ratio(r.ratios.get(peer)) if peer != r.name else "1.00×" for peer in ("tutorial", "floor")]
@@ -101,6 +101,56 @@ def cold_start(records: list[Record]) -> list[str]:
                 f"batch 1, {found[0].runs} fresh processes each:"
             )
             out += [title, "", *table(header, rows)]
+    return out
+
+
+CHANGES_METRIC = "cold start, change by change"  # the records of cold_start_changes.py
+
+
+def change_records(records: list[Record], model: str) -> list[Record]:
+    """The model's cold starts with the cold path's changes added one at a time, in their order."""
+    found = [r for r in records if r.model == model and r.metric == CHANGES_METRIC]
+    return sorted(found, key=lambda r: r.extra.get("order", 0))
+
+
+def checked_words(checked: dict[str, bool]) -> str:
+    """What every process of a variant was checked to have done, in words."""
+    return ", ".join(
+        [
+            "bytecode read" if checked.get("bytecode") else "compiled from source",
+            "model loaded at init" if checked.get("model_loaded_at_init") else "model loaded in the first request",
+            "boto3 imported" if checked.get("boto3_imported") else "no boto3",
+            "download started at init" if checked.get("prefetch_started") else "no download at init",
+        ]
+    )
+
+
+def changes(records: list[Record]) -> list[str]:
+    """onnxfn's cold start, change by change: total, saving, init, first request and the phases."""
+    out: list[str] = []
+    header = ["change", "total ms p50 (p90)", "saved ms", "÷ as shipped before", "init ms", "first request ms"]
+    header += [f"{p} ms" for p in PHASES] + ["checked in every process"]
+    for model in MODELS:
+        found = change_records(records, model)
+        rows = []
+        for r in found:
+            saved = r.extra.get("saved_ms")
+            first = ratio(r.ratios.get(found[0].variant)) if r is not found[0] else "1.00×"
+            rows.append(
+                [r.variant, cell(r), fmt(saved) if saved is not None else "–", first]
+                + [fmt(r.extra["init_ms"]), fmt(r.extra["first_request_ms"])]
+                + [fmt(r.extra["phases_ms"][p]) for p in PHASES]
+                + [checked_words(r.extra.get("checked", {}))]
+            )
+        if rows:
+            e = found[0].extra
+            cpu = cpu_words(found[0])
+            out += [
+                f"**{model}** at its configured {e['memory_mb']:,} MB ({cpu}; timeout {e['timeout_s']} s), "
+                f"{found[0].runs} fresh processes per row:",
+                "",
+                *table(header, rows),
+            ]
     return out
 
 
