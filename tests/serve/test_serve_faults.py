@@ -175,7 +175,7 @@ def test_each_worker_is_held_to_its_memorys_cpu_share_after_init(faulty):
     inside = _get(faulty, "/runtime").json()
     line = next(entry for entry in inside["cgroup"].splitlines() if ":cpu," in entry or ":cpu:" in entry)
     folder = Path("/sys/fs/cgroup/cpu") / line.split(":", 2)[2].lstrip("/")
-    assert folder.name.endswith("-0") or folder.name.endswith("-1")
+    assert re.fullmatch(rf"{faulty.process.pid}-Fn-\d+", folder.name)  # one per execution environment
     assert str(inside["pid"]) in (folder / "cgroup.procs").read_text().split()
     period = int((folder / "cpu.cfs_period_us").read_text())
     quota = int((folder / "cpu.cfs_quota_us").read_text())
