@@ -63,7 +63,10 @@ def load_and_warm_up() -> None:
     """Load the model now and run it once, so the first request finds kernels and buffers ready."""
     started = time.perf_counter()
     try:
-        model = get_store().get_model()
+        try:
+            model = get_store().get_model()
+        finally:
+            prefetch.discard()  # whatever the load did not take is not kept for the function's lifetime
         loaded = time.perf_counter()
         manifest = model.manifest
         model.pipeline.run(warm_up_inputs(manifest), [spec.name for spec in manifest.outputs])
