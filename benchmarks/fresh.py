@@ -34,7 +34,8 @@ An onnxfn process also reports what its cold path did (``checks``, read outside 
 how many of the modules it imported from the function's code and layer were read from bytecode and
 how many compiled from source, whether the model store held the loaded model when the handler's
 import returned, whether ``boto3`` was in ``sys.modules`` after the first response, and whether the
-model's download started at init (``handlers.runtime.prefetch``).
+store took the model's bytes from the download started at init (``handlers.runtime.prefetch``): it
+then never created an S3 client of its own.
 """
 
 from __future__ import annotations
@@ -160,10 +161,12 @@ def bytecode_use():
             counts["modules_from_bytecode" if cached and os.path.exists(cached) else "modules_from_source"] += 1
     return counts
 
+STORE = getattr(sys.modules.get("handlers.runtime.model_store"), "_store", None)
 CHECKS = {
     "boto3_imported": "boto3" in sys.modules,  # after the first response
     "model_loaded_at_init": LOADED_AT_INIT,
-    "prefetch_started": getattr(sys.modules.get("handlers.runtime.prefetch"), "_current", None) is not None,
+    # the store took every byte from the download started at init: it never created an S3 client of its own
+    "model_from_init_download": STORE is not None and STORE.ready and getattr(STORE, "_s3", True) is None,
     **bytecode_use(),
 }
 warm = []

@@ -120,7 +120,9 @@ def checked_words(checked: dict[str, bool]) -> str:
             "bytecode read" if checked.get("bytecode") else "compiled from source",
             "model loaded at init" if checked.get("model_loaded_at_init") else "model loaded in the first request",
             "boto3 imported" if checked.get("boto3_imported") else "no boto3",
-            "download started at init" if checked.get("prefetch_started") else "no download at init",
+            "model from the download started at init"
+            if checked.get("model_from_init_download")
+            else "no download at init",
         ]
     )
 
