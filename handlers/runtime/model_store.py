@@ -146,9 +146,6 @@ class ModelStore:
     def _get(self, key: str, version_id: str | None = None) -> bytes:
         if not self.settings.bucket:
             raise ModelUnavailable("MODEL_BUCKET is not set: the function does not know where its model lives")
-        prefetched = prefetch.take(key)
-        if prefetched is not None:
-            return prefetched
         params: dict[str, str] = {"Bucket": self.settings.bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
@@ -176,9 +173,9 @@ class ModelStore:
             raise ModelUnavailable(
                 "MANIFEST_SHA256 is not set: the function cannot verify its model, so it serves none"
             )
-        raw = self._get(self.settings.manifest_key, self.settings.manifest_version_id)
-        if _sha256(raw) != pinned:
-            raise IntegrityError(f"manifest sha256 {_sha256(raw)[:12]}… does not match the pinned {pinned[:12]}…")
+        raw, digest = self._read(self.settings.manifest_key, version_id=self.settings.manifest_version_id)
+        if digest != pinned:
+            raise IntegrityError(f"manifest sha256 {digest[:12]}… does not match the pinned {pinned[:12]}…")
         manifest = Manifest.loads(raw)
         if manifest.name != self.settings.model_name:
             raise ManifestError(f"manifest names model {manifest.name!r}, function serves {self.settings.model_name!r}")
@@ -191,9 +188,6 @@ class ModelStore:
         The size comes from the pinned manifest; the sha256 check after the join catches an
         object that changed between ranges.
         """
-        prefetched = prefetch.take(key)
-        if prefetched is not None:
-            return prefetched
         deadline_context = contextvars.copy_context()  # the ranges share the invocation's deadline
 
         def call(fetch: Callable[[], bytes]) -> bytes:
@@ -201,20 +195,28 @@ class ModelStore:
 
         return read_ranges(self._client(), self.settings.bucket, key, size, RANGE_PART_BYTES, MAX_PARALLEL_RANGES, call)
 
+    def _read(self, key: str, size: int | None = None, version_id: str | None = None) -> tuple[bytes, str]:
+        """``key``'s bytes and their sha256: from the download started at init (hashed there, on
+        its own thread), else fetched now."""
+        prefetched = prefetch.take(key)
+        if prefetched is not None:
+            return prefetched.data, prefetched.sha256
+        if size is not None and size > RANGE_PART_BYTES:
+            if not self.settings.bucket:
+                raise ModelUnavailable("MODEL_BUCKET is not set: the function does not know where its model lives")
+            data = self._get_ranges(key, size)
+        else:
+            data = self._get(key, version_id)
+        return data, _sha256(data)
+
     def _fetch_file(self, manifest: Manifest, path: str) -> bytes:
         entry = manifest.file(path)
         with tracer.provider.in_subsegment("## fetch") as subsegment:
             subsegment.put_annotation("file", path)
-            key = self.settings.key_for(path)
-            if entry.bytes > RANGE_PART_BYTES:
-                if not self.settings.bucket:
-                    raise ModelUnavailable("MODEL_BUCKET is not set: the function does not know where its model lives")
-                data = self._get_ranges(key, entry.bytes)
-            else:
-                data = self._get(key)
-        if len(data) != entry.bytes or _sha256(data) != entry.sha256:
+            data, digest = self._read(self.settings.key_for(path), entry.bytes)
+        if len(data) != entry.bytes or digest != entry.sha256:
             raise IntegrityError(
-                f"{path}: got {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
+                f"{path}: got {len(data)} bytes with sha256 {digest[:12]}…, "
                 f"expected {entry.bytes} bytes with sha256 {entry.sha256[:12]}…"
             )
         return data

@@ -19,10 +19,20 @@ import json
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from handlers.runtime.s3_read import MAX_PARALLEL_PARTS, PART_BYTES, from_environment, read_ranges
 from handlers.runtime.settings import INITIALIZATION_TYPE, LOAD_MODE, Settings, load_settings
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An object's bytes and their sha256, computed on the download's thread (hashlib releases the
+    GIL, so hashing a large model runs beside the imports); the store compares it with the pin."""
+
+    data: bytes
+    sha256: str
 
 
 class Prefetch:
@@ -31,7 +41,7 @@ class Prefetch:
     def __init__(self, settings: Settings, reader: Any) -> None:
         self.settings = settings
         self._reader = reader
-        self._objects: dict[str, bytes] = {}
+        self._objects: dict[str, Fetched] = {}
         self._thread = threading.Thread(target=self._run, name="model-prefetch", daemon=True)
 
     def start(self) -> Prefetch:
@@ -46,22 +56,23 @@ class Prefetch:
                 Key=settings.manifest_key,
                 **({"VersionId": settings.manifest_version_id} if settings.manifest_version_id else {}),
             )["Body"].read()
-            if hashlib.sha256(raw).hexdigest() != settings.manifest_sha256:
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != settings.manifest_sha256:
                 return  # the store fetches it again and reports the mismatch
-            self._objects[settings.manifest_key] = raw
+            self._objects[settings.manifest_key] = Fetched(raw, digest)
             for entry in json.loads(raw)["files"]:
                 key, size = settings.key_for(str(entry["path"])), int(entry["bytes"])
                 if size > PART_BYTES:
                     data = read_ranges(reader, settings.bucket, key, size, PART_BYTES, MAX_PARALLEL_PARTS)
                 else:
                     data = reader.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
-                self._objects[key] = data
+                self._objects[key] = Fetched(data, hashlib.sha256(data).hexdigest())
         except Exception:
             pass
         finally:
             self._reader = None  # no connection outlives the download
 
-    def take(self, key: str, timeout_s: float) -> bytes | None:
+    def take(self, key: str, timeout_s: float) -> Fetched | None:
         """The bytes of ``key`` once the download ends (None if it failed, or after ``timeout_s``)."""
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -98,7 +109,7 @@ def start(env: Mapping[str, str] | None = None) -> Prefetch | None:
         return _current
 
 
-def take(key: str, timeout_s: float = 10.0) -> bytes | None:
+def take(key: str, timeout_s: float = 10.0) -> Fetched | None:
     """The prefetched bytes of ``key`` (each handed out once), or None: fetch it yourself."""
     prefetch = _current
     return None if prefetch is None else prefetch.take(key, timeout_s)
