@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.records import Record, find, find_with
+from benchmarks.tables import CHANGES_METRIC
 
 MODELS = ("digits", "minilm")
 
@@ -66,8 +67,15 @@ def _digits_over_bare(records: list[Record]) -> tuple[float, int | None] | None:
 
 
 def _init(records: list[Record]) -> tuple[float, int | None] | None:
-    record = find(records, name="onnxfn", model="both", metric="init (import)")  # faithful, cold_start.py
-    return (record.median, record.runs) if record and record.median is not None else None
+    """The handler's import without the model: Lambda's init of the compiled function in lazy mode
+    (cold_start_changes.py, "+ bytecode"), the slower of the two demo models. In the default (eager)
+    deployment the model's download overlaps this import and the load follows it, so the headline
+    init holds the model too; that is not what this target is about."""
+    lazy = [find(records, name="onnxfn", model=m, metric=CHANGES_METRIC, variant="+ bytecode") for m in MODELS]
+    inits = [r.extra["init_ms"] for r in lazy if r is not None and r.extra.get("init_ms") is not None]
+    if len(inits) != len(MODELS):
+        return None
+    return max(inits), min(r.runs for r in lazy if r is not None)
 
 
 def _pytorch_speedup(records: list[Record]) -> tuple[float, int | None] | None:
@@ -135,7 +143,7 @@ TARGETS = (
         )
         for model in MODELS
     ),
-    Target("init", "init (the handler's import, without the model) ≤ 250 ms", "ms", 250, True, _init),
+    Target("init", "init (the handler's import, without the model: lazy, compiled) ≤ 250 ms", "ms", 250, True, _init),
     *(
         Target(
             f"first-{model}-timeout",
