@@ -155,8 +155,56 @@ def block(document: dict[str, Any]) -> str:
             "",
             *memory_table,
         ]
+    sections += workload_section(records)
     sections += ["Every table of the run: [`benchmarks/results/latest.md`](benchmarks/results/latest.md).", END]
     return "\n".join(sections)
+
+
+def workload_section(records: list[Record]) -> list[str]:
+    """minilm's batches of 8 paragraphs at each memory size, and why the demo's memory is what it is."""
+    from benchmarks.memory_workload import METRIC
+
+    rows = sorted(
+        (r for r in records if r.metric == METRIC and r.median is not None), key=lambda r: r.extra["memory_mb"]
+    )
+    if not rows:
+        return []
+    lines = [
+        "**minilm's workload**: `onnxfn fit minilm --batch 8` (requests of 8 paragraphs of about 100 tokens), "
+        "warm, as Lambda runs the function:",
+        "",
+        *tables.table(
+            ["memory MB", "vCPU", "warm ms", "USD / 1M requests"],
+            [
+                [
+                    f"{r.extra['memory_mb']:,}",
+                    f"{r.extra['vcpus']:.2f}",
+                    tables.fmt(r.median),
+                    f"${r.extra['usd_per_million']:.2f}",
+                ]
+                for r in rows
+            ],
+        ),
+    ]
+    cheapest = min(rows, key=lambda r: r.extra["usd_per_million"])
+    configured = next(
+        (
+            r.extra["memory_mb"]
+            for r in records
+            if r.name == "onnxfn" and r.model == "minilm" and r.metric == "cold start" and r.extra.get("configured")
+        ),
+        None,
+    )
+    chosen = next((r for r in rows if r.extra["memory_mb"] == configured), None)
+    if chosen is not None and chosen.median and cheapest.median:
+        cost = chosen.extra["usd_per_million"] / cheapest.extra["usd_per_million"]
+        lines += [
+            f"minilm is configured at {chosen.extra['memory_mb']:,} MB (`cdk.json`): {cost:.2f}× the cost per request "
+            f"of the cheapest size here ({cheapest.extra['memory_mb']:,} MB), answering "
+            f"{cheapest.median / chosen.median:.1f}× faster than it.",
+            "",
+        ]
+    return lines
 
 
 def replace_block(text: str, new_block: str) -> str:

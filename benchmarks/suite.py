@@ -41,6 +41,7 @@ STEPS = (
     "warm",
     "warm-2vcpu",
     "memory",
+    "memory-workload",
     "queue",
     "serve",
 )
@@ -113,6 +114,10 @@ def run_step(name: str, quick: bool, out: Path, init_burst: bool = True) -> Step
         from benchmarks import memory
 
         return memory.measure(quick, init_burst=init_burst)
+    if name == "memory-workload":
+        from benchmarks import memory_workload
+
+        return memory_workload.measure(quick)
     if name == "queue":
         from benchmarks import queue_throughput
 
