@@ -192,7 +192,7 @@ def run_demo(
         client = AppClient(app.state())
         demo = DemoClient(client)
         timings = Table(title="timings over HTTP (local API Gateway → worker process → handler)")
-        for column in ("model", "first request ms (worker start + fetch + verify + load)", "warm median ms"):
+        for column in ("model", "first request ms (worker start, init with the model, the request)", "warm median ms"):
             timings.add_column(column, justify="right")
         for name, show in (("digits", _digits), ("minilm", _minilm)):
             cold_ms, warm_ms = show(demo, console)
@@ -200,7 +200,9 @@ def run_demo(
         console.print(timings)
         _batch_file(client, console)
         _queue_message(client, console)
-        cold = Table(title="worker cold starts (handler import, as Lambda's Init Duration; CPU as listed above)")
+        cold = Table(
+            title="worker cold starts (Lambda's Init Duration: the handler's import and the model, if at init)"
+        )
         for column in ("function", "kind", "cold starts", "init ms"):
             cold.add_column(column, justify="right")
         for pool in app.pools.values():
