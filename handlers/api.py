@@ -10,13 +10,14 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.runtime import jsonio, lifecycle, openapi, retries
+from handlers.runtime import jsonio, lifecycle, openapi
 from handlers.runtime.codecs import oip, v1
+from handlers.runtime.entry import entry_point
 from handlers.runtime.errors import ModelNotFound, OnnxfnError, RouteNotFound
 from handlers.runtime.http import header, request_body
 from handlers.runtime.manifest import Manifest
 from handlers.runtime.model_store import LoadedModel, get_store
-from handlers.runtime.observability import MetricUnit, count_error, logger, metrics, tracer
+from handlers.runtime.observability import MetricUnit, count_error, logger, metrics
 from handlers.runtime.version import __version__
 
 # Routes build their own responses (JSON or binary); Response[Any] keeps Powertools' validation
@@ -246,9 +247,6 @@ def handle_unexpected(error: Exception) -> Reply:
 lifecycle.init_environment()
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
+@entry_point(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    retries.start_invocation(context)
     return app.resolve(event, context)

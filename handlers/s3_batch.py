@@ -10,11 +10,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers.runtime import lifecycle, retries
+from handlers.runtime import lifecycle
 from handlers.runtime.aws import s3_client
 from handlers.runtime.batch_files import FileSummary, process_object
+from handlers.runtime.entry import entry_point
 from handlers.runtime.model_store import get_store
-from handlers.runtime.observability import logger, metrics, tracer
+from handlers.runtime.observability import logger
 from handlers.runtime.settings import load_data_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -49,13 +50,8 @@ def handle_notification(record: SQSRecord) -> list[FileSummary]:
     return summaries
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
+@entry_point(records=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    retries.start_invocation(context)
-    if not event.get("Records"):
-        return {"batchItemFailures": []}
     response = process_partial_response(
         event=event, record_handler=handle_notification, processor=processor, context=context
     )
