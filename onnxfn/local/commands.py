@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from onnxfn.errors import UserError
 from onnxfn.local.runtime import RuntimeOptions
 from onnxfn.local.serve import DEFAULT_STATE_FILE
 
@@ -103,10 +104,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _read_data(text: str | None) -> str | None:
+    """The text itself, or the file named after ``@``."""
     if text is None:
         return None
     if text.startswith("@"):
-        return Path(text[1:]).read_text()
+        try:
+            return Path(text[1:]).read_text()
+        except OSError as exc:
+            raise UserError(f"{text}: cannot read {text[1:]}: {exc.strerror}") from exc
     return text
 
 
@@ -121,6 +126,17 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     from onnxfn.local.client import connect
 
     state_file = Path(args.state_file)
+    # what the command sends is read (and checked) before any app is started for it
+    data = _read_data(getattr(args, "data", None))
+    bad = [h for h in getattr(args, "header", None) or [] if ":" not in h]
+    if bad:
+        raise UserError(f"--header {bad[0]!r}: expected 'Name: value'")
+    event: Any = None
+    if args.kind == "function":
+        try:
+            event = json.loads(_read_data(args.event) or "{}")
+        except ValueError as exc:
+            raise UserError(f"--event: expected a JSON event, got {exc}") from exc
     with connect(state_file, Path(args.app), runtime_options(args)) as client:
         source = "app started for this call" if client.started_here else "running app"
         err_console.print(f"[dim]{source}: {client.state['url']}[/]")
@@ -129,7 +145,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             reply = client.request(
                 args.method.upper(),
                 args.path,
-                _read_data(args.data),
+                data,
                 {k.strip(): v.strip() for k, v in headers.items()},
                 api_key=not args.no_key,
             )
@@ -146,7 +162,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             console.print_json(json.dumps(summary))
             return 0 if not summary.get("failed") else 1
         if args.kind == "queue":
-            body = _read_data(args.data)
+            body = data
             if body is None:
                 err_console.print("[red]error:[/] --data is required: an inference request (JSON or @file)")
                 return 2
@@ -158,7 +174,6 @@ def cmd_invoke(args: argparse.Namespace) -> int:
                 return 1
             console.print_json(json.dumps(result[1]))
             return 0 if result[0] else 1
-        event: Any = json.loads(_read_data(args.event) or "{}")
         ok, payload = client.invoke_function(args.function, event)
         console.print_json(json.dumps(payload))
         return 0 if ok else 1

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 
 from handlers.runtime.settings import MB_PER_VCPU
+from onnxfn.errors import UserError
 from onnxfn.local.worker import CGROUP_ENV, CPU_LABEL_ENV, INIT_BURST_ENV, SYS_PATH_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ CGROUP_PERIOD_US = 100_000
 HOST_ARCH = "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(UserError, RuntimeError):
     """The function's runtime cannot be run faithfully here; the message says why and what to do."""
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from onnxfn.errors import UserError
+
 DEFAULT_WATCH = ("app.py", "cdk.json", "stacks/**", "handlers/**", "layers/**", "model_artifacts/**")
 
 
@@ -40,6 +42,10 @@ def stale_reason(root: Path, out_dir: Path) -> str | None:
     return None
 
 
+class SynthFailed(UserError):
+    """``cdk synth`` failed: its own message (a config error, a missing artifact) says why."""
+
+
 def synthesize(root: Path, out_dir: Path, context: dict[str, str] | None = None) -> None:
     """Run the pinned CDK CLI (``cdk synth``), or the app itself when node_modules is absent;
     ``context`` values are passed as ``-c key=value``."""
@@ -56,5 +62,5 @@ def synthesize(root: Path, out_dir: Path, context: dict[str, str] | None = None)
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"synth failed ({' '.join(command[:2])}, exit {result.returncode}):\n{tail}")
+        raise SynthFailed(f"synth failed ({' '.join(command[:2])}, exit {result.returncode}):\n{tail}")
     os.utime(out_dir / "manifest.json")  # mark the assembly current even if nothing changed in it

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxfn.errors import UserError
+
 InputSpec = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
 Feed = dict[str, np.ndarray]
 Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
@@ -27,7 +29,7 @@ SUPPORTED_FORMATS = (
 )
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """A calibration file cannot feed the model; the message says which input and what was expected."""
 
 

@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxfn.build.quantize import quantize_dynamic_int8
+from onnxfn.errors import UserError
 from onnxfn.prepare.calibration import CalibrationError, CalibrationReader
 from onnxfn.prepare.fp16 import convert_fp16, op_domain, tensor_types
 
@@ -38,7 +39,7 @@ _GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu"})
 _PRE_PROCESS_HINT = "pre-processing before quantization"
 
 
-class QuantizationError(ValueError):
+class QuantizationError(UserError, ValueError):
     """A model could not be quantized or optimized; the message says what failed and what to do."""
 
 

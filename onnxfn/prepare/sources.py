@@ -22,6 +22,7 @@ import onnx
 
 from handlers.runtime.datatypes import OIP_TO_NUMPY
 from handlers.runtime.pipelines import classification_outputs
+from onnxfn.errors import UserError
 from onnxfn.prepare.validation import Feeds, Task
 
 SUPPORTED = (
@@ -47,7 +48,7 @@ ONNX_TO_OIP = {
 SAMPLE_ROWS = 64
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """The source cannot be used; the message says why and what would work."""
 
 
