@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from handlers.runtime.datatypes import OIP_TO_NUMPY
-from handlers.runtime.pipelines import classification_outputs
+from handlers.runtime.pipelines import TextTokenizer, classification_outputs, pool
 from onnxfn.errors import UserError
 from onnxfn.prepare.validation import Feeds, Task
 
@@ -294,8 +294,6 @@ def is_bert_checkpoint(path: Path) -> bool:
 
 
 def from_bert(path: Path, staging: Path) -> Source:
-    from tokenizers import Tokenizer
-
     from onnxfn.build.bert import build_bert_encoder, save_model
     from onnxfn.prepare.sentences import SENTENCES
 
@@ -317,28 +315,13 @@ def from_bert(path: Path, staging: Path) -> Source:
     target = staging / "original.onnx"
     save_model(model, target)
     hidden = int(json.loads((path / "config.json").read_text())["hidden_size"])
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.enable_padding()
     names = [i.name for i in model.graph.input]
-
-    def tokenize(texts: list[str]) -> Feeds:
-        encodings = tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        feeds = {
-            "input_ids": ids,
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.zeros_like(ids),
-        }
-        return {k: v for k, v in feeds.items() if k in names}
+    # The function's own tokenizer and pooling (handlers/runtime/pipelines.py): the gate checks the
+    # code that deploys, character cut, missing attention mask and norm clip included.
+    tokenize = TextTokenizer((path / "tokenizer.json").read_bytes(), max_length, names)
 
     def embed(hidden_states: np.ndarray, feeds: Feeds) -> np.ndarray:
-        if pooling == "cls":
-            pooled = hidden_states[:, 0, :]
-        else:
-            mask = feeds["attention_mask"][:, :, None].astype(np.float32)
-            pooled = (hidden_states * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-        return np.asarray(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+        return pool(hidden_states, feeds, pooling, normalize=True)
 
     return Source(
         kind="bert",
