@@ -1,155 +1,24 @@
-"""What the synthesized cloud assembly (``cdk.out``) says exists, read into plain dataclasses.
-
-``onnxfn serve`` builds nothing from its own idea of the app: functions, their handler, code,
-environment, memory and timeout; the API's resources, methods, key requirement and binary media
-types; queues and their redrive; event source mappings; bucket notifications and the artifact
-deployments all come from the template CDK wrote, so what runs locally is what ``cdk deploy``
-would create. References (``Ref``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``) stay unresolved
-here; :class:`Resolver` resolves them once the local resources exist.
-"""
+"""Reading ``<stack>.template.json`` and ``<stack>.assets.json`` of a cloud assembly into specs."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handlers.runtime.errors import OnnxfnError
-
-LOCAL_ACCOUNT = "123456789012"  # moto's default account
-LOCAL_REGION = "us-east-1"
-
-
-class AssemblyError(OnnxfnError):
-    """The cloud assembly is missing or does not describe an onnxfn app."""
-
-    status_code = 400
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    logical_id: str
-    name: str
-    handler: str
-    code_dir: Path
-    environment: Mapping[str, Any]
-    memory_mb: int
-    timeout_s: int
-    architecture: str
-    description: str = ""
-    runtime: str = "python3.12"  # Lambda's runtime (image functions: the base image's, from the build args)
-    packaging: str = "zip"  # zip | image
-    layer_dirs: tuple[Path, ...] = ()  # zip: the staged layer folders, in the function's order
-
-    @property
-    def kind(self) -> str:
-        """``api``, ``batch`` or ``worker``: the handler module, for tables and logs."""
-        module = self.handler.rsplit(".", 1)[0].rsplit(".", 1)[-1]
-        return {"s3_batch": "batch", "queue_worker": "worker"}.get(module, module)
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    method: str  # GET, POST, ... or ANY
-    resource_path: str  # "/v2/models/digits/{proxy+}"
-    function_id: str
-    api_key_required: bool
-    authorization: str  # NONE | AWS_IAM | CUSTOM | COGNITO_USER_POOLS
-
-    @property
-    def segments(self) -> tuple[str, ...]:
-        return tuple(part for part in self.resource_path.split("/") if part)
-
-
-@dataclass(frozen=True)
-class ApiSpec:
-    logical_id: str
-    name: str
-    stage: str
-    binary_media_types: tuple[str, ...]
-    routes: tuple[RouteSpec, ...]
-    has_api_key: bool
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    logical_id: str
-    name: str
-    visibility_timeout_s: int
-    dead_letter_id: str | None = None
-    max_receive_count: int | None = None
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EventSourceSpec:
-    logical_id: str
-    queue_id: str
-    function_id: str
-    batch_size: int
-    batching_window_s: float
-    report_batch_item_failures: bool
-    max_concurrency: int | None
-    enabled: bool = True
-
-
-@dataclass(frozen=True)
-class NotificationSpec:
-    bucket_id: str
-    queue_id: str
-    events: tuple[str, ...]
-    prefix: str = ""
-    suffix: str = ""
-
-
-@dataclass(frozen=True)
-class DeploymentSpec:
-    """A ``BucketDeployment``: asset folders (or zips) copied under a prefix of a bucket."""
-
-    logical_id: str
-    bucket_id: str
-    prefix: str
-    sources: tuple[Path, ...]
-
-
-@dataclass(frozen=True)
-class CloudAssembly:
-    directory: Path
-    stack_name: str
-    buckets: tuple[str, ...]
-    queues: tuple[QueueSpec, ...]
-    functions: tuple[FunctionSpec, ...]
-    api: ApiSpec | None
-    event_sources: tuple[EventSourceSpec, ...]
-    notifications: tuple[NotificationSpec, ...]
-    deployments: tuple[DeploymentSpec, ...]
-    outputs: Mapping[str, Any]
-
-    def function(self, logical_id: str) -> FunctionSpec:
-        for spec in self.functions:
-            if spec.logical_id == logical_id:
-                return spec
-        raise KeyError(logical_id)
-
-    def queue(self, logical_id: str) -> QueueSpec:
-        for spec in self.queues:
-            if spec.logical_id == logical_id:
-                return spec
-        raise KeyError(logical_id)
-
-
-def local_name(stack: str, logical_id: str, limit: int, *, lower: bool = False) -> str:
-    """A physical name shaped as CloudFormation makes them: ``<stack>-<logical id>``, bounded."""
-    name = f"{stack}-{logical_id}"
-    if lower:
-        name = re.sub(r"[^a-z0-9.-]", "-", name.lower())
-    return name[:limit].rstrip("-.")
-
-
-# --- reading ---------------------------------------------------------------------------------------
+from onnxfn.local.assembly.specs import (
+    ApiSpec,
+    AssemblyError,
+    CloudAssembly,
+    DeploymentSpec,
+    EventSourceSpec,
+    FunctionSpec,
+    NotificationSpec,
+    QueueSpec,
+    RouteSpec,
+    local_name,
+)
 
 
 def _stack_artifact(directory: Path) -> tuple[str, Path]:
@@ -434,71 +303,3 @@ def load_assembly(directory: Path) -> CloudAssembly:
         deployments=_deployments(template, assets),
         outputs=raw.get("Outputs", {}),
     )
-
-
-# --- resolving -------------------------------------------------------------------------------------
-
-_PSEUDO = {
-    "AWS::AccountId": LOCAL_ACCOUNT,
-    "AWS::Region": LOCAL_REGION,
-    "AWS::Partition": "aws",
-    "AWS::URLSuffix": "amazonaws.com",
-    "AWS::StackName": "",
-    "AWS::NoValue": "",
-}
-
-
-@dataclass
-class Resolver:
-    """Resolves intrinsic functions against the physical ids of the local resources.
-
-    ``refs`` maps a logical id to what ``Ref`` returns; ``attributes`` maps (logical id, attribute)
-    to what ``Fn::GetAtt`` returns. Anything else is left as a string naming it, so a missing
-    resource shows up in the environment instead of failing silently.
-    """
-
-    refs: dict[str, str] = field(default_factory=dict)
-    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
-    stack_name: str = ""
-
-    def ref(self, name: str) -> str:
-        if name in _PSEUDO:
-            return self.stack_name if name == "AWS::StackName" else _PSEUDO[name]
-        return self.refs.get(name, f"<unresolved {name}>")
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self.resolve(item) for item in value]
-        if not isinstance(value, dict):
-            return value
-        if "Ref" in value:
-            return self.ref(str(value["Ref"]))
-        if "Fn::GetAtt" in value:
-            logical_id, attribute = value["Fn::GetAtt"][:2]
-            return self.attributes.get((logical_id, attribute), f"<unresolved {logical_id}.{attribute}>")
-        if "Fn::Join" in value:
-            separator, items = value["Fn::Join"]
-            return str(separator).join(str(self.resolve(item)) for item in items)
-        if "Fn::Sub" in value:
-            spec = value["Fn::Sub"]
-            text, variables = (spec, {}) if isinstance(spec, str) else (spec[0], spec[1])
-            return self._sub(str(text), {k: self.resolve(v) for k, v in variables.items()})
-        if "Fn::Select" in value:
-            index, items = value["Fn::Select"]
-            return self.resolve(items)[int(index)]
-        return {key: self.resolve(item) for key, item in value.items()}
-
-    def _sub(self, text: str, variables: Mapping[str, Any]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name in variables:
-                return str(variables[name])
-            if "." in name:
-                logical_id, attribute = name.split(".", 1)
-                return self.attributes.get((logical_id, attribute), f"<unresolved {name}>")
-            return self.ref(name)
-
-        return re.sub(r"\$\{([^}!]+)\}", replace, text)
-
-    def environment(self, variables: Mapping[str, Any]) -> dict[str, str]:
-        return {key: str(self.resolve(value)) for key, value in variables.items()}
