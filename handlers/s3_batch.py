@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.runtime import lifecycle
 from handlers.runtime.aws import s3_client
-from handlers.runtime.batch_files import FileSummary, process_object
+from handlers.runtime.batch import FileSummary, process_object
 from handlers.runtime.entry import entry_point
 from handlers.runtime.model_store import get_store
 from handlers.runtime.observability import logger

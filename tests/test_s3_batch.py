@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from handlers.runtime import batch_files
+from handlers.runtime.batch import sink as batch_sink
 from handlers.runtime.model_store import LoadedModel
 from onnxfn.local.context import LocalContext
 from tests.conftest import BUCKET, artifact
@@ -242,7 +242,7 @@ class SimulatedCrash(BaseException):
 
 def test_crash_part_way_leaves_nothing_that_looks_complete_and_the_retry_finishes(batch, s3, monkeypatch):
     served, queue, _, s3_batch = batch("digits")
-    monkeypatch.setattr(batch_files, "ROWS_PER_GB", 64)  # small chunks: 64 rows at 1 GB
+    monkeypatch.setattr(batch_sink, "ROWS_PER_GB", 64)  # small chunks: 64 rows at 1 GB
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
     body = "\n".join(json.dumps(PIXELS[i % 40].tolist()) for i in range(300)).encode()
     original = LoadedModel.run

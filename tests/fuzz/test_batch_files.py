@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.runtime.batch_files import FileSummary, process_object
+from handlers.runtime.batch import FileSummary, process_object
 from handlers.runtime.settings import load_data_settings
 from tests.conftest import BUCKET
 from tests.fuzz.strategies import DIGITS, dumps, infer_documents, json_values, scalars

@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from handlers.runtime import rows
-from handlers.runtime.batch_files import _csv_record
+from handlers.runtime.batch.text import csv_record
 from tests.fuzz.strategies import (
     DIGITS,
     MANIFESTS,
@@ -83,6 +83,6 @@ def test_csv_rows_become_rows_or_a_clear_4xx(cells: list[str]) -> None:
 @example(text="1,2\r3")  # csv.Error (a carriage return inside the line) crashed the whole file before the fix
 @example(text="1" * 200_000)  # csv.Error: field larger than the field limit
 def test_csv_lines_parse_or_are_a_clear_4xx(text: str) -> None:
-    cells = expect_decode_or_4xx(lambda: _csv_record(text))
+    cells = expect_decode_or_4xx(lambda: csv_record(text))
     if isinstance(cells, list):
         _check_row(expect_decode_or_4xx(lambda: rows.row_from_csv(3, cells, DIGITS)), "digits")

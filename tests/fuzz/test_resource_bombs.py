@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from handlers.runtime import batch_files, jsonio
+from handlers.runtime import jsonio
+from handlers.runtime.batch import arrays as batch_arrays
+from handlers.runtime.batch import files as batch_files
 from handlers.runtime.codecs.oip import decode_infer_request
 from handlers.runtime.errors import InvalidInput
 from handlers.runtime.manifest import TensorSpec
@@ -153,7 +155,7 @@ def test_batch_file_bomb_fails_the_file_with_bounded_memory(
     build: Callable[[], bytes],
     fragment: str,
 ) -> None:
-    monkeypatch.setattr(batch_files, "MAX_NPZ_BYTES", 16 * MB)  # the same check as at 512 MB, a bomb quicker to build
+    monkeypatch.setattr(batch_arrays, "MAX_NPZ_BYTES", 16 * MB)  # the same check as at 512 MB, a bomb quicker to build
     served = serve("digits")
     served.store.get_model()
     data = load_data_settings({"MODEL_NAME": "digits", "DATA_BUCKET": BUCKET})
