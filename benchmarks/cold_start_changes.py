@@ -157,11 +157,11 @@ def shared_config_files(folder: Path) -> dict[str, str]:
 
 def environment(inputs: cold_start.Inputs, variant: Variant, files: dict[str, str]) -> dict[str, str]:
     """Today's function environment (the cold-start step's), turned back as ``variant`` says."""
-    from stacks.contract import env_name
+    from contract.environment import LOAD_MODE
 
     memory_mb = inputs.config.memory_mb
     env = inputs.environment(cold_start.ONNXFN, memory_mb)
-    env[env_name("LOAD_MODE")] = variant.load_mode
+    env[LOAD_MODE] = variant.load_mode
     env["LAMBDA_TASK_ROOT"] = str(inputs.runtime.function_dir("onnxfn", variant.bytecode))
     if not variant.env_credentials:
         for key in lambda_env.FAKE_CREDENTIALS:

@@ -112,10 +112,10 @@ def function_environment(
         **model_env,
     }
     if load_mode is not None:
-        from stacks.contract import env_name
+        from contract.environment import LOAD_MODE
 
         env.pop("LOAD_MODE", None)
-        env[env_name("LOAD_MODE")] = load_mode
+        env[LOAD_MODE] = load_mode
     return env
 
 

@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-MB = 1024 * 1024
-ZIP_LIMIT_BYTES = 250 * MB  # Lambda: function code + all layers, unzipped
+from contract.limits import MB, ZIP_LIMIT_BYTES
+
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache")
 
 
@@ -43,19 +43,25 @@ def _tree_hash(root: Path, paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+# The packages every function ships: the handlers and the contract they share with the stacks.
+FUNCTION_PACKAGES = ("handlers", "contract")
+
+
 def stage_handlers(root: Path, python_version: str) -> Path:
-    """A folder holding only ``handlers/``: the zip functions' code asset for one Python runtime.
+    """A folder holding only ``handlers/`` and ``contract/``: the zip functions' code asset for one
+    Python runtime.
 
     The copy is compiled by that runtime's interpreter (``layers/build.py --compile``): Lambda's
     /var/task is read-only, so bytecode not shipped is recompiled at every cold start. Without the
     interpreter the code is staged as source, with a warning on stderr.
     """
-    digest = _tree_hash(root, [root / "handlers", root / "layers" / "interpreters.py"])
+    digest = _tree_hash(root, [*(root / name for name in FUNCTION_PACKAGES), root / "layers" / "interpreters.py"])
     target = root / ".cache" / "assets" / f"handlers-py{python_version}-{digest}"
     if not target.exists():
         staging = target.with_name(target.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(root / "handlers", staging / "handlers", ignore=_IGNORED)
+        for name in FUNCTION_PACKAGES:
+            shutil.copytree(root / name, staging / name, ignore=_IGNORED)
         command = [sys.executable, str(root / "layers" / "build.py"), "--python-version", python_version]
         result = subprocess.run([*command, "--compile", str(staging)], capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -66,13 +72,14 @@ def stage_handlers(root: Path, python_version: str) -> Path:
 
 
 def stage_image_context(root: Path) -> Path:
-    """The container image's build context: the same requirements, Dockerfile and handlers."""
-    digest = _tree_hash(root, [root / "handlers", root / "layers"])
+    """The container image's build context: the same requirements, Dockerfile, handlers and contract."""
+    digest = _tree_hash(root, [*(root / name for name in FUNCTION_PACKAGES), root / "layers"])
     target = root / ".cache" / "assets" / f"image-{digest}"
     if not target.exists():
         staging = target.with_name(target.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(root / "handlers", staging / "handlers", ignore=_IGNORED)
+        for name in FUNCTION_PACKAGES:
+            shutil.copytree(root / name, staging / name, ignore=_IGNORED)
         (staging / "layers").mkdir(parents=True)
         for name in ("requirements.txt", "Dockerfile"):
             shutil.copyfile(root / "layers" / name, staging / "layers" / name)

@@ -15,17 +15,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from contract import layout
+from contract.environment import API_AUTH_MODES, CONFIG_LOAD_MODES
+from contract.limits import INIT_LOAD_MAX_BYTES
+
 ARCHITECTURES = ("x86_64", "arm64")
 PACKAGINGS = ("zip", "image")
 RUNTIMES = ("python3.12", "python3.13")
-# auto: eager when the artifact fits INIT_LOAD_MAX_BYTES, lazy otherwise (see ModelConfig.load_mode).
-LOAD_MODES = ("auto", "lazy", "eager")
-# The largest artifact loaded during init. Lambda gives init 10 s (then retries it inside the first
-# invocation). One S3 stream from Lambda moves roughly 50-100 MB/s and the model store overlaps 8
-# ranged GETs; a 128 MiB artifact is ~2.5 s at 50 MB/s plus its session (0.02-0.1 s per 23 MB
-# measured here): under a third of the window, leaving room for a slow S3 or a large graph.
-INIT_LOAD_MAX_BYTES = 128 * 1024 * 1024
-AUTH_MODES = ("api_key", "iam")
+LOAD_MODES = CONFIG_LOAD_MODES  # auto: eager when the artifact fits the init window (ModelConfig.load_mode)
+AUTH_MODES = API_AUTH_MODES
 # GET /swagger: public (no key, no IAM: the page holds only the API's shape), private (the first
 # model's auth), off (no route).
 DOCS_MODES = ("public", "private", "off")
@@ -116,7 +114,7 @@ class ModelConfig:
     def prefix(self) -> str:
         """Where the artifact lives: the manifest's sha256 in the path, so a rebuilt artifact never
         overwrites the objects an older function version (canary, rollback) still loads."""
-        return f"models/{self.name}/{self.version}-{self.manifest_sha256[:12]}/"
+        return layout.model_prefix(self.name, self.version, self.manifest_sha256)
 
     @property
     def artifact_bytes(self) -> int:

@@ -10,6 +10,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from contract import environment as env
+from contract import layout
 from stacks.assets import Layer, build_layer, check_budget, stage_handlers, stage_image_context, tree_bytes
 from stacks.checkov import CheckovAcknowledgments, skip
 from stacks.config import AppConfig, ModelConfig
@@ -18,7 +20,6 @@ from stacks.constructs.inference_api import ApiRoute, InferenceApi, InferenceApi
 from stacks.constructs.model_function import RUNTIMES, ModelFunction, ModelFunctionProps
 from stacks.constructs.model_storage import ModelStorage, ModelStorageProps
 from stacks.constructs.monitoring import Monitoring, MonitoringProps
-from stacks.contract import env_name
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
 
 ASSET_BUCKET_FINDING = (
@@ -127,19 +128,19 @@ class OnnxfnStack(Stack):
     def _environment(self, model: ModelConfig) -> dict[str, str]:
         bucket = self.storage.bucket.bucket_name
         return {
-            env_name("MODEL_NAME"): model.name,
-            env_name("MODEL_BUCKET"): bucket,
-            env_name("MODEL_PREFIX"): model.prefix,
-            env_name("MANIFEST_SHA256"): model.manifest_sha256,
-            env_name("LOAD_MODE"): model.load_mode,
-            env_name("DATA_BUCKET"): bucket,
-            env_name("INBOX_PREFIX"): f"inbox/{model.name}/",
-            env_name("OUTBOX_PREFIX"): f"outbox/{model.name}/",
-            env_name("RESULTS_PREFIX"): f"results/{model.name}/",
-            env_name("REQUESTS_PREFIX"): f"requests/{model.name}/",
-            env_name("SERVICE_NAME"): self._service(model),
-            env_name("METRICS_NAMESPACE"): self.config.metrics_namespace,
-            env_name("REPLY_QUEUES"): ",".join(model.settings.reply_queue_arns),
+            env.MODEL_NAME: model.name,
+            env.MODEL_BUCKET: bucket,
+            env.MODEL_PREFIX: model.prefix,
+            env.MANIFEST_SHA256: model.manifest_sha256,
+            env.LOAD_MODE: model.load_mode,
+            env.DATA_BUCKET: bucket,
+            env.INBOX_PREFIX: layout.inbox_prefix(model.name),
+            env.OUTBOX_PREFIX: layout.outbox_prefix(model.name),
+            env.RESULTS_PREFIX: layout.results_prefix(model.name),
+            env.REQUESTS_PREFIX: layout.requests_prefix(model.name),
+            env.SERVICE_NAME: self._service(model),
+            env.METRICS_NAMESPACE: self.config.metrics_namespace,
+            env.REPLY_QUEUES: ",".join(model.settings.reply_queue_arns),
             "POWERTOOLS_LOG_LEVEL": "INFO",
             "POWERTOOLS_TRACE_DISABLED": "false" if model.settings.tracing else "true",
         }
@@ -186,7 +187,7 @@ class OnnxfnStack(Stack):
             "handlers.api.lambda_handler",
             "Open Inference Protocol and V1 predict",
             # the OpenAPI document declares how callers authenticate (Swagger UI's Authorize)
-            extra_environment={env_name("API_AUTH"): settings.auth},
+            extra_environment={env.API_AUTH: settings.auth},
         )
         batch = function(
             "Batch", "handlers.s3_batch.lambda_handler", "S3 batch files", max(settings.timeout_s, BATCH_TIMEOUT_S)
@@ -195,13 +196,20 @@ class OnnxfnStack(Stack):
         self.functions[model.name] = {"api": api, "batch": batch, "worker": worker}
 
         self._grant_objects(api, {model.prefix: READ})
-        self._grant_objects(batch, {model.prefix: READ, f"inbox/{model.name}/": READ, f"outbox/{model.name}/": WRITE})
         self._grant_objects(
-            worker, {model.prefix: READ, f"requests/{model.name}/": READ, f"results/{model.name}/": ("s3:PutObject",)}
+            batch, {model.prefix: READ, layout.inbox_prefix(model.name): READ, layout.outbox_prefix(model.name): WRITE}
+        )
+        self._grant_objects(
+            worker,
+            {
+                model.prefix: READ,
+                layout.requests_prefix(model.name): READ,
+                layout.results_prefix(model.name): ("s3:PutObject",),
+            },
         )
         # Without ListBucket, S3 answers a HEAD or GET of a missing key with 403 instead of 404.
-        self._allow_listing(batch, [f"outbox/{model.name}/"])
-        self._allow_listing(worker, [f"requests/{model.name}/"])
+        self._allow_listing(batch, [layout.outbox_prefix(model.name)])
+        self._allow_listing(worker, [layout.requests_prefix(model.name)])
         if settings.reply_queue_arns:
             worker.function.add_to_role_policy(
                 iam.PolicyStatement(actions=["sqs:SendMessage"], resources=list(settings.reply_queue_arns))
@@ -215,7 +223,7 @@ class OnnxfnStack(Stack):
             "Inbox",
             props=BatchInboxProps(
                 bucket=bucket,
-                prefix=f"inbox/{model.name}/",
+                prefix=layout.inbox_prefix(model.name),
                 function=batch.alias,
                 timeout_s=max(settings.timeout_s, BATCH_TIMEOUT_S),
             ),

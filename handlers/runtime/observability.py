@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from handlers.runtime.settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, METRICS_NAMESPACE, SERVICE_NAME
+from contract.environment import DEFAULT_NAMESPACE, DEFAULT_SERVICE, METRICS_NAMESPACE, SERVICE_NAME
 
 SERVICE = os.environ.get(SERVICE_NAME) or DEFAULT_SERVICE
 NAMESPACE = os.environ.get(METRICS_NAMESPACE) or DEFAULT_NAMESPACE

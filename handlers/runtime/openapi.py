@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from handlers.runtime.settings import API_AUTH, load_api_auth
+from contract.environment import API_AUTH
+from handlers.runtime.settings import load_api_auth
 
 TITLE = "onnxfn inference API"
 

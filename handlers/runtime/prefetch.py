@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contract.environment import INITIALIZATION_TYPE, LOAD_MODE
 from handlers.runtime.s3_read import MAX_PARALLEL_PARTS, PART_BYTES, from_environment, read_ranges
-from handlers.runtime.settings import INITIALIZATION_TYPE, LOAD_MODE, Settings, load_settings
+from handlers.runtime.settings import Settings, load_settings
 
 
 @dataclass(frozen=True)

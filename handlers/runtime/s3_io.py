@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from contract.limits import SYNC_PAYLOAD_BYTES as DEFAULT_MAX_REQUEST_BYTES
 from handlers.runtime.errors import InvalidInput
-from handlers.runtime.settings import DEFAULT_MAX_REQUEST_BYTES
 
 PART_BYTES = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
 MAX_LINE_BYTES = DEFAULT_MAX_REQUEST_BYTES  # a record is at most what one API request may carry

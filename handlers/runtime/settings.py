@@ -1,7 +1,8 @@
-"""Environment variable names (the contract with the infrastructure) and the settings read from them.
+"""The settings a function reads from its environment, checked once at init.
 
-Every variable a function reads is named here once. ``stacks/`` sets them by these names; tests
-and the local emulator set them the same way.
+The variables' names, modes and defaults are the contract's (``contract/environment.py``, with the
+S3 layout in ``contract/layout.py`` and Lambda's limits in ``contract/limits.py``), which the stacks
+set them by.
 """
 
 from __future__ import annotations
@@ -11,41 +12,31 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-MODEL_NAME = "MODEL_NAME"
-MODEL_BUCKET = "MODEL_BUCKET"
-MODEL_PREFIX = "MODEL_PREFIX"
-MANIFEST_SHA256 = "MANIFEST_SHA256"
-MANIFEST_VERSION_ID = "MANIFEST_VERSION_ID"
-LOAD_MODE = "LOAD_MODE"
-# Set by Lambda itself: on-demand | provisioned-concurrency | snap-start.
-INITIALIZATION_TYPE = "AWS_LAMBDA_INITIALIZATION_TYPE"
-MAX_REQUEST_BYTES = "MAX_REQUEST_BYTES"
-INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
-FUNCTION_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
-SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
-API_AUTH = "API_AUTH"  # how callers authenticate to the API: one of API_AUTH_MODES
-METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+from contract import layout
+from contract.environment import (
+    API_AUTH,
+    API_AUTH_MODES,
+    DATA_BUCKET,
+    FUNCTION_MEMORY_MB,
+    INBOX_PREFIX,
+    INTRA_OP_THREADS,
+    LOAD_MODE,
+    LOAD_MODES,
+    MANIFEST_SHA256,
+    MANIFEST_VERSION_ID,
+    MAX_REQUEST_BYTES,
+    MODEL_BUCKET,
+    MODEL_NAME,
+    MODEL_PREFIX,
+    OUTBOX_PREFIX,
+    REPLY_QUEUES,
+    REQUESTS_PREFIX,
+    RESULTS_PREFIX,
+)
+from contract.layout import MANIFEST_FILE
+from contract.limits import MAX_VCPUS, MB_PER_VCPU, SYNC_PAYLOAD_BYTES
 
-# Event-driven functions (S3 batch files, request queue): where inputs and outputs live.
-DATA_BUCKET = "DATA_BUCKET"
-INBOX_PREFIX = "INBOX_PREFIX"
-OUTBOX_PREFIX = "OUTBOX_PREFIX"
-RESULTS_PREFIX = "RESULTS_PREFIX"
-REQUESTS_PREFIX = "REQUESTS_PREFIX"
-REPLY_QUEUES = "REPLY_QUEUES"  # comma-separated ARNs of the queues answers may be sent to
-
-MANIFEST_FILE = "manifest.json"
-# What the handlers read. The stack's "auto" (its default) becomes one of these at synth: eager when
-# the artifact fits the init window (stacks/config.py, INIT_LOAD_MAX_BYTES), lazy otherwise.
-LOAD_MODES = ("lazy", "eager")
-API_AUTH_MODES = ("api_key", "iam")  # an API key in x-api-key, or SigV4-signed requests
-DEFAULT_SERVICE = "onnxfn"
-DEFAULT_NAMESPACE = "onnxfn"
-# Lambda caps a synchronous payload at 6 MB; API Gateway at 10 MB.
-DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024
-# Lambda allots one vCPU per 1,769 MB of memory, up to 6 vCPUs at 10,240 MB.
-MB_PER_VCPU = 1769
-MAX_VCPUS = 6
+DEFAULT_MAX_REQUEST_BYTES = SYNC_PAYLOAD_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,10 +88,10 @@ def load_data_settings(env: Mapping[str, str] | None = None) -> DataSettings:
 
     return DataSettings(
         bucket=(env.get(DATA_BUCKET, "") or env.get(MODEL_BUCKET, "")).strip(),
-        inbox_prefix=prefix(INBOX_PREFIX, f"inbox/{name}/"),
-        outbox_prefix=prefix(OUTBOX_PREFIX, f"outbox/{name}/"),
-        results_prefix=prefix(RESULTS_PREFIX, f"results/{name}/"),
-        requests_prefix=prefix(REQUESTS_PREFIX, f"requests/{name}/"),
+        inbox_prefix=prefix(INBOX_PREFIX, layout.inbox_prefix(name)),
+        outbox_prefix=prefix(OUTBOX_PREFIX, layout.outbox_prefix(name)),
+        results_prefix=prefix(RESULTS_PREFIX, layout.results_prefix(name)),
+        requests_prefix=prefix(REQUESTS_PREFIX, layout.requests_prefix(name)),
         memory_mb=_int(env, FUNCTION_MEMORY_MB, 1769) or 1769,
         reply_queues=tuple(q.strip() for q in env.get(REPLY_QUEUES, "").split(",") if q.strip()),
     )
@@ -144,7 +135,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     load_mode = env.get(LOAD_MODE, "lazy").strip().lower() or "lazy"
     if load_mode not in LOAD_MODES:
         raise ValueError(f"{LOAD_MODE}: expected one of {', '.join(LOAD_MODES)}, got {load_mode!r}")
-    prefix = env.get(MODEL_PREFIX, f"models/{name}/").strip()
+    prefix = env.get(MODEL_PREFIX, layout.model_prefix(name)).strip()
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     memory_mb = _int(env, FUNCTION_MEMORY_MB, None)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.limits import INIT_LOAD_MAX_BYTES
 from handlers.runtime.manifest import Manifest
 from onnxfn.local.runtime import HOST_ARCH, ROOT, RuntimeOptions, host_layer, plan
 
@@ -146,7 +147,6 @@ def measure(
     from onnxfn.local.functions import FunctionPool, FunctionRuntime
     from onnxfn.local.upload import upload_artifact
     from stacks.assets import stage_handlers
-    from stacks.config import INIT_LOAD_MAX_BYTES
 
     options = options or RuntimeOptions()
     manifest = Manifest.load(artifact / "manifest.json")

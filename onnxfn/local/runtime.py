@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-from handlers.runtime.settings import MB_PER_VCPU
+from contract.limits import MB_PER_VCPU
 from onnxfn.errors import UserError
 from onnxfn.local.worker import CGROUP_ENV, CPU_LABEL_ENV, INIT_BURST_ENV, SYS_PATH_ENV
 

@@ -6,7 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from handlers.runtime import settings as env
+from contract import environment as env
+from contract import layout
 from handlers.runtime.manifest import Manifest
 
 
@@ -14,10 +15,10 @@ def upload_artifact(s3: Any, bucket: str, artifact_dir: Path, prefix: str | None
     """Put the manifest and every file it lists under ``prefix``; return the function environment."""
     manifest_bytes = (artifact_dir / "manifest.json").read_bytes()
     manifest = Manifest.loads(manifest_bytes)
-    prefix = prefix or f"models/{manifest.name}/{manifest.version}/"
+    prefix = prefix or layout.model_prefix(manifest.name, manifest.version)
     for entry in manifest.files:
         s3.put_object(Bucket=bucket, Key=f"{prefix}{entry.path}", Body=(artifact_dir / entry.path).read_bytes())
-    put = s3.put_object(Bucket=bucket, Key=f"{prefix}manifest.json", Body=manifest_bytes)
+    put = s3.put_object(Bucket=bucket, Key=f"{prefix}{layout.MANIFEST_FILE}", Body=manifest_bytes)
     environment = {
         env.MODEL_NAME: manifest.name,
         env.MODEL_BUCKET: bucket,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from contract.limits import IMAGE_LIMIT_BYTES, ZIP_LIMIT_BYTES
 from handlers.runtime.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
 from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, write_artifact
 from onnxfn.prepare.calibration import load_calibration
@@ -27,8 +28,8 @@ from onnxfn.prepare.sources import Source, SourceError, load_source
 from onnxfn.prepare.validation import Thresholds, ValidationReport, evaluate
 
 MB = 1024 * 1024
-ZIP_LIMIT = 250 * MB
-IMAGE_LIMIT = 10 * 1024 * MB
+ZIP_LIMIT = ZIP_LIMIT_BYTES
+IMAGE_LIMIT = IMAGE_LIMIT_BYTES
 INIT_LIMIT_S = 10.0
 S3_MB_PER_S = 60.0  # a conservative GetObject throughput inside a Lambda function, for the init estimate
 

@@ -133,7 +133,7 @@ def test_load_mode_follows_the_artifact_size_and_the_init_model(settings, limit,
     import stacks.config
 
     if limit is not None:
-        monkeypatch.setattr(stacks.config, "INIT_LOAD_MAX_BYTES", limit)
+        monkeypatch.setattr(stacks.config, "INIT_LOAD_MAX_BYTES", limit)  # the name the config reads
     (minilm,) = load_config({"models": {"minilm": settings}}, ROOT).models
     assert minilm.artifact_bytes > 1000
     assert minilm.load_mode == expected

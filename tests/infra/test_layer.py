@@ -197,9 +197,12 @@ def layer(target: Target) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def function_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of handlers/ as the zip function's asset holds it (no bytecode caches)."""
+    """A copy of the function's packages as the zip function's asset holds them (no bytecode caches)."""
+    from stacks.assets import FUNCTION_PACKAGES
+
     root = tmp_path_factory.mktemp("function")
-    shutil.copytree(ROOT / "handlers", root / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in FUNCTION_PACKAGES:
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return root
 
 
@@ -399,6 +402,7 @@ def test_layer_alone_serves_each_demo_model(target: Target, served: dict[str, An
     for package in LAYER_PACKAGES:
         assert files[package].startswith(roots["layer"]), f"{package} came from {files[package]}"
     assert files["handlers.api"].startswith(roots["function"])
+    assert files["contract.environment"].startswith(roots["function"])  # the contract ships with the handlers
     assert "onnxruntime.capi.onnxruntime_pybind11_state" in files, "the model was never run"
     # What the function imported from the layer has bytecode this interpreter reads.
     bytecode = served["bytecode"]
