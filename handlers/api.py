@@ -10,12 +10,12 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from contract.manifest import Manifest
 from handlers.runtime import jsonio, lifecycle, openapi
 from handlers.runtime.codecs import oip, v1
 from handlers.runtime.entry import entry_point
 from handlers.runtime.errors import ModelNotFound, OnnxfnError, RouteNotFound
 from handlers.runtime.http import header, request_body
-from handlers.runtime.manifest import Manifest
 from handlers.runtime.model_store import LoadedModel, get_store
 from handlers.runtime.observability import MetricUnit, count_error, logger, metrics
 from handlers.runtime.version import __version__

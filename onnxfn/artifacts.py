@@ -16,8 +16,7 @@ from typing import Any
 
 import onnx
 
-from handlers.runtime.errors import ManifestError
-from handlers.runtime.manifest import SCHEMA_VERSION, Manifest
+from contract.manifest import SCHEMA_VERSION, Manifest, ManifestError
 from onnxfn.errors import UserError
 
 DEFAULT_ROOT = Path(os.environ.get("ONNXFN_ARTIFACTS", "model_artifacts"))

@@ -8,7 +8,6 @@ message that names the key, the value and what is allowed.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -18,6 +17,7 @@ from typing import Any
 from contract import layout
 from contract.environment import API_AUTH_MODES, CONFIG_LOAD_MODES
 from contract.limits import INIT_LOAD_MAX_BYTES
+from contract.manifest import FileEntry, Manifest, ManifestError
 
 ARCHITECTURES = ("x86_64", "arm64")
 PACKAGINGS = ("zip", "image")
@@ -95,19 +95,12 @@ class ModelSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelFile:
-    path: str
-    sha256: str
-    bytes: int
-
-
-@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     name: str
     version: str
     artifact_dir: Path
     manifest_sha256: str
-    files: tuple[ModelFile, ...]
+    files: tuple[FileEntry, ...]
     settings: ModelSettings
 
     @property
@@ -248,13 +241,12 @@ def _model(root: Path, artifacts: Path, name: str, settings: ModelSettings) -> M
         raise ConfigError(f"onnxfn.models.{name}: no artifact at {manifest_path}; build it first (make models)")
     raw = manifest_path.read_bytes()
     try:
-        manifest = json.loads(raw)
-        files = tuple(ModelFile(path=f["path"], sha256=f["sha256"], bytes=f["bytes"]) for f in manifest["files"])
-        version = str(manifest["version"])
-    except (ValueError, KeyError, TypeError) as exc:
+        manifest = Manifest.loads(raw)  # the same parser the function runs
+    except ManifestError as exc:
         raise ConfigError(f"{manifest_path}: not a valid onnxfn manifest ({exc})") from exc
-    if manifest.get("name") != name:
-        raise ConfigError(f"{manifest_path}: names model {manifest.get('name')!r}, folder is {name!r}")
+    if manifest.name != name:
+        raise ConfigError(f"{manifest_path}: names model {manifest.name!r}, folder is {name!r}")
+    files, version = manifest.files, manifest.version
     for entry in files:
         if not (folder / entry.path).exists():
             raise ConfigError(f"{manifest_path}: lists {entry.path!r}, which is missing from {folder}")

@@ -141,8 +141,8 @@ class OnnxfnStack(Stack):
             env.SERVICE_NAME: self._service(model),
             env.METRICS_NAMESPACE: self.config.metrics_namespace,
             env.REPLY_QUEUES: ",".join(model.settings.reply_queue_arns),
-            "POWERTOOLS_LOG_LEVEL": "INFO",
-            "POWERTOOLS_TRACE_DISABLED": "false" if model.settings.tracing else "true",
+            env.LOG_LEVEL: "INFO",
+            env.TRACE_DISABLED: "false" if model.settings.tracing else "true",
         }
 
     def _add_model(self, model: ModelConfig) -> ApiRoute:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract.manifest import OIP_DATATYPES
+
 # OIP datatype -> numpy dtype; BYTES travels as an object array of ``bytes``.
 OIP_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -20,7 +22,7 @@ OIP_TO_NUMPY: dict[str, np.dtype] = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(object),
 }
-OIP_DATATYPES = tuple(OIP_TO_NUMPY)
+assert tuple(OIP_TO_NUMPY) == OIP_DATATYPES, "a numpy dtype for every datatype of the contract, in its order"
 
 # onnxruntime's NodeArg.type strings -> OIP datatype.
 ORT_TO_OIP: dict[str, str] = {

@@ -2,19 +2,6 @@
 
 from __future__ import annotations
 
-import reprlib
-from typing import Any
-
-# Messages quote client values: bounded in depth and length, so a value nested 1,000 deep or
-# megabytes long can neither exhaust the recursion limit nor build a huge string.
-_QUOTE = reprlib.Repr()
-_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother = 3, 8, 8, 80, 80
-
-
-def quote(value: Any) -> str:
-    """A short ``repr`` of a client's value for an error message."""
-    return _QUOTE.repr(value)
-
 
 class OnnxfnError(Exception):
     """Base of every error a client may see; ``status_code`` is its HTTP status."""
@@ -71,7 +58,3 @@ class ModelUnavailable(OnnxfnError):
 
     status_code = 503
     kind = "ModelUnavailable"
-
-
-class ManifestError(ValueError):
-    """A manifest does not follow the schema; raised at build and load time."""

@@ -7,7 +7,8 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from handlers.runtime.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, quote
+from contract.quoting import quote
+from handlers.runtime.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
 def request_body(event: Mapping[str, Any], max_bytes: int) -> bytes:

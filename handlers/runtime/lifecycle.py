@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from contract.environment import INITIALIZATION_TYPE, LOAD_MODE
+from contract.manifest import Manifest
 from handlers.runtime import aws, prefetch
 from handlers.runtime.errors import OnnxfnError
-from handlers.runtime.manifest import Manifest
 from handlers.runtime.model_store import get_store
 from handlers.runtime.observability import logger
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from contract.manifest import Manifest, ManifestError
 from handlers.runtime import prefetch, retries
 from handlers.runtime.aws import model_s3_client
-from handlers.runtime.errors import InvalidInput, ManifestError, ModelUnavailable
-from handlers.runtime.manifest import Manifest
+from handlers.runtime.errors import InvalidInput, ModelUnavailable
 from handlers.runtime.observability import MetricUnit, logger, metrics, tracer
 from handlers.runtime.pipelines import Pipeline, build_pipeline
 from handlers.runtime.s3_read import MAX_PARALLEL_PARTS, PART_BYTES, read_ranges

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from contract.manifest import ClassificationPipeline, Manifest, ManifestError, TextEmbeddingPipeline
 from handlers.runtime.datatypes import ORT_TO_OIP
-from handlers.runtime.errors import InvalidInput, ManifestError
-from handlers.runtime.manifest import ClassificationPipeline, Manifest, TextEmbeddingPipeline
+from handlers.runtime.errors import InvalidInput
 
 Tensors = dict[str, np.ndarray]
 

@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
+from contract.manifest import Manifest
+from contract.quoting import quote
 from handlers.runtime import jsonio
 from handlers.runtime import rows as rowlib
-from handlers.runtime.errors import InvalidInput, OnnxfnError, quote
-from handlers.runtime.manifest import Manifest
+from handlers.runtime.errors import InvalidInput, OnnxfnError
 from handlers.runtime.model_store import LoadedModel
 from handlers.runtime.observability import MetricUnit, logger, metrics
 from handlers.runtime.settings import DataSettings

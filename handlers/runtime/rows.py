@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from contract.manifest import Manifest
 from handlers.runtime import jsonio
 from handlers.runtime.codecs import oip, v1
 from handlers.runtime.codecs.tensors import array_from_json, check_limits, check_shape
 from handlers.runtime.errors import InvalidInput, OnnxfnError
-from handlers.runtime.manifest import Manifest
 from handlers.runtime.model_store import LoadedModel
 
 

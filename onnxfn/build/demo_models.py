@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from handlers.runtime.manifest import Manifest
+from contract.manifest import Manifest
 from onnxfn.errors import UserError
 
 NAMES = ("digits", "minilm")

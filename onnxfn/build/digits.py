@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from handlers.runtime.manifest import Manifest
+from contract.manifest import Manifest
 from handlers.runtime.pipelines import classification_outputs
 from onnxfn.artifacts import DEFAULT_ROOT, write_artifact
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from contract.environment import MODEL_NAME
 from onnxfn.local.assembly import LOCAL_ACCOUNT, LOCAL_REGION, CloudAssembly, FunctionSpec, Resolver, local_name
 from onnxfn.local.functions import FunctionRuntime
 from onnxfn.local.runtime import HOST_ARCH, LaunchPlan, RuntimeOptions, host_layer
@@ -236,7 +237,7 @@ def function_runtimes(
                 arn=arn,
                 launch=launch_plan(spec, options),
                 kind=spec.kind,
-                model=environment.get("MODEL_NAME", ""),
+                model=environment.get(MODEL_NAME, ""),
             )
         )
     return runtimes

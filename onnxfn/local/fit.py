@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import environment as env
 from contract.limits import INIT_LOAD_MAX_BYTES
-from handlers.runtime.manifest import Manifest
+from contract.manifest import Manifest
 from onnxfn.local.runtime import HOST_ARCH, ROOT, RuntimeOptions, host_layer, plan
 
 MEMORY_SIZES = (512, 1024, 1769, 3008)
@@ -171,9 +172,9 @@ def measure(
             handler = "handlers.api.lambda_handler"
             environment = {
                 **model_env,
-                "LOAD_MODE": load_mode,
-                "POWERTOOLS_SERVICE_NAME": f"onnxfn-{manifest.name}",
-                "POWERTOOLS_LOG_LEVEL": "WARNING",
+                env.LOAD_MODE: load_mode,
+                env.SERVICE_NAME: f"onnxfn-{manifest.name}",
+                env.LOG_LEVEL: "WARNING",
                 **lambda_environment(name, memory_mb, runtime, handler, code_dir, arn),
                 **local_aws_environment(aws.endpoint),
             }

@@ -8,7 +8,7 @@ from typing import Any
 
 from contract import environment as env
 from contract import layout
-from handlers.runtime.manifest import Manifest
+from contract.manifest import Manifest
 
 
 def upload_artifact(s3: Any, bucket: str, artifact_dir: Path, prefix: str | None = None) -> dict[str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from contract.limits import IMAGE_LIMIT_BYTES, ZIP_LIMIT_BYTES
-from handlers.runtime.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
+from contract.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
 from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, write_artifact
 from onnxfn.prepare.calibration import load_calibration
 from onnxfn.prepare.quantization import preoptimize, quantize

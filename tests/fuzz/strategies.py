@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from hypothesis import currently_in_test_context, event
 from hypothesis import strategies as st
 
+from contract.manifest import Manifest, TensorSpec
 from handlers.runtime.datatypes import OIP_DATATYPES
 from handlers.runtime.errors import OnnxfnError
-from handlers.runtime.manifest import Manifest, TensorSpec
 from tests.conftest import artifact
 
 T = TypeVar("T")

@@ -10,8 +10,7 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from handlers.runtime.errors import ManifestError
-from handlers.runtime.manifest import Manifest
+from contract.manifest import Manifest, ManifestError
 from tests.fuzz.strategies import MANIFESTS, default_recursion_limit, dumps, json_values, nested, scalars
 
 DOCUMENTS = {name: manifest.to_dict() for name, manifest in MANIFESTS.items()}

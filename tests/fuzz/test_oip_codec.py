@@ -10,9 +10,9 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from contract.manifest import Manifest
 from handlers.runtime.codecs.oip import InferRequest, decode_infer_request
 from handlers.runtime.datatypes import OIP_TO_NUMPY
-from handlers.runtime.manifest import Manifest
 from tests.fuzz.strategies import (
     DIGITS,
     MANIFESTS,

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from contract.manifest import TensorSpec
 from handlers.runtime import jsonio
 from handlers.runtime.batch import arrays as batch_arrays
 from handlers.runtime.batch import files as batch_files
 from handlers.runtime.codecs.oip import decode_infer_request
 from handlers.runtime.errors import InvalidInput
-from handlers.runtime.manifest import TensorSpec
 from handlers.runtime.settings import load_data_settings
 from tests.conftest import BUCKET, ROOT
 from tests.fuzz.bombs import BOMBS, MB, Bomb

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from handlers.runtime.manifest import Manifest
+from contract.manifest import Manifest
 from onnxfn.cli import main
 
 RNG = np.random.default_rng(7)

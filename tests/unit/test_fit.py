@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from handlers.runtime.manifest import Manifest
+from contract.manifest import Manifest
 from onnxfn.cli import main
 from onnxfn.local.fit import PRICE_PER_GB_S, PRICE_PER_REQUEST, billed_cost, request_body
 from tests.conftest import artifact

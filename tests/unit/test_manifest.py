@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from handlers.runtime.errors import ManifestError
-from handlers.runtime.manifest import ClassificationPipeline, Manifest, TextEmbeddingPipeline
+from contract.manifest import ClassificationPipeline, Manifest, ManifestError, TextEmbeddingPipeline
 
 VALID = {
     "schema_version": 1,

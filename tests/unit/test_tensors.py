@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from contract.manifest import Limits, TensorSpec
 from handlers.runtime import jsonio
 from handlers.runtime.codecs.tensors import (
     array_from_bytes,
@@ -16,7 +17,6 @@ from handlers.runtime.codecs.tensors import (
 )
 from handlers.runtime.datatypes import OIP_TO_NUMPY, numpy_to_oip
 from handlers.runtime.errors import InvalidInput, PayloadTooLarge
-from handlers.runtime.manifest import Limits, TensorSpec
 
 NUMERIC = [d for d in OIP_TO_NUMPY if d not in ("BYTES",)]
 

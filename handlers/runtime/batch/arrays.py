@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from contract.quoting import quote
 from handlers.runtime import rows as rowlib
 from handlers.runtime.batch.sink import Sink, file_failed
 from handlers.runtime.codecs.tensors import check_shape
 from handlers.runtime.datatypes import OIP_TO_NUMPY
-from handlers.runtime.errors import InvalidInput, quote
+from handlers.runtime.errors import InvalidInput
 from handlers.runtime.model_store import LoadedModel
 
 MAX_NPZ_BYTES = 512 * 1024 * 1024

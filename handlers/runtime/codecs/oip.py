@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from contract.manifest import Manifest
+from contract.quoting import quote
 from handlers.runtime import jsonio
 from handlers.runtime.codecs.tensors import (
     array_from_bytes,
@@ -21,8 +23,7 @@ from handlers.runtime.codecs.tensors import (
     to_binary,
     to_json_data,
 )
-from handlers.runtime.errors import InvalidInput, quote
-from handlers.runtime.manifest import Manifest
+from handlers.runtime.errors import InvalidInput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"

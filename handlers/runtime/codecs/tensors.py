@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from contract.manifest import Limits, TensorSpec
+from contract.quoting import quote
 from handlers.runtime.datatypes import OIP_TO_NUMPY, itemsize
-from handlers.runtime.errors import InvalidInput, PayloadTooLarge, quote
-from handlers.runtime.manifest import Limits, TensorSpec
+from handlers.runtime.errors import InvalidInput, PayloadTooLarge
 
 # numpy kinds a JSON array may hold for each target datatype family
 _INT_KINDS = ("i", "u")

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from contract.manifest import Manifest, TensorSpec
 from handlers.runtime.codecs.oip import parse_json_object
 from handlers.runtime.codecs.tensors import array_from_json, check_limits, check_shape
 from handlers.runtime.errors import InvalidInput
-from handlers.runtime.manifest import Manifest, TensorSpec
 
 
 def _shape_of(value: Any, depth: int) -> list[int]:

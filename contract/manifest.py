@@ -14,16 +14,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handlers.runtime.datatypes import OIP_DATATYPES
-from handlers.runtime.errors import ManifestError, quote
+from contract.quoting import quote
 
 SCHEMA_VERSION = 1
+# The Open Inference Protocol's datatypes (the handlers map them to numpy dtypes).
+OIP_DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FILE_ROLES = ("model", "tokenizer", "other")
 PIPELINE_KINDS = ("text-embedding", "classification")
 POOLING_MODES = ("mean", "cls")
+
+
+class ManifestError(ValueError):
+    """A manifest does not follow the schema; raised at build and load time."""
 
 
 @dataclass(frozen=True, kw_only=True)
