@@ -196,7 +196,15 @@ def workload_section(records: list[Record]) -> list[str]:
         None,
     )
     chosen = next((r for r in rows if r.extra["memory_mb"] == configured), None)
-    if chosen is not None and chosen.median and cheapest.median:
+    if chosen is not None and chosen is cheapest:
+        slowest = max(rows, key=lambda r: r.median or 0.0)
+        lines += [
+            f"minilm is configured at {chosen.extra['memory_mb']:,} MB (`cdk.json`), the cheapest size per request "
+            f"here, answering {(slowest.median or 0.0) / (chosen.median or 1.0):.1f}× faster than "
+            f"{slowest.extra['memory_mb']:,} MB.",
+            "",
+        ]
+    elif chosen is not None and chosen.median and cheapest.median:
         cost = chosen.extra["usd_per_million"] / cheapest.extra["usd_per_million"]
         lines += [
             f"minilm is configured at {chosen.extra['memory_mb']:,} MB (`cdk.json`): {cost:.2f}× the cost per request "
