@@ -194,7 +194,7 @@ def _records(
         headline = configured and case.init_burst == init_burst
 
         def median(key: str, of: list[dict[str, Any]] = runs) -> float:
-            return statistics.median(s[key] for s in of)
+            return float(statistics.median(s[key] for s in of))
 
         cold[case] = _record(
             case,

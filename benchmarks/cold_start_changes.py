@@ -247,7 +247,7 @@ def records(
             runs = samples[model, variant.label]
 
             def median(key: str, of: list[dict[str, Any]] = runs) -> float:
-                return statistics.median(s[key] for s in of)
+                return float(statistics.median(s[key] for s in of))
 
             record = from_samples(
                 "onnxfn",

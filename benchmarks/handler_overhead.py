@@ -17,6 +17,7 @@ import json
 import os
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def main() -> None:
             event = api_gateway_event("POST", f"/v2/models/{name}/infer", body, {"Content-Type": "application/json"})
             context = LocalContext()
 
-            def handler(event: dict = event, context: LocalContext = context) -> None:
+            def handler(event: dict[str, Any] = event, context: LocalContext = context) -> None:
                 with contextlib.redirect_stdout(io.StringIO()):
                     api.lambda_handler(event, context)
 

@@ -75,7 +75,7 @@ def _init(records: list[Record]) -> tuple[float, int | None] | None:
     inits = [r.extra["init_ms"] for r in lazy if r is not None and r.extra.get("init_ms") is not None]
     if len(inits) != len(MODELS):
         return None
-    return max(inits), min(r.runs for r in lazy if r is not None)
+    return max(inits), min((r.runs or 0) for r in lazy if r is not None)
 
 
 def _pytorch_speedup(records: list[Record]) -> tuple[float, int | None] | None:

@@ -144,15 +144,15 @@ def strip(python_dir: Path) -> dict[str, DirectorySize]:
             if name.endswith(".dist-info"):  # metadata stays whole: packages read their own version
                 dirnames.remove(name)
                 continue
-            rule = _dir_rule(python_dir, here / name)
-            if rule:
-                account(rule, _tree_size(here / name))
+            dir_rule = _dir_rule(python_dir, here / name)
+            if dir_rule:
+                account(dir_rule, _tree_size(here / name))
                 shutil.rmtree(here / name)
                 dirnames.remove(name)
         for name in filenames:
-            rule = _file_rule(name)
-            if rule:
-                account(rule, _tree_size(here / name))
+            file_rule = _file_rule(name)
+            if file_rule:
+                account(file_rule, _tree_size(here / name))
                 (here / name).unlink()
     for dirpath, _, _ in sorted(os.walk(python_dir), key=lambda entry: -len(entry[0])):
         if Path(dirpath) != python_dir and not os.listdir(dirpath):
