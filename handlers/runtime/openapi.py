@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.environment import API_AUTH
+from contract.manifest import OIP_DATATYPES
 from handlers.runtime.settings import load_api_auth
 
 TITLE = "onnxfn inference API"
@@ -29,21 +30,7 @@ _TENSOR = {
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
         "datatype": {
             "type": "string",
-            "enum": [
-                "BOOL",
-                "UINT8",
-                "UINT16",
-                "UINT32",
-                "UINT64",
-                "INT8",
-                "INT16",
-                "INT32",
-                "INT64",
-                "FP16",
-                "FP32",
-                "FP64",
-                "BYTES",
-            ],
+            "enum": list(OIP_DATATYPES),
         },
         "parameters": {
             "type": "object",
