@@ -146,8 +146,17 @@ class OnnxfnStack(Stack):
         }
 
     def _add_model(self, model: ModelConfig) -> ApiRoute:
-        settings = model.settings
+        """Everything one model deploys: its three functions, their grants, event sources and alarms."""
         scope = Construct(self, model.construct_id)
+        api, batch, worker = self._functions(model, scope)
+        self._grant(model, api, batch, worker)
+        self._event_sources(model, scope, batch, worker)
+        self._watch(model, api, batch, worker)
+        return ApiRoute(model=model.name, target=api.alias, auth=model.settings.auth)
+
+    def _functions(self, model: ModelConfig, scope: Construct) -> tuple[ModelFunction, ModelFunction, ModelFunction]:
+        """The API, batch and worker functions, zip (with the budget checked) or image."""
+        settings = model.settings
         environment = self._environment(model)
         layer: lambda_.LayerVersion | None = None
         code_dir = self._code_dirs.get(settings.runtime)
@@ -195,6 +204,11 @@ class OnnxfnStack(Stack):
         worker = function("Worker", "handlers.queue_worker.lambda_handler", "queued inference requests")
         self.functions[model.name] = {"api": api, "batch": batch, "worker": worker}
 
+        return api, batch, worker
+
+    def _grant(self, model: ModelConfig, api: ModelFunction, batch: ModelFunction, worker: ModelFunction) -> None:
+        """Least privilege: each function reads and writes only its model's own prefixes."""
+        settings = model.settings
         self._grant_objects(api, {model.prefix: READ})
         self._grant_objects(
             batch, {model.prefix: READ, layout.inbox_prefix(model.name): READ, layout.outbox_prefix(model.name): WRITE}
@@ -214,15 +228,17 @@ class OnnxfnStack(Stack):
             worker.function.add_to_role_policy(
                 iam.PolicyStatement(actions=["sqs:SendMessage"], resources=list(settings.reply_queue_arns))
             )
-        bucket = self.storage.bucket
         for fn in (api, batch, worker):
             fn.function.node.add_dependency(self.storage.deployments[model.name])
 
+    def _event_sources(self, model: ModelConfig, scope: Construct, batch: ModelFunction, worker: ModelFunction) -> None:
+        """The inbox's notifications and the request queue, each with its dead-letter queue."""
+        settings = model.settings
         self.inboxes[model.name] = BatchInbox(
             scope,
             "Inbox",
             props=BatchInboxProps(
-                bucket=bucket,
+                bucket=self.storage.bucket,
                 prefix=layout.inbox_prefix(model.name),
                 function=batch.alias,
                 timeout_s=max(settings.timeout_s, BATCH_TIMEOUT_S),
@@ -239,6 +255,9 @@ class OnnxfnStack(Stack):
             ),
         )
 
+    def _watch(self, model: ModelConfig, api: ModelFunction, batch: ModelFunction, worker: ModelFunction) -> None:
+        """Alarms and dashboard widgets for the three functions, the two queues and the model loads."""
+        settings = model.settings
         label = model.construct_id
         thresholds = settings.alarms
         api_alarms = self.monitoring.watch_function(
@@ -268,7 +287,6 @@ class OnnxfnStack(Stack):
         load_alarm = self.monitoring.watch_model_loads(label, thresholds, service=self._service(model))
         if settings.canary:
             api.add_canary([api_alarms[0], load_alarm])
-        return ApiRoute(model=model.name, target=api.alias, auth=settings.auth)
 
     def _allow_listing(self, fn: ModelFunction, prefixes: list[str]) -> None:
         """``s3:ListBucket`` on the bucket, for keys under ``prefixes`` only."""
