@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from contract.limits import MB_PER_VCPU
 from onnxfn.errors import UserError
@@ -161,8 +162,7 @@ def plan(
         )
     finder = interpreters()
     try:
-        given = options.python if options.python and _is_version(options.python, version) else None
-        found = finder.find(version, given)
+        found = _interpreter(version, options.python)
     except finder.InterpreterNotFound as exc:
         raise RuntimeUnavailable(f"{runtime}: {exc}; or run with --dev-runtime (not what deploys)") from exc
     notes: list[str] = []
@@ -187,10 +187,16 @@ def plan(
     )
 
 
-def _is_version(python: str, version: str) -> bool:
-    """Whether ``python`` (a path or command) is an interpreter of ``version``."""
-    found = interpreters().probe(shutil.which(python) or python)
-    return bool(found) and interpreters().normalize(found) == version
+@cache
+def _interpreter(version: str, python: str | None) -> Any:
+    """The interpreter of ``version`` (``python`` when it is one), looked up once per process: every
+    function of a runtime shares it, and each lookup starts interpreters to ask their version."""
+    finder = interpreters()
+    given = None
+    if python:
+        found = finder.probe(shutil.which(python) or python)
+        given = python if found and finder.normalize(found) == version else None
+    return finder.find(version, given)
 
 
 def host_layer(runtime: str) -> Path:

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from onnxfn.local import runtime
 from onnxfn.local.runtime import RuntimeOptions, RuntimeUnavailable, interpreters, layer_paths, plan, vcpus
+
+
+@pytest.fixture(autouse=True)
+def fresh_lookup():
+    """Each test finds interpreters in its own environment (the lookup is cached per process)."""
+    runtime._interpreter.cache_clear()
+    yield
+    runtime._interpreter.cache_clear()
 
 
 def test_the_runtimes_interpreter_is_found_with_its_full_version():
