@@ -73,10 +73,10 @@ arm64-sysroot:
 	fi
 	$(PYTHON) layers/arm64_sysroot.py
 
-model_artifacts/digits/manifest.json: $(SETUP_STAMP) onnxfn/build/digits.py
+model_artifacts/digits/manifest.json: $(SETUP_STAMP) onnxfn/demo_models.py $(wildcard onnxfn/prepare/*.py) $(wildcard handlers/runtime/pipelines/*.py)
 	$(BIN)/onnxfn build-demo digits
 
-model_artifacts/minilm/manifest.json: $(SETUP_STAMP) onnxfn/build/bert.py onnxfn/build/quantize.py onnxfn/build/demo_models.py $(wildcard onnxfn/prepare/*.py)
+model_artifacts/minilm/manifest.json: $(SETUP_STAMP) onnxfn/demo_models.py $(wildcard onnxfn/prepare/*.py) $(wildcard handlers/runtime/pipelines/*.py)
 	$(BIN)/onnxfn build-demo minilm
 
 # checkov pins boto3, botocore and packaging at versions that clash with the project's: own venv.

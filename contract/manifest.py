@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.fields import ManifestError, integer, mapping, only, req, string
+from contract.pipelines import PIPELINE_KINDS, PIPELINES, ClassificationPipeline, Pipeline, TextEmbeddingPipeline
 from contract.quoting import quote
+
+__all__ = [
+    "PIPELINE_KINDS",
+    "ClassificationPipeline",
+    "FileEntry",
+    "Limits",
+    "Manifest",
+    "ManifestError",
+    "OnnxFacts",
+    "Pipeline",
+    "TensorSpec",
+    "TextEmbeddingPipeline",
+]
 
 SCHEMA_VERSION = 1
 # The Open Inference Protocol's datatypes (the handlers map them to numpy dtypes).
@@ -37,12 +52,6 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FILE_ROLES = ("model", "tokenizer", "other")
-PIPELINE_KINDS = ("text-embedding", "classification")
-POOLING_MODES = ("mean", "cls")
-
-
-class ManifestError(ValueError):
-    """A manifest does not follow the schema; raised at build and load time."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,31 +78,6 @@ class TensorSpec:
 class Limits:
     max_batch: int = 64
     max_elements: int = 1_048_576
-
-
-@dataclass(frozen=True, kw_only=True)
-class TextEmbeddingPipeline:
-    """Strings in; tokenizer, model, pooling and L2 normalisation; embeddings out."""
-
-    kind: str = "text-embedding"
-    tokenizer: str = "tokenizer.json"
-    max_length: int = 256
-    pooling: str = "mean"
-    normalize: bool = True
-    hidden_output: str = "last_hidden_state"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClassificationPipeline:
-    """Scores in; probabilities (softmax when the model gives logits), argmax and label names out."""
-
-    kind: str = "classification"
-    scores_output: str = "probabilities"
-    softmax: bool = False
-    labels: tuple[str, ...] = ()
-
-
-Pipeline = TextEmbeddingPipeline | ClassificationPipeline
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,8 +124,8 @@ class Manifest:
         data = asdict(self)
         data["inputs"] = [t.to_dict() for t in self.inputs]
         data["outputs"] = [t.to_dict() for t in self.outputs]
-        if self.pipeline is not None and isinstance(self.pipeline, ClassificationPipeline):
-            data["pipeline"]["labels"] = list(self.pipeline.labels)
+        if data["pipeline"] is not None:
+            data["pipeline"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["pipeline"].items()}
         return data
 
     def to_json(self) -> str:
@@ -167,64 +151,36 @@ class Manifest:
 # --- strict parsing -------------------------------------------------------------------------
 
 
-def _obj(data: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise ManifestError(f"{where}: expected an object, got {type(data).__name__}")
-    return data
-
-
-def _only(data: Mapping[str, Any], where: str, allowed: Sequence[str]) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ManifestError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-
-
-def _req(data: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in data:
-        raise ManifestError(f"{where}.{key}: required field is missing")
-    return data[key]
-
-
-def _str(value: Any, where: str, pattern: re.Pattern[str] | None = None) -> str:
-    if not isinstance(value, str):
-        raise ManifestError(f"{where}: expected a string, got {type(value).__name__}")
-    if pattern is not None and not pattern.match(value):
-        raise ManifestError(f"{where}: {value!r} does not match {pattern.pattern}")
-    return value
-
-
-def _int(value: Any, where: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ManifestError(f"{where}: expected an integer >= {minimum}, got {quote(value)}")
-    return value
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ManifestError(f"{where}: expected true or false, got {quote(value)}")
-    return value
+def _pipeline(data: Any) -> Pipeline | None:
+    if data is None:
+        return None
+    fields = mapping(data, "pipeline")
+    kind = string(req(fields, "kind", "pipeline"), "pipeline.kind")
+    if kind not in PIPELINES:
+        raise ManifestError(f"pipeline.kind: expected one of {', '.join(PIPELINE_KINDS)}, got {kind!r}")
+    return PIPELINES[kind](fields)
 
 
 def _version(value: Any) -> str:
     """The model version: a string, or a bare number taken as its text ("version": 2)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
-    return _str(value, "manifest.version", VERSION_PATTERN)
+    return string(value, "manifest.version", VERSION_PATTERN)
 
 
 def _tensor(data: Any, where: str) -> TensorSpec:
-    obj = _obj(data, where)
-    _only(obj, where, ("name", "datatype", "shape"))
-    datatype = _str(_req(obj, "datatype", where), f"{where}.datatype")
+    obj = mapping(data, where)
+    only(obj, where, ("name", "datatype", "shape"))
+    datatype = string(req(obj, "datatype", where), f"{where}.datatype")
     if datatype not in OIP_DATATYPES:
         raise ManifestError(f"{where}.datatype: expected one of {', '.join(OIP_DATATYPES)}, got {datatype!r}")
-    shape = _req(obj, "shape", where)
+    shape = req(obj, "shape", where)
     if not isinstance(shape, list) or not shape:
         raise ManifestError(f"{where}.shape: expected a non-empty list of integers (-1 = dynamic)")
-    dims = tuple(_int(d, f"{where}.shape[{i}]", minimum=-1) for i, d in enumerate(shape))
+    dims = tuple(integer(d, f"{where}.shape[{i}]", minimum=-1) for i, d in enumerate(shape))
     if 0 in dims:
         raise ManifestError(f"{where}.shape: dimensions must be positive or -1, got {list(dims)}")
-    return TensorSpec(name=_str(_req(obj, "name", where), f"{where}.name"), datatype=datatype, shape=dims)
+    return TensorSpec(name=string(req(obj, "name", where), f"{where}.name"), datatype=datatype, shape=dims)
 
 
 def _tensors(data: Any, where: str) -> tuple[TensorSpec, ...]:
@@ -238,50 +194,20 @@ def _tensors(data: Any, where: str) -> tuple[TensorSpec, ...]:
 
 
 def _file(data: Any, where: str) -> FileEntry:
-    obj = _obj(data, where)
-    _only(obj, where, ("path", "role", "sha256", "bytes"))
-    path = _str(_req(obj, "path", where), f"{where}.path")
+    obj = mapping(data, where)
+    only(obj, where, ("path", "role", "sha256", "bytes"))
+    path = string(req(obj, "path", where), f"{where}.path")
     if path.startswith("/") or ".." in Path(path).parts or not path:
         raise ManifestError(f"{where}.path: expected a relative path inside the artifact folder, got {path!r}")
-    role = _str(obj.get("role", "other"), f"{where}.role")
+    role = string(obj.get("role", "other"), f"{where}.role")
     if role not in FILE_ROLES:
         raise ManifestError(f"{where}.role: expected one of {', '.join(FILE_ROLES)}, got {role!r}")
     return FileEntry(
         path=path,
         role=role,
-        sha256=_str(_req(obj, "sha256", where), f"{where}.sha256", SHA256_PATTERN),
-        bytes=_int(_req(obj, "bytes", where), f"{where}.bytes"),
+        sha256=string(req(obj, "sha256", where), f"{where}.sha256", SHA256_PATTERN),
+        bytes=integer(req(obj, "bytes", where), f"{where}.bytes"),
     )
-
-
-def _pipeline(data: Any) -> Pipeline | None:
-    if data is None:
-        return None
-    obj = _obj(data, "pipeline")
-    kind = _str(_req(obj, "kind", "pipeline"), "pipeline.kind")
-    if kind == "text-embedding":
-        _only(obj, "pipeline", ("kind", "tokenizer", "max_length", "pooling", "normalize", "hidden_output"))
-        pooling = _str(obj.get("pooling", "mean"), "pipeline.pooling")
-        if pooling not in POOLING_MODES:
-            raise ManifestError(f"pipeline.pooling: expected one of {', '.join(POOLING_MODES)}, got {pooling!r}")
-        return TextEmbeddingPipeline(
-            tokenizer=_str(obj.get("tokenizer", "tokenizer.json"), "pipeline.tokenizer"),
-            max_length=_int(obj.get("max_length", 256), "pipeline.max_length", minimum=1),
-            pooling=pooling,
-            normalize=_bool(obj.get("normalize", True), "pipeline.normalize"),
-            hidden_output=_str(obj.get("hidden_output", "last_hidden_state"), "pipeline.hidden_output"),
-        )
-    if kind == "classification":
-        _only(obj, "pipeline", ("kind", "scores_output", "softmax", "labels"))
-        labels = obj.get("labels", [])
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise ManifestError("pipeline.labels: expected a list of strings")
-        return ClassificationPipeline(
-            scores_output=_str(obj.get("scores_output", "probabilities"), "pipeline.scores_output"),
-            softmax=_bool(obj.get("softmax", False), "pipeline.softmax"),
-            labels=tuple(labels),
-        )
-    raise ManifestError(f"pipeline.kind: expected one of {', '.join(PIPELINE_KINDS)}, got {kind!r}")
 
 
 _TOP_LEVEL = (
@@ -302,50 +228,52 @@ _TOP_LEVEL = (
 
 
 def _parse_manifest(data: Any) -> Manifest:
-    obj = _obj(data, "manifest")
-    version = _req(obj, "schema_version", "manifest")
+    obj = mapping(data, "manifest")
+    version = req(obj, "schema_version", "manifest")
     if version != SCHEMA_VERSION:
         raise ManifestError(
             f"manifest.schema_version: this runtime reads version {SCHEMA_VERSION}, got {quote(version)}"
         )
-    _only(obj, "manifest", _TOP_LEVEL)
-    files_raw = _req(obj, "files", "manifest")
+    only(obj, "manifest", _TOP_LEVEL)
+    files_raw = req(obj, "files", "manifest")
     if not isinstance(files_raw, list) or not files_raw:
         raise ManifestError("manifest.files: expected a non-empty list")
     files = tuple(_file(f, f"manifest.files[{i}]") for i, f in enumerate(files_raw))
     if sum(f.role == "model" for f in files) != 1:
         raise ManifestError("manifest.files: expected exactly one file with role 'model'")
-    onnx_obj = _obj(_req(obj, "onnx", "manifest"), "manifest.onnx")
-    _only(onnx_obj, "manifest.onnx", ("opset", "ir_version", "producer", "optimization_level"))
+    onnx_obj = mapping(req(obj, "onnx", "manifest"), "manifest.onnx")
+    only(onnx_obj, "manifest.onnx", ("opset", "ir_version", "producer", "optimization_level"))
     ir_version = onnx_obj.get("ir_version")
-    limits_obj = _obj(obj.get("limits", {}), "manifest.limits")
-    _only(limits_obj, "manifest.limits", ("max_batch", "max_elements"))
+    limits_obj = mapping(obj.get("limits", {}), "manifest.limits")
+    only(limits_obj, "manifest.limits", ("max_batch", "max_elements"))
     for key in ("quantization", "validation"):
         if obj.get(key) is not None:
-            _obj(obj[key], f"manifest.{key}")
+            mapping(obj[key], f"manifest.{key}")
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
-        name=_str(_req(obj, "name", "manifest"), "manifest.name", NAME_PATTERN),
-        version=_version(_req(obj, "version", "manifest")),
-        description=_str(obj.get("description", ""), "manifest.description"),
-        platform=_str(obj.get("platform", "onnxruntime_onnx"), "manifest.platform"),
+        name=string(req(obj, "name", "manifest"), "manifest.name", NAME_PATTERN),
+        version=_version(req(obj, "version", "manifest")),
+        description=string(obj.get("description", ""), "manifest.description"),
+        platform=string(obj.get("platform", "onnxruntime_onnx"), "manifest.platform"),
         files=files,
         onnx=OnnxFacts(
-            opset=_int(_req(onnx_obj, "opset", "manifest.onnx"), "manifest.onnx.opset", minimum=1),
-            ir_version=None if ir_version is None else _int(ir_version, "manifest.onnx.ir_version"),
+            opset=integer(req(onnx_obj, "opset", "manifest.onnx"), "manifest.onnx.opset", minimum=1),
+            ir_version=None if ir_version is None else integer(ir_version, "manifest.onnx.ir_version"),
             producer=onnx_obj.get("producer"),
             optimization_level=onnx_obj.get("optimization_level"),
         ),
-        inputs=_tensors(_req(obj, "inputs", "manifest"), "manifest.inputs"),
-        outputs=_tensors(_req(obj, "outputs", "manifest"), "manifest.outputs"),
+        inputs=_tensors(req(obj, "inputs", "manifest"), "manifest.inputs"),
+        outputs=_tensors(req(obj, "outputs", "manifest"), "manifest.outputs"),
         limits=Limits(
-            max_batch=_int(limits_obj.get("max_batch", Limits.max_batch), "manifest.limits.max_batch", 1),
-            max_elements=_int(limits_obj.get("max_elements", Limits.max_elements), "manifest.limits.max_elements", 1),
+            max_batch=integer(limits_obj.get("max_batch", Limits.max_batch), "manifest.limits.max_batch", 1),
+            max_elements=integer(
+                limits_obj.get("max_elements", Limits.max_elements), "manifest.limits.max_elements", 1
+            ),
         ),
         pipeline=_pipeline(obj.get("pipeline")),
         quantization=obj.get("quantization"),
         validation=obj.get("validation"),
     )
-    if isinstance(manifest.pipeline, TextEmbeddingPipeline):
-        manifest.file(manifest.pipeline.tokenizer)
+    for path in manifest.pipeline.files if manifest.pipeline else ():
+        manifest.file(path)
     return manifest

@@ -43,6 +43,29 @@ def onnx_facts(path: Path, optimization_level: str | None = None) -> dict[str, A
     return facts
 
 
+def draft_manifest(name: str, files: Mapping[str, tuple[Path, str]], spec: Mapping[str, Any]) -> Manifest:
+    """The manifest of ``files`` (relative path -> (file, role)) and ``spec``, validated, written nowhere.
+
+    ``spec`` holds the manifest fields other than ``schema_version``, ``name``, ``files`` and
+    ``onnx``, which are computed here from the files.
+    """
+    entries = [
+        {"path": relative, "role": role, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for relative, (path, role) in files.items()
+    ]
+    models = [path for path, role in files.values() if role == "model"]
+    if len(models) != 1:
+        raise ManifestError("an artifact needs exactly one file with role 'model'")
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        **{k: v for k, v in spec.items() if k != "optimization_level"},
+        "files": entries,
+        "onnx": onnx_facts(models[0], spec.get("optimization_level")),
+    }
+    return Manifest.from_dict(document)
+
+
 def write_artifact(
     name: str,
     files: Mapping[str, tuple[Path, str]],
@@ -54,8 +77,7 @@ def write_artifact(
 ) -> Manifest:
     """Copy ``files`` (relative path -> (source, role)) and a manifest built from ``spec`` into ``root/name``.
 
-    ``spec`` holds the manifest fields other than ``schema_version``, ``name``, ``files`` and
-    ``onnx``, which are computed here. The manifest is validated before anything is renamed.
+    ``spec`` is as for ``draft_manifest``. The manifest is validated before anything is renamed.
     ``extras`` (report, plots) are copied beside the model but not listed in the manifest, so the
     function never fetches them.
     """
@@ -66,30 +88,15 @@ def write_artifact(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     staging.chmod(0o755)
     try:
-        entries = []
-        model_path: Path | None = None
+        copies = {}
         for relative, (source, role) in files.items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-            entries.append(
-                {"path": relative, "role": role, "sha256": sha256_file(target), "bytes": target.stat().st_size}
-            )
-            if role == "model":
-                model_path = target
-        if model_path is None:
-            raise ManifestError("an artifact needs exactly one file with role 'model'")
+            copies[relative] = (target, role)
         for relative, source in (extras or {}).items():
             shutil.copyfile(source, staging / relative)
-        optimization = spec.get("optimization_level")
-        document = {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            **{k: v for k, v in spec.items() if k != "optimization_level"},
-            "files": entries,
-            "onnx": onnx_facts(model_path, optimization),
-        }
-        manifest = Manifest.from_dict(document)
+        manifest = draft_manifest(name, copies, spec)
         (staging / "manifest.json").write_text(manifest.to_json())
         _replace(staging, destination)
         return manifest

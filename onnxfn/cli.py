@@ -20,7 +20,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _cmd_build_demo(args: argparse.Namespace) -> int:
-    from onnxfn.build import demo_models
+    from onnxfn import demo_models
 
     names = demo_models.NAMES if args.model == "all" else (args.model,)
     for name in names:

@@ -7,6 +7,7 @@ when the validation gate passes (rename into place), so a failure leaves nothing
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -19,13 +20,13 @@ import numpy as np
 import onnx
 
 from contract.limits import IMAGE_LIMIT_BYTES, ZIP_LIMIT_BYTES
-from contract.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
-from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, write_artifact
+from contract.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest, ManifestError
+from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, draft_manifest, write_artifact
 from onnxfn.prepare.calibration import load_calibration
 from onnxfn.prepare.quantization import preoptimize, quantize
 from onnxfn.prepare.sizing import peak_rss_mb, recommend_memory_mb
 from onnxfn.prepare.sources import Source, SourceError, load_source
-from onnxfn.prepare.validation import Thresholds, ValidationReport, evaluate
+from onnxfn.prepare.validation import Feeds, Task, Thresholds, ValidationReport, evaluate
 
 MB = 1024 * 1024
 ZIP_LIMIT = ZIP_LIMIT_BYTES
@@ -55,6 +56,8 @@ class AddOptions:
     labels: list[str] | None = None
     exclude_nodes: list[str] = field(default_factory=list)
     version: str = "1"
+    description: str | None = None
+    max_batch: int | None = None  # rows per request; default: the source's (64)
     packaging: str = "zip"
     force: bool = False
     batch_sizes: tuple[int, ...] = (1, 8, 32)
@@ -81,8 +84,8 @@ def _quantize(source: Source, staging: Path, options: AddOptions) -> tuple[Path,
     src, excluded = source.onnx_path, list(options.exclude_nodes)
     facts: dict[str, Any] = {}
     if source.kind == "bert" and options.quantize == "dynamic":
-        from onnxfn.build.bert import MINILM_FP32_MATMULS, WORD_EMBEDDINGS_GATHER
-        from onnxfn.build.quantize import quantize_gather_rows_int8
+        from onnxfn.prepare.bert import MINILM_FP32_MATMULS, WORD_EMBEDDINGS_GATHER
+        from onnxfn.prepare.int8 import quantize_gather_rows_int8
 
         model = onnx.load(str(src))
         names = {n.name for n in model.graph.node}
@@ -97,24 +100,58 @@ def _quantize(source: Source, staging: Path, options: AddOptions) -> tuple[Path,
     return target, facts
 
 
-def _samples(source: Source, options: AddOptions) -> list[dict[str, np.ndarray]]:
-    if options.samples is not None:
-        return load_calibration(options.samples, source.model_inputs, tokenize=source.tokenize)
-    if source.samples:
-        return source.samples
-    from onnxfn.prepare.sources import random_samples
+def _samples(source: Source, options: AddOptions) -> tuple[list[Feeds], list[Feeds] | None]:
+    """The model feeds latency is timed on, and the client inputs the gate sends through the deployed
+    pipeline (``None`` when only feeds are known: a text model given tensor samples)."""
+    if options.samples is None and source.samples:
+        feeds, texts = source.samples, source.texts
+    elif options.samples is None:
+        from onnxfn.prepare.sources import random_samples
 
-    return random_samples(source.inputs)
+        feeds, texts = random_samples(source.inputs), []
+    else:
+        texts = []
+        tokenize = source.tokenize
+        if tokenize is not None:
+            # Each call of the tokenizer makes one feed dict: keep its texts, the client's side of it.
+            def tokenize_and_keep(batch: list[str]) -> Feeds:
+                texts.append(list(batch))
+                return tokenize(batch)
+
+        feeds = load_calibration(options.samples, source.model_inputs, tokenize=tokenize_and_keep if tokenize else None)
+    if source.tokenize is None:
+        return feeds, feeds
+    if len(texts) != len(feeds):
+        return feeds, None
+    name = source.inputs[0]["name"]
+    return feeds, [{name: np.array(batch, dtype=object)} for batch in texts]
 
 
-def _worst_case(source: Source, samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _deployed_task(source: Source, draft: Manifest, files: dict[str, tuple[Path, str]]) -> Task:
+    """The gate's task: drift measured on what the deployed pipeline (``handlers/runtime/pipelines``)
+    returns to a client, built on the original and on the prepared session alike."""
+    from handlers.runtime.pipelines import build_pipeline
+
+    blobs = {relative: path.read_bytes() for relative, (path, role) in files.items() if role != "model"}
+    output = {"embedder": draft.outputs[0].name, "classifier": "probabilities"}.get(
+        source.task.kind, source.task.output
+    )
+
+    def score(session: Any) -> Callable[[Feeds], np.ndarray]:
+        pipeline = build_pipeline(draft, session, blobs)
+        return lambda inputs: np.asarray(pipeline.run(inputs, [output])[output])
+
+    return Task(kind=source.task.kind, output=output, score=score)
+
+
+def _worst_case(source: Source, samples: list[Feeds], max_batch: int) -> Feeds:
     """A full batch of the largest inputs the manifest allows: what memory must be sized for."""
     if source.tokenize is not None and source.pipeline is not None:
         longest = " ".join(["token"] * 4 * int(source.pipeline.get("max_length", 256)))
-        return source.tokenize([longest] * source.max_batch)
+        return source.tokenize([longest] * max_batch)
     rows = {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
     count = next(iter(rows.values())).shape[0]
-    index = np.arange(source.max_batch) % max(count, 1)
+    index = np.arange(max_batch) % max(count, 1)
     return {name: array[index] for name, array in rows.items()}
 
 
@@ -155,6 +192,116 @@ def _lambda_fit(root: Path, artifact_bytes: int, peak_mb: float, session_s: floa
     return fit
 
 
+def _check_request(name: str, options: AddOptions, root: Path) -> None:
+    if not NAME_PATTERN.match(name):
+        raise SourceError(f"--name {name!r}: expected lowercase letters, digits, '-' or '_' (max 63), starting alnum")
+    if not VERSION_PATTERN.match(options.version):
+        raise SourceError(f"--version {options.version!r}: expected letters, digits, '.', '_' or '-' (max 63)")
+    if options.max_batch is not None and options.max_batch < 1:
+        raise SourceError(f"--max-batch {options.max_batch}: expected a whole number of rows ≥ 1")
+    if (root / name).exists() and not options.force:
+        raise ArtifactExists(f"{root / name} already exists; pass --force to replace it")
+
+
+def _prepare(source: Source, staging: Path, options: AddOptions, say: Step) -> tuple[Path, dict[str, Any], str | None]:
+    """Quantize, then pre-optimize: the model to deploy, its quantization facts and optimization level."""
+    say(f"quantizing ({options.quantize})")
+    quantized, quantization = _quantize(source, staging, options)
+    prepared = staging / "model.onnx"
+    if options.optimize == "none":
+        shutil.copyfile(quantized, prepared)
+        return prepared, quantization, None
+    say(f"pre-optimizing ({options.optimize})")
+    return prepared, quantization, preoptimize(quantized, prepared, options.optimize)["optimization_level"]
+
+
+def _limits(source: Source, max_batch: int) -> dict[str, int]:
+    """A request's bounds. Numeric inputs of fixed row shape bound the elements exactly; text and
+    dynamic dimensions get 65,536 elements a row (the payload limit bounds them first)."""
+    per_row = 0
+    for spec in source.inputs:
+        row = spec["shape"][1:]
+        if spec["datatype"] == "BYTES" or any(d < 0 for d in row):
+            per_row = 65536
+            break
+        per_row += math.prod(row)
+    return {"max_batch": max_batch, "max_elements": max_batch * max(per_row, 1)}
+
+
+def _spec(
+    source: Source, source_path: Path, options: AddOptions, quantization: dict[str, Any], level: str | None
+) -> dict[str, Any]:
+    """The manifest fields ``onnxfn add`` decides; ``validation`` is added once the gate has passed."""
+    return {
+        "version": options.version,
+        "description": options.description or f"{source.kind} model prepared by onnxfn add from {source_path.name}",
+        "inputs": source.inputs,
+        "outputs": source.outputs,
+        "limits": _limits(source, options.max_batch or source.max_batch),
+        "pipeline": source.pipeline,
+        "quantization": json.loads(json.dumps(quantization, default=str)),
+        "optimization_level": level,
+    }
+
+
+def _gate(
+    source: Source,
+    original_and_prepared: tuple[Path, Path],
+    draft: Manifest,
+    files: dict[str, tuple[Path, str]],
+    options: AddOptions,
+    progress: Step | None,
+) -> tuple[ValidationReport, list[Feeds]]:
+    """Run the validation gate; raise ``GateFailed`` when a drift figure is past its threshold."""
+    feeds, client = _samples(source, options)
+    task = source.task if client is None else _deployed_task(source, draft, files)
+    try:
+        report = evaluate(
+            *original_and_prepared,
+            feeds,
+            task,
+            options.thresholds,
+            batch_sizes=options.batch_sizes,
+            runs=options.runs,
+            progress=progress,
+            drift_samples=client,
+        )
+    except ManifestError as exc:  # the deployed pipeline does not fit the model: a load would fail too
+        raise SourceError(f"the model does not fit its pipeline: {exc}") from exc
+    except Exception as exc:  # onnxruntime rejected the samples or the prepared graph
+        raise SourceError(f"validation could not run the models: {str(exc).splitlines()[0][:300]}") from exc
+    if not report.passed:
+        raise GateFailed(report)
+    return report, feeds
+
+
+def _session_seconds(prepared: Path, optimization_level: str | None) -> float:
+    """How long the function takes to create its session on the prepared model (as it does: no re-optimization)."""
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    options = ort.SessionOptions()
+    if optimization_level:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ort.InferenceSession(str(prepared), options, providers=["CPUExecutionProvider"])
+    return time.perf_counter() - started
+
+
+def _validation(report: ValidationReport, options: AddOptions, fit: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "samples": report.samples,
+        "drift": report.drift,
+        "latency_ms": {
+            k: {str(t): {str(b): ms for b, ms in v.items()} for t, v in th.items()}
+            for k, th in report.latency_ms.items()
+        },
+        "original_bytes": report.original_bytes,
+        "prepared_bytes": report.prepared_bytes,
+        "thresholds": asdict(options.thresholds),
+        "lambda": fit,
+    }
+
+
 def add_model(
     source_path: Path,
     name: str,
@@ -166,12 +313,7 @@ def add_model(
 ) -> AddResult:
     """Prepare ``source_path`` as ``root/name``; raise without writing anything when a step fails."""
     say = step or (lambda _: None)
-    if not NAME_PATTERN.match(name):
-        raise SourceError(f"--name {name!r}: expected lowercase letters, digits, '-' or '_' (max 63), starting alnum")
-    if not VERSION_PATTERN.match(options.version):
-        raise SourceError(f"--version {options.version!r}: expected letters, digits, '.', '_' or '-' (max 63)")
-    if (root / name).exists() and not options.force:
-        raise ArtifactExists(f"{root / name} already exists; pass --force to replace it")
+    _check_request(name, options, root)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.add.", dir=root))
     try:
@@ -184,81 +326,25 @@ def add_model(
             input_shape=options.input_shape,
             labels=options.labels,
         )
-        say(f"quantizing ({options.quantize})")
-        quantized, quantization = _quantize(source, staging, options)
-        prepared = staging / "model.onnx"
-        if options.optimize == "none":
-            shutil.copyfile(quantized, prepared)
-            optimization_level = None
-        else:
-            say(f"pre-optimizing ({options.optimize})")
-            optimization_level = preoptimize(quantized, prepared, options.optimize)["optimization_level"]
-        say("validating against the original")
-        samples = _samples(source, options)
-        try:
-            report = evaluate(
-                source.onnx_path,
-                prepared,
-                samples,
-                source.task,
-                options.thresholds,
-                batch_sizes=options.batch_sizes,
-                runs=options.runs,
-                progress=progress,
-            )
-        except Exception as exc:  # onnxruntime rejected the samples or the prepared graph
-            raise SourceError(f"validation could not run the models: {str(exc).splitlines()[0][:300]}") from exc
-        if not report.passed:
-            raise GateFailed(report)
-        say("measuring memory and load time")
-        peak = peak_rss_mb(prepared, _worst_case(source, samples))
-        started = time.perf_counter()
-        import onnxruntime as ort
-
-        options_ort = ort.SessionOptions()
-        if optimization_level:
-            options_ort.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        ort.InferenceSession(str(prepared), options_ort, providers=["CPUExecutionProvider"])
-        session_s = time.perf_counter() - started
+        prepared, quantization, level = _prepare(source, staging, options, say)
         files = {"model.onnx": (prepared, "model"), **source.files}
+        spec = _spec(source, source_path, options, quantization, level)
+        say("validating the deployed pipeline against the original")
+        draft = draft_manifest(name, files, spec)
+        report, feeds = _gate(source, (source.onnx_path, prepared), draft, files, options, progress)
+        say("measuring memory and load time")
+        peak = peak_rss_mb(prepared, _worst_case(source, feeds, draft.limits.max_batch))
         artifact_bytes = sum(path.stat().st_size for path, _ in files.values())
-        fit = _lambda_fit(root, artifact_bytes, peak, session_s, options.packaging)
+        fit = _lambda_fit(root, artifact_bytes, peak, _session_seconds(prepared, level), options.packaging)
         say("writing report")
         from onnxfn.prepare.report import write_report
 
         report_dir = staging / "report"
         report_dir.mkdir()
-        facts = {
-            "source": str(source_path),
-            "kind": source.kind,
-            "quantization": options.quantize,
-            "optimization": optimization_level or "none",
-            **fit,
-            **source.facts,
-        }
+        facts = {"source": str(source_path), "kind": source.kind, "quantization": options.quantize}
+        facts |= {"optimization": level or "none", **fit, **source.facts}
         extras = {p.name: p for p in write_report(report, report_dir, name=name, facts=facts)}
-        spec = {
-            "version": options.version,
-            "description": f"{source.kind} model prepared by onnxfn add from {source_path.name}",
-            "inputs": source.inputs,
-            "outputs": source.outputs,
-            "limits": {"max_batch": source.max_batch, "max_elements": max(source.max_batch, 1) * 65536},
-            "pipeline": source.pipeline,
-            "quantization": json.loads(json.dumps(quantization, default=str)),
-            "validation": {
-                "samples": report.samples,
-                "drift": report.drift,
-                "latency_ms": {
-                    k: {str(t): {str(b): ms for b, ms in v.items()} for t, v in th.items()}
-                    for k, th in report.latency_ms.items()
-                },
-                "original_bytes": report.original_bytes,
-                "prepared_bytes": report.prepared_bytes,
-                "thresholds": asdict(options.thresholds),
-                "lambda": fit,
-            },
-            "optimization_level": optimization_level,
-        }
+        spec["validation"] = _validation(report, options, fit)
         manifest = write_artifact(name, files, spec, root=root, force=options.force, extras=extras)
         return AddResult(manifest=manifest, report=report, path=root / name, lambda_fit=fit)
     finally:

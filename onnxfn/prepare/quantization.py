@@ -22,16 +22,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from onnxfn.build.quantize import quantize_dynamic_int8
 from onnxfn.errors import UserError
 from onnxfn.prepare.calibration import CalibrationError, CalibrationReader
 from onnxfn.prepare.fp16 import convert_fp16, op_domain, tensor_types
+from onnxfn.prepare.int8 import quantize_dynamic_int8
 
 MODES = ("dynamic", "static", "fp16", "none")
 OPTIMIZATION_LEVELS = ("basic", "extended")
 # onnxruntime's dynamic quantizer has no Gemm operator: Gemm stays fp32 in dynamic mode.
 WEIGHT_OPS = ("MatMul", "Gemm")
-# The second projection of a BERT feed-forward block, as torch.onnx and onnxfn.build.bert name it.
+# The second projection of a BERT feed-forward block, as torch.onnx and onnxfn.prepare.bert name it.
 _FFN_OUTPUT = re.compile(r"(^|/)encoder/layer\.\d+/output/dense/MatMul$")
 _GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu"})
 # quantize_static advises quant_pre_process on every call. Its graph optimizations may fuse or

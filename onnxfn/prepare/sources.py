@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 
 from handlers.runtime.datatypes import OIP_TO_NUMPY
-from handlers.runtime.pipelines import TextTokenizer, classification_outputs, pool
+from handlers.runtime.pipelines.classification import classification_outputs
+from handlers.runtime.pipelines.text_embedding import TextTokenizer, pool
 from onnxfn.errors import UserError
 from onnxfn.prepare.validation import Feeds, Task
 
@@ -66,6 +67,7 @@ class Source:
     files: dict[str, tuple[Path, str]] = field(default_factory=dict)  # extra artifact files
     tokenize: Callable[[list[str]], Feeds] | None = None
     samples: list[Feeds] = field(default_factory=list)
+    texts: list[list[str]] = field(default_factory=list)  # a text model's samples as the client sends them
     facts: dict[str, Any] = field(default_factory=dict)
     max_batch: int = 64
 
@@ -294,7 +296,7 @@ def is_bert_checkpoint(path: Path) -> bool:
 
 
 def from_bert(path: Path, staging: Path) -> Source:
-    from onnxfn.build.bert import build_bert_encoder, save_model
+    from onnxfn.prepare.bert import build_bert_encoder, save_model
     from onnxfn.prepare.sentences import SENTENCES
 
     missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (path / f).exists()]
@@ -316,7 +318,7 @@ def from_bert(path: Path, staging: Path) -> Source:
     save_model(model, target)
     hidden = int(json.loads((path / "config.json").read_text())["hidden_size"])
     names = [i.name for i in model.graph.input]
-    # The function's own tokenizer and pooling (handlers/runtime/pipelines.py): the gate checks the
+    # The function's own tokenizer and pooling (handlers/runtime/pipelines/text_embedding.py): the gate checks the
     # code that deploys, character cut, missing attention mask and norm clip included.
     tokenize = TextTokenizer((path / "tokenizer.json").read_bytes(), max_length, names)
 
@@ -341,6 +343,7 @@ def from_bert(path: Path, staging: Path) -> Source:
         files={"tokenizer.json": (path / "tokenizer.json", "tokenizer")},
         tokenize=tokenize,
         samples=[tokenize(SENTENCES[i : i + 16]) for i in range(0, len(SENTENCES), 16)],
+        texts=[SENTENCES[i : i + 16] for i in range(0, len(SENTENCES), 16)],
         facts={"checkpoint": path.name, "hidden_size": hidden, "pooling": pooling},
     )
 

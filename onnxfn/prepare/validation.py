@@ -21,6 +21,8 @@ from onnxfn.prepare.sizing import model_bytes
 
 Feeds = dict[str, np.ndarray]
 Embed = Callable[[np.ndarray, Feeds], np.ndarray]
+# A session -> what is compared for one sample: in ``onnxfn add``, the deployed pipeline's output.
+Scorer = Callable[[Any], Callable[[Feeds], np.ndarray]]
 Pairs = list[tuple[np.ndarray, np.ndarray, Feeds]]  # (original output, prepared output, feeds) per sample dict
 
 KINDS = ("classifier", "embedder", "raw")
@@ -48,13 +50,17 @@ class Task:
     """What the model's output means, which decides how drift is measured.
 
     ``embed`` turns an embedder's output and its feeds into ``[B, D]`` vectors (pooling,
-    normalization); without it the output must already be ``[B, D]``.
+    normalization); without it the output must already be ``[B, D]``. ``score``, when given, is
+    what runs each drift sample instead of ``session.run([output])``: ``onnxfn add`` passes the
+    deployed pipeline (``handlers/runtime/pipelines``) built on each session, so ``output`` is then
+    the name of the client-facing output it returns.
     """
 
     kind: str
     output: str
     softmax: bool = False
     embed: Embed | None = None
+    score: Scorer | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -158,6 +164,7 @@ def evaluate(
     runs: int = 10,
     progress: Callable[[str], None] | None = None,
     session_options: dict[str, Any] | None = None,
+    drift_samples: list[Feeds] | None = None,
 ) -> ValidationReport:
     """Compare ``prepared`` with ``original`` on ``samples``: drift, latency and the threshold gate.
 
@@ -181,6 +188,9 @@ def evaluate(
     session_options
         Attributes set on ``onnxruntime.SessionOptions`` for every session; the latency
         sessions then get their thread counts on top.
+    drift_samples
+        What drift is measured on when it is not ``samples`` (latency always uses ``samples``):
+        with ``task.score``, the client's inputs of the deployed pipeline, e.g. texts.
 
     Returns
     -------
@@ -193,8 +203,11 @@ def evaluate(
         raise ValueError(f"expected runs, batch sizes and threads ≥ 1, got {runs}, {batch_sizes}, {threads}")
     step = progress or (lambda _text: None)
 
-    step(f"comparing {task.output!r} on {len(samples)} sample batch(es)")
-    drift, per_sample = _measure_drift(original, prepared, samples, task, session_options)
+    compared = samples if drift_samples is None else drift_samples
+    if not compared:
+        raise ValueError("no drift samples: expected at least one feed dict with a batch dimension")
+    step(f"comparing {task.output!r} on {len(compared)} sample batch(es)")
+    drift, per_sample = _measure_drift(original, prepared, compared, task, session_options)
 
     batches = {size: _make_batch(samples, size) for size in batch_sizes}
     latency: dict[str, dict[int, dict[int, float]]] = {"original": {}, "prepared": {}}
@@ -241,14 +254,18 @@ def _measure_drift(
     original: Path, prepared: Path, samples: list[Feeds], task: Task, options: dict[str, Any] | None
 ) -> tuple[dict[str, float], list[float]]:
     sessions = [_session(original, options), _session(prepared, options)]
-    for which, session in zip(("original", "prepared"), sessions, strict=True):
-        names = [o.name for o in session.get_outputs()]
-        if task.output not in names:
-            raise ValueError(f"{which} model has no output {task.output!r}; it has {', '.join(names)}")
+    if task.score is not None:
+        scorers = [task.score(session) for session in sessions]
+    else:
+        for which, session in zip(("original", "prepared"), sessions, strict=True):
+            names = [o.name for o in session.get_outputs()]
+            if task.output not in names:
+                raise ValueError(f"{which} model has no output {task.output!r}; it has {', '.join(names)}")
+        scorers = [_output(session, task.output) for session in sessions]
     # Outputs are kept per sample dict, not concatenated: their shapes may differ (sequence lengths).
     pairs: Pairs = []
     for index, feeds in enumerate(samples):
-        a, b = (np.asarray(s.run([task.output], feeds)[0]) for s in sessions)
+        a, b = (np.asarray(score(feeds)) for score in scorers)
         if a.shape != b.shape:
             raise ValueError(f"sample {index}: {task.output!r} has shape {a.shape} originally, {b.shape} prepared")
         pairs.append((a, b, feeds))
@@ -257,6 +274,10 @@ def _measure_drift(
     if task.kind == "embedder":
         return _embedder_drift(pairs, task.embed)
     return _raw_drift(pairs)
+
+
+def _output(session: Any, name: str) -> Callable[[Feeds], np.ndarray]:
+    return lambda feeds: np.asarray(session.run([name], feeds)[0])
 
 
 def _rows(x: np.ndarray) -> np.ndarray:

@@ -120,7 +120,7 @@ def _tiny_bert(folder: Path) -> Path:
     """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer."""
     from safetensors.numpy import save_file
 
-    from onnxfn.build.demo_models import minilm_checkpoint
+    from onnxfn.demo_models import minilm_checkpoint
 
     folder.mkdir()
     hidden, inter, layers, vocab = 32, 64, 2, 30522
@@ -173,6 +173,64 @@ def test_bert_checkpoint_becomes_a_text_embedding_pipeline(tmp_path):
     assert [t.name for t in manifest.inputs] == ["text"] and manifest.outputs[0].shape == (-1, 32)
     assert (root / "tiny" / "tokenizer.json").exists()
     assert manifest.validation["drift"]["cosine_min"] >= 0.985
+
+
+def _spy_on_runs(monkeypatch, runner: type) -> list[dict]:
+    """Record the inputs of every ``runner.run`` call, then run it as deployed."""
+    calls: list[dict] = []
+    original = runner.run
+
+    def run(self, inputs, outputs):
+        calls.append({name: np.asarray(value) for name, value in inputs.items()})
+        return original(self, inputs, outputs)
+
+    monkeypatch.setattr(runner, "run", run)
+    return calls
+
+
+def test_the_gate_sends_texts_through_the_deployed_text_pipeline(tmp_path, monkeypatch):
+    from handlers.runtime.pipelines.text_embedding import TextEmbeddingRunner
+
+    calls = _spy_on_runs(monkeypatch, TextEmbeddingRunner)
+    lines = [f"sentence number {i} about the weather" for i in range(20)]
+    (tmp_path / "samples.txt").write_text("\n".join(lines) + "\n")
+    root = tmp_path / "artifacts"
+    checkpoint = _tiny_bert(tmp_path / "tiny-bert")
+    assert _run(root, str(checkpoint), "--name", "tiny", "--samples", str(tmp_path / "samples.txt")) == 0
+    # Every sample batch ran through the runner twice (original and prepared), as the client's texts.
+    sent = [str(text) for call in calls for text in call["text"]]
+    assert sorted(sent) == sorted(lines * 2)
+    assert Manifest.load(root / "tiny" / "manifest.json").validation["samples"] == len(lines)
+
+
+def test_the_gate_scores_through_the_deployed_classification_pipeline(tmp_path, monkeypatch):
+    import handlers.runtime.pipelines.classification as classification
+
+    calls = _spy_on_runs(monkeypatch, classification.ClassificationRunner)
+    features, labels = load_digits(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=500).fit(features, labels), tmp_path / "clf.joblib")
+    root = tmp_path / "artifacts"
+    assert _run(root, str(tmp_path / "clf.joblib"), "--name", "clf", "--trust-pickle") == 0
+    assert calls and all(set(call) == {"input"} and call["input"].shape[1] == 64 for call in calls)
+    # A deployed pipeline that answers differently on the prepared model is caught by the gate: the
+    # second runner built (on the prepared session) reverses its probabilities.
+    built: list[object] = []
+    init, run = classification.ClassificationRunner.__init__, classification.ClassificationRunner.run
+
+    def remember(self, *args):
+        init(self, *args)
+        built.append(self)
+
+    def drifting(self, inputs, outputs):
+        result = run(self, inputs, outputs)
+        if self is built[1]:
+            result["probabilities"] = result["probabilities"][:, ::-1].copy()
+        return result
+
+    monkeypatch.setattr(classification.ClassificationRunner, "__init__", remember)
+    monkeypatch.setattr(classification.ClassificationRunner, "run", drifting)
+    assert _run(root, str(tmp_path / "clf.joblib"), "--name", "clf2", "--trust-pickle") == 1
+    assert not (root / "clf2").exists()
 
 
 def test_gate_failure_writes_nothing_and_names_the_figure(tmp_path, capsys):

@@ -231,7 +231,7 @@ def test_preoptimized_graph_gives_the_same_outputs(
 
 
 def write_tiny_bert(folder: Path) -> Path:
-    """A random two-layer BERT checkpoint (hidden 32) in the layout onnxfn.build.bert reads."""
+    """A random two-layer BERT checkpoint (hidden 32) in the layout onnxfn.prepare.bert reads."""
     from safetensors.numpy import save_file
 
     hidden, inter, layers = 32, 64, 2
@@ -270,7 +270,7 @@ def write_tiny_bert(folder: Path) -> Path:
 
 
 def test_static_bert_excludes_attention_and_ffn_output_matmuls(tmp_path: Path) -> None:
-    from onnxfn.build.bert import build_bert_encoder, save_model
+    from onnxfn.prepare.bert import build_bert_encoder, save_model
 
     src = tmp_path / "bert.onnx"
     model = build_bert_encoder(write_tiny_bert(tmp_path / "ckpt"))

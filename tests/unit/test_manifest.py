@@ -85,3 +85,10 @@ def test_strict_parsing_names_the_field(path, value, message):
 def test_not_json():
     with pytest.raises(ManifestError, match="not valid JSON"):
         Manifest.loads(b"\xff{")
+
+
+def test_every_pipeline_kind_of_the_contract_has_a_runner():
+    from contract.pipelines import PIPELINES as CONFIGS
+    from handlers.runtime.pipelines import PIPELINES as RUNNERS
+
+    assert set(CONFIGS) == set(RUNNERS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from handlers.runtime.pipelines import CHARS_PER_TOKEN, TextTokenizer, pool
+from handlers.runtime.pipelines.text_embedding import CHARS_PER_TOKEN, TextTokenizer, pool
 from tests.conftest import artifact
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
-from onnxfn.build.quantize import quantize_dynamic_int8, quantize_gather_rows_int8
-
 MIN_OPSET = 17  # LayerNormalization became a standard op in opset 17.
 IR_VERSION = 8  # The oldest IR that carries opset 17; any onnxruntime since 1.12 loads it.
 # What transformers adds to masked scores (torch.finfo(float32).min): exp() of it is exactly 0,
@@ -33,9 +29,10 @@ IR_VERSION = 8  # The oldest IR that carries opset 17; any onnxruntime since 1.1
 MASK_FILL = float(np.finfo(np.float32).min)
 _LAYER_INDEX = re.compile(r"layer/(\d+)")
 
-# The int8 recipe of build_minilm_int8. Dynamic quantization gives activations one uint8 scale
-# per tensor, and in MiniLM that scale is set by a few huge values of the [CLS] token (up to 30
-# against a typical 1-3 after some LayerNorms, up to 24 after GELU). Quantizing every MatMul
+# The int8 recipe ``onnxfn add`` applies to MiniLM (``prepare/add.py``). Dynamic quantization
+# gives activations one uint8 scale per tensor, and in MiniLM that scale is set by a few huge
+# values of the [CLS] token (up to 30 against a typical 1-3 after some LayerNorms, up to 24
+# after GELU). Quantizing every MatMul
 # gives a worst sentence cosine of 0.96-0.97 (mean 0.989) against the original model. These 12
 # MatMuls, half of the encoder's weights, are kept in fp32: a greedy search on held-out
 # sentences (fp32 ONNX as reference, batches of 1 and of 64 padded to 256) ranked them by the
@@ -303,73 +300,3 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
-
-
-def build_minilm_int8(checkpoint_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Build all-MiniLM-L6-v2 as an int8 ONNX model, ``out_dir/model.onnx``.
-
-    The fp32 graph of ``build_bert_encoder`` is quantized in two steps: the word-embedding table
-    becomes int8 with one scale per row (``quantize_gather_rows_int8``), then the MatMul weights
-    become int8 per output channel with dynamic uint8 activations (``quantize_dynamic_int8``),
-    except ``MINILM_FP32_MATMULS``. Against sentence-transformers, over the 64 sentences of
-    ``tests/fixtures/minilm_reference.npz``, the embeddings keep a cosine of at least 0.990
-    (mean 0.997) in batches of 1, 16 or 64; quantizing every MatMul gives 0.96 (mean 0.989).
-
-    Parameters
-    ----------
-    checkpoint_dir
-        Folder with ``config.json`` and ``model.safetensors`` (all-MiniLM-L6-v2; another BERT
-        checkpoint builds too, but the fp32 list was chosen for this one).
-    out_dir
-        Where ``model.onnx`` is written; created if missing.
-
-    Returns
-    -------
-    dict
-        Facts for the manifest: ``fp32_bytes``, ``int8_bytes``, ``excluded_nodes``,
-        ``quantized_matmuls``, the quantization ``settings``, ``opset`` and ``build_seconds``.
-    """
-    # Imported here: only builds need onnxruntime, and it is slow to import.
-    import onnxruntime
-
-    started = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = build_bert_encoder(Path(checkpoint_dir))
-    fp32_bytes = model.ByteSize()
-    node_names = {n.name for n in model.graph.node}
-    excluded = [name for name in MINILM_FP32_MATMULS if name in node_names]
-    weights = {t.name for t in model.graph.initializer}
-    quantized = [
-        n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights and n.name not in excluded
-    ]
-    model = quantize_gather_rows_int8(model, WORD_EMBEDDINGS_GATHER)
-    target = out_dir / "model.onnx"
-    with tempfile.TemporaryDirectory(prefix="onnxfn-bert-") as tmp:
-        staged = Path(tmp) / "model.rows-int8.onnx"
-        save_model(model, staged)
-        del model  # the quantizer loads its own copy
-        quantize_dynamic_int8(
-            staged, target, per_channel=True, reduce_range=False, op_types=["MatMul"], exclude_nodes=excluded
-        )
-    return {
-        "fp32_bytes": fp32_bytes,
-        "int8_bytes": target.stat().st_size,
-        "excluded_nodes": excluded,
-        "quantized_matmuls": len(quantized),
-        "settings": {
-            "method": "onnxruntime.quantization.quantize_dynamic",
-            "onnxruntime": onnxruntime.__version__,
-            "weights": "QInt8 symmetric, per output channel",
-            "activations": "QUInt8, one scale per tensor, computed at run time",
-            "reduce_range": False,
-            "op_types": ["MatMul"],
-            "word_embeddings": "int8, one symmetric fp32 scale per row",
-        },
-        "opset": next(
-            o.version
-            for o in onnx.load(str(target), load_external_data=False).opset_import
-            if o.domain in ("", "ai.onnx")
-        ),
-        "build_seconds": round(time.perf_counter() - started, 2),
-    }

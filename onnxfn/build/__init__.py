@@ -1,1 +1,0 @@
-"""Build-time model conversion: checkpoints to ONNX graphs, and their quantization."""
