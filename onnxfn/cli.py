@@ -94,6 +94,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
         labels=[x.strip() for x in args.labels.split(",")] if args.labels else None,
         exclude_nodes=[x.strip() for x in args.exclude_nodes.split(",")] if args.exclude_nodes else [],
         version=args.version,
+        description=args.description,
+        max_batch=args.max_batch,
         packaging=args.packaging,
         force=args.force,
     )
@@ -164,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("source", help="an .onnx file, a scikit-learn/PyTorch pickle, or a BERT checkpoint folder")
     add.add_argument("--name", required=True)
     add.add_argument("--version", default="1")
+    add.add_argument("--description", help="the manifest's description (default: names the source)")
+    add.add_argument("--max-batch", type=int, help="rows a request may carry (default 64); sizes memory too")
     add.add_argument("--quantize", default="dynamic", choices=("dynamic", "static", "fp16", "none"))
     add.add_argument("--calibration", help="calibration set for --quantize static: .npy, .jsonl or text lines")
     add.add_argument("--samples", help="validation samples (.npy, .jsonl or text lines); default: generated")
