@@ -48,7 +48,32 @@ class InferenceApi(Construct):
         self.access_logs = logs.LogGroup(
             self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
         )
-        self.api = apigw.RestApi(
+        self.api = self._rest_api(props)
+        self.validator = apigw.RequestValidator(
+            self,
+            "Validator",
+            rest_api=self.api,
+            validate_request_parameters=True,
+            validate_request_body=True,
+        )
+        self.api_key: apigw.IApiKey | None = None
+        self.usage_plan: apigw.UsagePlan | None = None
+        if any(route.auth == "api_key" for route in props.routes):
+            self.api_key = self.api.add_api_key("ApiKey")
+            self.usage_plan = self.api.add_usage_plan(
+                "UsagePlan",
+                throttle=apigw.ThrottleSettings(rate_limit=props.throttle_rate, burst_limit=props.throttle_burst),
+                api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            )
+            self.usage_plan.add_api_key(self.api_key)
+        v2 = self.api.root.add_resource("v2")
+        v1 = self.api.root.add_resource("v1")
+        self.docs_method: apigw.Method | None = self._server_routes(v2, props)
+        self._model_routes(v2.add_resource("models"), v1.add_resource("models"), props.routes)
+        self._acknowledge(props)
+
+    def _rest_api(self, props: InferenceApiProps) -> apigw.RestApi:
+        return apigw.RestApi(
             self,
             "Api",
             description="onnxfn: Open Inference Protocol (KServe V2) and TF Serving / KServe V1 predict",
@@ -77,48 +102,33 @@ class InferenceApi(Construct):
                 throttling_burst_limit=props.throttle_burst,
             ),
         )
-        self.validator = apigw.RequestValidator(
-            self,
-            "Validator",
-            rest_api=self.api,
-            validate_request_parameters=True,
-            validate_request_body=True,
-        )
-        self.api_key: apigw.IApiKey | None = None
-        self.usage_plan: apigw.UsagePlan | None = None
-        if any(route.auth == "api_key" for route in props.routes):
-            self.api_key = self.api.add_api_key("ApiKey")
-            self.usage_plan = self.api.add_usage_plan(
-                "UsagePlan",
-                throttle=apigw.ThrottleSettings(rate_limit=props.throttle_rate, burst_limit=props.throttle_burst),
-                api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
-            )
-            self.usage_plan.add_api_key(self.api_key)
 
-        v2 = self.api.root.add_resource("v2")
-        v1 = self.api.root.add_resource("v1")
+    def _server_routes(self, v2: apigw.Resource, props: InferenceApiProps) -> apigw.Method | None:
+        """``/v2``, ``/v2/health/{live,ready}`` and ``/swagger`` on the first model's function; returns
+        the ``/swagger`` method (None when docs are off)."""
         first = props.routes[0]
         server = self._integration(first)
         self._method(v2, "GET", server, first.auth)
         health = v2.add_resource("health")
         for leaf in ("live", "ready"):
             self._method(health.add_resource(leaf), "GET", server, first.auth)
-        self.docs_method: apigw.Method | None = None
-        if props.docs != "off":
-            public = props.docs == "public"
-            swagger = self.api.root.add_resource("swagger")
-            self.docs_method = self._method(swagger, "GET", server, PUBLIC if public else first.auth)
-            if public:
-                reason = (
-                    "GET /swagger is public on purpose (onnxfn.docs: public): Swagger UI and the OpenAPI "
-                    "document hold only the API's shape, no data; every model route keeps its API key or IAM."
-                )
-                acknowledge(self.docs_method, "AwsSolutions-APIG4", reason)
-                acknowledge(self.docs_method, "AwsSolutions-COG4", reason)
+        if props.docs == "off":
+            return None
+        public = props.docs == "public"
+        swagger = self.api.root.add_resource("swagger")
+        docs = self._method(swagger, "GET", server, PUBLIC if public else first.auth)
+        if public:
+            reason = (
+                "GET /swagger is public on purpose (onnxfn.docs: public): Swagger UI and the OpenAPI "
+                "document hold only the API's shape, no data; every model route keeps its API key or IAM."
+            )
+            acknowledge(docs, "AwsSolutions-APIG4", reason)
+            acknowledge(docs, "AwsSolutions-COG4", reason)
+        return docs
 
-        v2_models = v2.add_resource("models")
-        v1_models = v1.add_resource("models")
-        for route in props.routes:
+    def _model_routes(self, v2_models: apigw.Resource, v1_models: apigw.Resource, routes: tuple[ApiRoute, ...]) -> None:
+        """Per model: ``/v2/models/NAME[/...]``, ``/v1/models/NAME[/...]`` and ``/v1/models/NAME:predict``."""
+        for route in routes:
             integration = self._integration(route)
             model = v2_models.add_resource(route.model)
             self._method(model, "GET", integration, route.auth)
@@ -128,6 +138,7 @@ class InferenceApi(Construct):
             self._method(status.add_resource("{proxy+}"), "ANY", integration, route.auth)
             self._method(v1_models.add_resource(f"{route.model}:predict"), "POST", integration, route.auth)
 
+    def _acknowledge(self, props: InferenceApiProps) -> None:
         acknowledge(
             self.api,
             "AwsSolutions-APIG3",
