@@ -66,8 +66,8 @@ def _embeddings(path: Path, sentences: list[str], tokenizer: object) -> np.ndarr
 def main() -> None:
     from tokenizers import Tokenizer
 
-    from onnxfn.prepare.bert import build_bert_encoder, save_model
     from onnxfn.demo_models import minilm_checkpoint
+    from onnxfn.prepare.bert import build_bert_encoder, save_model
     from onnxfn.prepare.sentences import SENTENCES
 
     checkpoint = minilm_checkpoint()

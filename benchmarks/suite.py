@@ -224,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.resolve() == RESULTS.resolve() and not partial:  # a full run: the README's figures come from it
         from benchmarks import render
 
-        render.render(out / "latest.json", render.README)
-        console.print(f"{render.README.name}: the benchmark block rewritten from {out / 'latest.json'}")
+        rewritten = render.render(out / "latest.json")
+        console.print(f"figures in README.md and docs/ rewritten from {out / 'latest.json'}: {len(rewritten)} file(s)")
     console.print(f"{len(records)} records in {out / 'latest.json'}, tables in {out / 'latest.md'}; ", end="")
     console.print(f"{meta['duration_s'] / 60:.1f} min" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
