@@ -169,6 +169,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 from benchmarks.lambda_env import local_s3
+from contract.layout import inbox_prefix, outbox_prefix
 with local_s3() as server:  # a server: the handlers may read S3 without botocore
     s3 = server.client; s3.create_bucket(Bucket="bench-data")
     os.environ.update({"AWS_ENDPOINT_URL": server.endpoint, "AWS_SESSION_TOKEN": "testing"})
@@ -177,18 +178,19 @@ with local_s3() as server:  # a server: the handlers may read S3 without botocor
     os.environ.update({**env, "DATA_BUCKET": "bench-data"})
     pixels = load_digits().data.astype(np.float32)
     lines = [json.dumps(pixels[i % len(pixels)].tolist()) for i in range(10_000)]
-    s3.put_object(Bucket="bench-data", Key="inbox/digits/rows.jsonl", Body="\\n".join(lines).encode())
+    s3.put_object(Bucket="bench-data", Key=inbox_prefix("digits") + "rows.jsonl", Body="\\n".join(lines).encode())
     from handlers import s3_batch
     from onnxfn.local.context import LocalContext
     event = {"Records": [{"messageId": "m", "receiptHandle": "r", "attributes": {}, "messageAttributes": {},
              "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:q", "awsRegion": "us-east-1",
              "body": json.dumps({"Records": [{"s3": {"bucket": {"name": "bench-data"},
-                     "object": {"key": "inbox/digits/rows.jsonl", "eTag": "e"}}}]})}]}
+                     "object": {"key": inbox_prefix("digits") + "rows.jsonl", "eTag": "e"}}}]})}]}
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         response = s3_batch.lambda_handler(event, LocalContext())
     seconds = time.perf_counter() - started
-    summary = json.loads(s3.get_object(Bucket="bench-data", Key="outbox/digits/rows.jsonl.summary.json")["Body"].read())
+    summary_key = outbox_prefix("digits") + "rows.jsonl.summary.json"
+    summary = json.loads(s3.get_object(Bucket="bench-data", Key=summary_key)["Body"].read())
     assert response == {"batchItemFailures": []} and summary["scored"] == 10_000, (response, summary)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent that forked this process.
     hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.timing import ROOT
+from contract import environment
 
 ARTIFACTS = ROOT / "model_artifacts"
 PEERS = ROOT / "benchmarks" / "peers"
@@ -40,10 +41,10 @@ FAKE_CREDENTIALS = {
 }
 # What the stack sets for every function (stacks/onnxfn_stack.py, tracing off by default).
 FUNCTION_DEFAULTS = {
-    "POWERTOOLS_LOG_LEVEL": "INFO",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_METRICS_NAMESPACE": "onnxfn",
-    "LOAD_MODE": "lazy",
+    environment.LOG_LEVEL: "INFO",
+    environment.TRACE_DISABLED: "true",
+    environment.METRICS_NAMESPACE: environment.DEFAULT_NAMESPACE,
+    environment.LOAD_MODE: "lazy",
 }
 RESULT_PREFIX = "BENCH-RESULT "
 ONNXFN_HANDLER = "handlers.api.lambda_handler"  # the API function's handler, as the stack sets it
