@@ -105,7 +105,7 @@ lint: setup ## ruff, mypy and the import contracts between handlers/ and stacks/
 	$(BIN)/mypy --config-file pyproject.toml stacks app.py
 	$(BIN)/mypy --config-file pyproject.toml benchmarks
 	@# layers/ runs by path (its scripts import each other as siblings), so its files are checked as such
-	$(BIN)/mypy --config-file pyproject.toml layers/build.py layers/strip.py layers/interpreters.py layers/arm64_sysroot.py
+	$(BIN)/mypy --config-file pyproject.toml layers/build.py layers/strip.py layers/wheels.py layers/interpreters.py layers/arm64_sysroot.py
 
 unit: setup runtimes models browser checkov arm64-sysroot ## the test suite alone
 	$(BIN)/pytest -q

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,32 +30,24 @@ from typing import Any, NoReturn
 
 import interpreters  # layers/interpreters.py: this script runs by path, so its folder is on sys.path
 from strip import STRIP_RULES, STRIP_RULES_VERSION, DirectorySize, measure, strip
+from wheels import (
+    ARCHITECTURES,
+    LAMBDA_PYTHON_GLIBC,
+    PipError,
+    installed_packages,
+    pip_install,
+    platform_tags,
+    required_glibc,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REQUIREMENTS = REPO_ROOT / "layers" / "requirements.txt"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "layers"
 MARKER = "onnxfn-layer.json"  # written last, at the layer root; lands in /opt as the layer's provenance
 
-# Lambda's architecture names and pip's.
-ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
-# Lambda's Python runtimes and the glibc of the Amazon Linux they run on: python3.11 is Amazon
-# Linux 2 (glibc 2.26), python3.12 and later Amazon Linux 2023 (glibc 2.34).
-LAMBDA_PYTHON_GLIBC = {"3.11": (2, 26), "3.12": (2, 34), "3.13": (2, 34), "3.14": (2, 34)}
-# onnxruntime publishes no manylinux2014 wheel any more, so manylinux_2_28 comes first.
-MANYLINUX_TAGS = ("manylinux_2_28", "manylinux_2_17", "manylinux2014")
-
-# A manylinux platform tag and the glibc it requires.
-_MANYLINUX_LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
-_MANYLINUX_PEP600 = re.compile(r"manylinux_(\d+)_(\d+)_")
-_PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
-
 
 class UsageError(Exception):
     """A flag has a value this script cannot use (exit status 2)."""
-
-
-class PipError(Exception):
-    """pip could not install the requirements for the target (exit status 1)."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +86,6 @@ def check_python_version(version: str) -> str:
     return normalized
 
 
-def platform_tags(arch: str) -> list[str]:
-    """pip ``--platform`` values for an architecture, most preferred first."""
-    return [f"{tag}_{ARCHITECTURES[arch]}" for tag in MANYLINUX_TAGS]
-
-
 def cache_hash(requirements: bytes, python_version: str, arch: str, bytecode: bool = True) -> str:
     """12 hex digits naming a cache entry: what was asked for, how it is stripped, whether compiled."""
     key = {
@@ -117,58 +102,6 @@ def cache_hash(requirements: bytes, python_version: str, arch: str, bytecode: bo
 
 def _mb(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
-
-
-# --- install --------------------------------------------------------------------------------------
-
-
-def pip_install(requirements: Path, target: Path, python_version: str, arch: str) -> None:
-    """Install the requirements' wheels for the target into ``target`` (nothing compiled here)."""
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
-    command += ["--no-input", "--target", str(target)]
-    for tag in platform_tags(arch):
-        command += ["--platform", tag]
-    command += ["--implementation", "cp", "--python-version", python_version, "--only-binary=:all:"]
-    command += ["-r", str(requirements)]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-    if result.returncode != 0:
-        lines = [line for line in result.stdout.splitlines() if line.strip() and not _PIP_NOISE.match(line)]
-        tail = "\n".join(lines[-15:]) or "(pip printed nothing)"
-        raise PipError(f"pip install for Python {python_version} {arch} failed (exit {result.returncode}):\n{tail}")
-
-
-# --- what was installed ---------------------------------------------------------------------------
-
-
-def _tag_glibc(tag: str) -> tuple[int, int] | None:
-    platform = tag.rsplit("-", 1)[-1]
-    match = _MANYLINUX_PEP600.match(platform)
-    if match:
-        return int(match.group(1)), int(match.group(2))
-    for legacy, glibc in _MANYLINUX_LEGACY.items():
-        if platform.startswith(legacy + "_"):
-            return glibc
-    return None
-
-
-def required_glibc(python_dir: Path) -> tuple[int, int] | None:
-    """The newest glibc any installed wheel needs (a wheel with several tags needs its oldest)."""
-    needed: tuple[int, int] | None = None
-    for wheel in python_dir.glob("*.dist-info/WHEEL"):
-        tags = [line.split(":", 1)[1].strip() for line in wheel.read_text().splitlines() if line.startswith("Tag:")]
-        versions = [v for v in map(_tag_glibc, tags) if v is not None]
-        if versions and (needed is None or min(versions) > needed):
-            needed = min(versions)
-    return needed
-
-
-def installed_packages(python_dir: Path) -> dict[str, str]:
-    """Distribution name → version, from the dist-info folders."""
-    packages = {}
-    for info in sorted(python_dir.glob("*.dist-info")):
-        name, _, version = info.name.removesuffix(".dist-info").rpartition("-")
-        packages[name] = version
-    return packages
 
 
 # --- cache ----------------------------------------------------------------------------------------
@@ -224,6 +157,55 @@ def _compiler(python_version: str, log: Callable[[str], None]) -> interpreters.I
         return None
 
 
+def _install(
+    python_dir: Path, requirements: Path, python_version: str, arch: str, compiler: interpreters.Interpreter | None
+) -> tuple[dict[str, Any], tuple[DirectorySize, DirectorySize, DirectorySize], dict[str, DirectorySize]]:
+    """Install, strip and compile into ``python_dir``: the marker's facts, the sizes (installed,
+    stripped, with bytecode) and what each strip rule removed."""
+    python_dir.mkdir()  # exists even when the requirements install nothing
+    pip_install(requirements, python_dir, python_version, arch)
+    before = measure(python_dir)
+    removed = strip(python_dir)
+    stripped_size = measure(python_dir)
+    if compiler is not None:
+        interpreters.compile_tree(compiler, python_dir)
+    after = measure(python_dir)
+    glibc = required_glibc(python_dir)
+    record = {
+        "arch": arch,
+        "python_version": python_version,
+        "platforms": platform_tags(arch),
+        "strip_rules_version": STRIP_RULES_VERSION,
+        "python_bytes_before_strip": before.bytes,
+        "python_files_before_strip": before.files,
+        "python_bytes": after.bytes,
+        "python_files": after.files,
+        "bytecode": None
+        if compiler is None
+        else {"python": compiler.version, "bytes": after.bytes - stripped_size.bytes, "mode": "unchecked-hash"},
+        "stripped": {rule: asdict(size) for rule, size in removed.items()},
+        "requires_glibc": f"{glibc[0]}.{glibc[1]}" if glibc else None,
+        "lambda_glibc": "{}.{}".format(*LAMBDA_PYTHON_GLIBC[python_version]),
+        "lambda_compatible": glibc is None or glibc <= LAMBDA_PYTHON_GLIBC[python_version],
+        "packages": installed_packages(python_dir),
+    }
+    return record, (before, stripped_size, after), removed
+
+
+def _publish(staging: Path, final: Path, digest: str, rebuild: bool) -> None:
+    """Rename the finished ``staging`` into ``final``; a concurrent build of the same entry may have
+    finished first, and then its (identical) result is kept."""
+    staging.chmod(0o755)  # mkdtemp makes it private; the entry is shared like any build output
+    if rebuild or _read_marker(final, digest) is None:
+        if final.exists():  # a rebuild, or an entry without its marker
+            _discard(final)
+        try:
+            staging.rename(final)
+        except OSError:
+            if _read_marker(final, digest) is None:
+                raise
+
+
 def build_layer(
     python_version: str,
     arch: str,
@@ -254,51 +236,15 @@ def build_layer(
     _remove_stale_staging(final.parent, final.name)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
-        python_dir = staging / "python"
-        python_dir.mkdir()  # exists even when the requirements install nothing
         log(f"layer {arch} py{python_version}: installing {requirements.name} with pip (wheels for {arch})")
-        pip_install(requirements, python_dir, python_version, arch)
-        before = measure(python_dir)
-        removed = strip(python_dir)
-        stripped_size = measure(python_dir)
-        if compiler is not None:
-            interpreters.compile_tree(compiler, python_dir)
-        after = measure(python_dir)
-        glibc = required_glibc(python_dir)
-        record = {
-            "hash": digest,
-            "arch": arch,
-            "python_version": python_version,
-            "platforms": platform_tags(arch),
-            "requirements_sha256": hashlib.sha256(requirement_bytes).hexdigest(),
-            "strip_rules_version": STRIP_RULES_VERSION,
-            "python_bytes_before_strip": before.bytes,
-            "python_files_before_strip": before.files,
-            "python_bytes": after.bytes,
-            "python_files": after.files,
-            "bytecode": None
-            if compiler is None
-            else {"python": compiler.version, "bytes": after.bytes - stripped_size.bytes, "mode": "unchecked-hash"},
-            "stripped": {rule: asdict(size) for rule, size in removed.items()},
-            "requires_glibc": f"{glibc[0]}.{glibc[1]}" if glibc else None,
-            "lambda_glibc": "{}.{}".format(*LAMBDA_PYTHON_GLIBC[python_version]),
-            "lambda_compatible": glibc is None or glibc <= LAMBDA_PYTHON_GLIBC[python_version],
-            "packages": installed_packages(python_dir),
-        }
+        record, sizes, removed = _install(staging / "python", requirements, python_version, arch, compiler)
+        record |= {"hash": digest, "requirements_sha256": hashlib.sha256(requirement_bytes).hexdigest()}
         (staging / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        staging.chmod(0o755)  # mkdtemp makes it private; the entry is shared like any build output
-        # A concurrent build of the same entry may have finished first: keep its (identical) result.
-        if rebuild or _read_marker(final, digest) is None:
-            if final.exists():  # a rebuild, or an entry without its marker
-                _discard(final)
-            try:
-                staging.rename(final)
-            except OSError:
-                if _read_marker(final, digest) is None:
-                    raise
+        _publish(staging, final, digest, rebuild)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+    before, stripped_size, after = sizes
     stripped = ", ".join(f"{rule} {_mb(size.bytes)}" for rule, size in removed.items() if size.files)
     log(
         f"layer {arch} py{python_version}: {_mb(before.bytes)} installed, {_mb(stripped_size.bytes)} after stripping "

@@ -25,7 +25,7 @@ from typing import Any
 from contract import environment as env
 from contract.limits import INIT_LOAD_MAX_BYTES
 from contract.manifest import Manifest
-from onnxfn.local.runtime import HOST_ARCH, ROOT, RuntimeOptions, host_layer, plan
+from onnxfn.local.runtime import HOST_ARCH, ROOT, LaunchPlan, RuntimeOptions, host_layer, plan
 
 MEMORY_SIZES = (512, 1024, 1769, 3008)
 # AWS Lambda pricing, us-east-1, first tier (aws.amazon.com/lambda/pricing): USD per GB-second.
@@ -143,18 +143,16 @@ def measure(
     progress: Callable[[str], None] = lambda _: None,
 ) -> Fit:
     """Measure ``artifact`` (a model_artifacts/<name> folder) at each memory size."""
-    from onnxfn.local.cloud import EmbeddedAws, lambda_environment, local_aws_environment
+    from onnxfn.local.cloud import EmbeddedAws
     from onnxfn.local.events import api_gateway_event
-    from onnxfn.local.functions import FunctionPool, FunctionRuntime
     from onnxfn.local.upload import upload_artifact
     from stacks.assets import stage_handlers
 
     options = options or RuntimeOptions()
     manifest = Manifest.load(artifact / "manifest.json")
     load_mode = "eager" if sum(f.bytes for f in manifest.files) <= INIT_LOAD_MAX_BYTES else "lazy"
-    version = runtime.removeprefix("python")
     progress(f"{runtime}: staging the handlers and the layer")
-    code_dir = stage_handlers(ROOT, version)
+    code_dir = stage_handlers(ROOT, runtime.removeprefix("python"))
     layer = host_layer(runtime)
     event = api_gateway_event("POST", f"/v2/models/{manifest.name}/infer", body=request_body(manifest, batch))
     aws = EmbeddedAws().start()
@@ -163,66 +161,87 @@ def measure(
     try:
         s3 = aws.client("s3")
         s3.create_bucket(Bucket=BUCKET)
-        model_env = upload_artifact(s3, BUCKET, artifact)
+        model_env = {**upload_artifact(s3, BUCKET, artifact), env.LOAD_MODE: load_mode}
         for memory_mb in memory_sizes:
             launch = plan(runtime, HOST_ARCH, memory_mb, code_dir, [layer], options)
             interpreter = launch.interpreter
-            name = f"onnxfn-fit-{manifest.name}-{memory_mb}"
-            arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-            handler = "handlers.api.lambda_handler"
-            environment = {
-                **model_env,
-                env.LOAD_MODE: load_mode,
-                env.SERVICE_NAME: f"onnxfn-{manifest.name}",
-                env.LOG_LEVEL: "WARNING",
-                **lambda_environment(name, memory_mb, runtime, handler, code_dir, arn),
-                **local_aws_environment(aws.endpoint),
-            }
-            function = FunctionRuntime(
-                logical_id=f"Fit{memory_mb}",
-                name=name,
-                handler=handler,
-                code_dir=code_dir,
-                environment=environment,
-                memory_mb=memory_mb,
-                timeout_s=900.0,
-                arn=arn,
-                launch=launch,
-                model=manifest.name,
-            )
+            function = _function(manifest.name, memory_mb, runtime, code_dir, launch, model_env, aws.endpoint)
             progress(f"{manifest.name} at {memory_mb} MB: {cold_runs} cold starts, {warm_runs} warm requests each")
-            colds, inits, firsts, warms, peaks = [], [], [], [], []
-            for _ in range(cold_runs):
-                pool = FunctionPool(function, 1, lambda _function, _line: None)
-                try:
-                    first = pool.invoke(event)
-                    if not first.ok or first.payload.get("statusCode") != 200:
-                        raise RuntimeError(f"{manifest.name} at {memory_mb} MB: the first request failed: {first}")
-                    colds.append(first.round_trip_ms)
-                    inits.append(first.init_ms or 0.0)
-                    firsts.append(first.duration_ms)
-                    for _ in range(warm_runs):
-                        warm = pool.invoke(event)
-                        warms.append(warm.duration_ms)
-                        peaks.append(warm.max_rss_mb)
-                finally:
-                    pool.close()
-            warm_ms = statistics.median(warms)
-            init_ms, first_ms = statistics.median(inits), statistics.median(firsts)
-            rows.append(
-                FitRow(
-                    memory_mb=memory_mb,
-                    vcpus=round(launch.cpu.vcpus, 3),
-                    cpu=launch.cpu.describe(launch.init_burst),
-                    cold_start_ms=round(statistics.median(colds), 1),
-                    init_ms=round(init_ms, 1),
-                    first_invoke_ms=round(first_ms, 1),
-                    warm_ms=round(warm_ms, 2),
-                    warm_cost_per_million=round(billed_cost(memory_mb, warm_ms) * 1_000_000, 4),
-                    cold_start_cost=billed_cost(memory_mb, init_ms + first_ms),
-                    peak_rss_mb=round(max(peaks), 1),
-                )
-            )
+            rows.append(_row(function, launch, event, cold_runs, warm_runs))
     finally:
         aws.stop()
     return Fit(manifest.name, runtime, interpreter, load_mode, HOST_ARCH, batch, tuple(rows))
+
+
+def _function(
+    model: str,
+    memory_mb: int,
+    runtime: str,
+    code_dir: Path,
+    launch: LaunchPlan,
+    model_env: dict[str, str],
+    endpoint: str,
+) -> Any:
+    """The model's API function at ``memory_mb``, as the stack would configure it."""
+    from onnxfn.local.cloud import lambda_environment, local_aws_environment
+    from onnxfn.local.functions import FunctionRuntime
+
+    name = f"onnxfn-fit-{model}-{memory_mb}"
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+    handler = "handlers.api.lambda_handler"
+    environment = {
+        **model_env,
+        env.SERVICE_NAME: f"onnxfn-{model}",
+        env.LOG_LEVEL: "WARNING",
+        **lambda_environment(name, memory_mb, runtime, handler, code_dir, arn),
+        **local_aws_environment(endpoint),
+    }
+    return FunctionRuntime(
+        logical_id=f"Fit{memory_mb}",
+        name=name,
+        handler=handler,
+        code_dir=code_dir,
+        environment=environment,
+        memory_mb=memory_mb,
+        timeout_s=900.0,
+        arn=arn,
+        launch=launch,
+        model=model,
+    )
+
+
+def _row(function: Any, launch: LaunchPlan, event: dict[str, Any], cold_runs: int, warm_runs: int) -> FitRow:
+    """``cold_runs`` fresh execution environments, each answering one cold and ``warm_runs`` warm requests."""
+    from onnxfn.local.functions import FunctionPool
+
+    colds, inits, firsts, warms, peaks = [], [], [], [], []
+    for _ in range(cold_runs):
+        pool = FunctionPool(function, 1, lambda _function, _line: None)
+        try:
+            first = pool.invoke(event)
+            if not first.ok or first.payload.get("statusCode") != 200:
+                raise RuntimeError(f"{function.model} at {function.memory_mb} MB: the first request failed: {first}")
+            colds.append(first.round_trip_ms)
+            inits.append(first.init_ms or 0.0)
+            firsts.append(first.duration_ms)
+            for _ in range(warm_runs):
+                warm = pool.invoke(event)
+                warms.append(warm.duration_ms)
+                peaks.append(warm.max_rss_mb)
+        finally:
+            pool.close()
+    warm_ms = statistics.median(warms)
+    init_ms, first_ms = statistics.median(inits), statistics.median(firsts)
+    memory_mb = function.memory_mb
+    return FitRow(
+        memory_mb=memory_mb,
+        vcpus=round(launch.cpu.vcpus, 3),
+        cpu=launch.cpu.describe(launch.init_burst),
+        cold_start_ms=round(statistics.median(colds), 1),
+        init_ms=round(init_ms, 1),
+        first_invoke_ms=round(first_ms, 1),
+        warm_ms=round(warm_ms, 2),
+        warm_cost_per_million=round(billed_cost(memory_mb, warm_ms) * 1_000_000, 4),
+        cold_start_cost=billed_cost(memory_mb, init_ms + first_ms),
+        peak_rss_mb=round(max(peaks), 1),
+    )
