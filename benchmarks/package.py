@@ -68,69 +68,80 @@ def layer_bytecode_bytes(layer_path: Path) -> int:
     return int((marker.get("bytecode") or {}).get("bytes", 0))
 
 
+def _handlers_record(handlers_mb: float, bytecode_mb: float) -> Record:
+    """The function code as the stack stages it, with the bytecode compiled into it."""
+    return Record(
+        "handlers asset",
+        "-",
+        "function code (handlers/)",
+        "unzipped size",
+        handlers_mb,
+        None,
+        "MB",
+        1,
+        extra={"bytecode_mb": bytecode_mb},
+    )
+
+
+def _layer_record(arch: str, build: dict[str, object], seconds: float, layer_mb: float, bytecode_mb: float) -> Record:
+    """The layer's packages without bytecode (its target's figure), the bytecode and the build beside it."""
+    return Record(
+        "layer",
+        "-",
+        f"{arch} python{PYTHON}",
+        PACKAGES_METRIC,
+        layer_mb - bytecode_mb,
+        None,
+        "MB",
+        1,
+        extra={
+            "bytecode_mb": bytecode_mb,
+            "with_bytecode_mb": layer_mb,
+            "bytecode_python": build.get("bytecode"),
+            "before_strip_mb": int(str(build["bytes_before_strip"])) / MB,
+            "cached": build["cached"],
+            "build_s": seconds,
+            "hash": build["hash"],
+            "top_entries_mb": _top_entries(Path(str(build["path"])) / "python"),
+            "lambda_compatible": build["lambda_compatible"],
+        },
+    )
+
+
+def _zip_function_record(arch: str, total_mb: float, bytecode_mb: float) -> Record:
+    """Layer and handlers together, bytecode included, against Lambda's 250 MB unzipped limit."""
+    return Record(
+        "zip function",
+        "-",
+        f"{arch} python{PYTHON}",
+        "unzipped size (layer + handlers)",
+        total_mb,
+        None,
+        "MB",
+        1,
+        extra={
+            "limit_mb": LIMIT_MB,
+            "share_of_limit": total_mb / LIMIT_MB,
+            "headroom_mb": LIMIT_MB - total_mb,
+            "bytecode_mb": bytecode_mb,
+        },
+    )
+
+
 def measure(quick: bool) -> StepResult:
+    """The handlers asset, then each architecture's layer and zip function, as records."""
     result = StepResult()
     asset = _handlers_asset()
     handlers_mb = tree_bytes(asset) / MB
     handlers_bytecode_mb = sum(tree_bytes(d) for d in asset.rglob("__pycache__")) / MB
-    result.records.append(
-        Record(
-            "handlers asset",
-            "-",
-            "function code (handlers/)",
-            "unzipped size",
-            handlers_mb,
-            None,
-            "MB",
-            1,
-            extra={"bytecode_mb": handlers_bytecode_mb},
-        )
-    )
+    result.records.append(_handlers_record(handlers_mb, handlers_bytecode_mb))
     for arch in ARCHITECTURES:
         build, seconds = _build(arch)
         layer_mb = int(str(build["bytes"])) / MB
         bytecode_mb = layer_bytecode_bytes(Path(str(build["path"]))) / MB
-        total_mb = layer_mb + handlers_mb
+        result.records.append(_layer_record(arch, build, seconds, layer_mb, bytecode_mb))
         result.records.append(
-            Record(
-                "layer",
-                "-",
-                f"{arch} python{PYTHON}",
-                PACKAGES_METRIC,
-                layer_mb - bytecode_mb,
-                None,
-                "MB",
-                1,
-                extra={
-                    "bytecode_mb": bytecode_mb,
-                    "with_bytecode_mb": layer_mb,
-                    "bytecode_python": build.get("bytecode"),
-                    "before_strip_mb": int(str(build["bytes_before_strip"])) / MB,
-                    "cached": build["cached"],
-                    "build_s": seconds,
-                    "hash": build["hash"],
-                    "top_entries_mb": _top_entries(Path(str(build["path"])) / "python"),
-                    "lambda_compatible": build["lambda_compatible"],
-                },
-            )
-        )
-        result.records.append(
-            Record(
-                "zip function",
-                "-",
-                f"{arch} python{PYTHON}",
-                "unzipped size (layer + handlers)",
-                total_mb,
-                None,
-                "MB",
-                1,
-                extra={
-                    "limit_mb": LIMIT_MB,
-                    "share_of_limit": total_mb / LIMIT_MB,
-                    "headroom_mb": LIMIT_MB - total_mb,
-                    "bytecode_mb": bytecode_mb + handlers_bytecode_mb,
-                },
-            )
+            _zip_function_record(arch, layer_mb + handlers_mb, bytecode_mb + handlers_bytecode_mb)
         )
         print(
             f"  package {arch}: layer {layer_mb:.1f} MB, of which bytecode {bytecode_mb:.1f} MB "

@@ -120,15 +120,71 @@ def _handler_call(api: ModuleType, event: dict[str, Any]) -> Callable[[], dict[s
     return call
 
 
-def measure(quick: bool, vcpus: int = 1) -> StepResult:
-    function_core, server_core = lambda_env.cores()
-    if vcpus == 1:
-        lambda_env.pin(function_core)
-    memory_mb = lambda_env.MEMORY_MB * vcpus
+def _set_environment(memory_mb: int) -> None:
+    """The function's environment in this process (Lambda's variables, the stack's defaults, the memory)."""
     os.environ.update(
         {**lambda_env.aws_environment(None), **lambda_env.FUNCTION_DEFAULTS, "POWERTOOLS_SERVICE_NAME": "onnxfn-bench"}
     )
     os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(memory_mb)
+
+
+def _tutorial_environment(model: str, env: dict[str, str]) -> dict[str, str]:
+    """Where the tutorial handler finds the objects onnxfn's handler reads (same bucket, same keys)."""
+    tutorial_env = {
+        "TUTORIAL_BUCKET": lambda_env.BUCKET,
+        "TUTORIAL_MODEL_KEY": env["MODEL_PREFIX"] + lambda_env.manifest_files(model)["model"],
+    }
+    if "tokenizer" in lambda_env.manifest_files(model):
+        tutorial_env["TUTORIAL_TOKENIZER_KEY"] = env["MODEL_PREFIX"] + "tokenizer.json"
+    return tutorial_env
+
+
+def _prepare_model(s3: Any, model: str, memory_mb: int, vcpus: int) -> tuple[Any, ModuleType | None]:
+    """Upload ``model`` and point the handler's store at it; the bare session and (1 vCPU) the tutorial on it."""
+    from handlers.runtime.model_store import ModelStore, reset_store
+    from handlers.runtime.settings import load_settings
+    from onnxfn.local.upload import upload_artifact
+
+    env = upload_artifact(s3, lambda_env.BUCKET, lambda_env.ARTIFACTS / model)
+    os.environ.update(env)
+    store = ModelStore(load_settings({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb)}))
+    reset_store(store)
+    manifest = json.loads((lambda_env.ARTIFACTS / model / "manifest.json").read_text())
+    model_bytes = (lambda_env.ARTIFACTS / model / lambda_env.manifest_files(model)["model"]).read_bytes()
+    session = bare.create_session(
+        model_bytes, store.settings.intra_op_threads, bool(manifest["onnx"]["optimization_level"])
+    )
+    tutorial = _load_tutorial(model, _tutorial_environment(model, env)) if vcpus == 1 else None
+    return session, tutorial
+
+
+def _stop_pytorch(result: StepResult, peer: Any) -> None:
+    """Close the PyTorch peer, keeping its startup and stats and a record of its peak memory."""
+    stats = peer.ask("stats")
+    result.data["pytorch"] = {**peer.startup, **stats}
+    peer.close()
+    result.records.append(
+        Record(
+            name="pytorch",
+            model="minilm",
+            variant="after its 1×32 and 8×128 runs",
+            metric="peak RSS",
+            median=stats["vm_hwm_mb"],
+            p90=None,
+            unit="MB",
+            runs=1,
+            extra={"ru_maxrss_mb": stats["ru_maxrss_mb"], "threads": stats["threads"]},
+        )
+    )
+
+
+def measure(quick: bool, vcpus: int = 1) -> StepResult:
+    """Every contender's warm latency on every model and batch, at ``vcpus`` (1: pinned to one core)."""
+    function_core, server_core = lambda_env.cores()
+    if vcpus == 1:
+        lambda_env.pin(function_core)
+    memory_mb = lambda_env.MEMORY_MB * vcpus
+    _set_environment(memory_mb)
     models = ("digits", "minilm") if vcpus == 1 else ("minilm",)
     batches = BATCHES if vcpus == 1 and not quick else PYTORCH_BATCHES
     result = StepResult()
@@ -140,53 +196,18 @@ def measure(quick: bool, vcpus: int = 1) -> StepResult:
             s3 = server.client
             os.environ["AWS_ENDPOINT_URL"] = server.endpoint
             from handlers import api
-            from handlers.runtime.model_store import ModelStore, reset_store
             from handlers.runtime.observability import logger
-            from handlers.runtime.settings import load_settings
-            from onnxfn.local.upload import upload_artifact
 
             logger.registered_handler.setStream(quiet.sink)  # type: ignore[attr-defined]
             for model in models:
-                env = upload_artifact(s3, lambda_env.BUCKET, lambda_env.ARTIFACTS / model)
-                os.environ.update(env)
-                store = ModelStore(load_settings({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb)}))
-                reset_store(store)
-                manifest = json.loads((lambda_env.ARTIFACTS / model / "manifest.json").read_text())
-                model_bytes = (lambda_env.ARTIFACTS / model / lambda_env.manifest_files(model)["model"]).read_bytes()
-                session = bare.create_session(
-                    model_bytes, store.settings.intra_op_threads, bool(manifest["onnx"]["optimization_level"])
-                )
-                tutorial = None
-                if vcpus == 1:
-                    tutorial_env = {
-                        "TUTORIAL_BUCKET": lambda_env.BUCKET,
-                        "TUTORIAL_MODEL_KEY": env["MODEL_PREFIX"] + lambda_env.manifest_files(model)["model"],
-                    }
-                    if "tokenizer" in lambda_env.manifest_files(model):
-                        tutorial_env["TUTORIAL_TOKENIZER_KEY"] = env["MODEL_PREFIX"] + "tokenizer.json"
-                    tutorial = _load_tutorial(model, tutorial_env)
+                session, tutorial = _prepare_model(s3, model, memory_mb, vcpus)
                 for batch in batches:
                     item = workload(model, batch)
                     _measure_case(result, item, api, session, tutorial, peer, quiet, quick, vcpus)
                     print(f"  warm {model} {item.label} ({vcpus} vCPU) done", flush=True)
     finally:
         if peer is not None:
-            stats = peer.ask("stats")
-            result.data["pytorch"] = {**peer.startup, **stats}
-            peer.close()
-            result.records.append(
-                Record(
-                    name="pytorch",
-                    model="minilm",
-                    variant="after its 1×32 and 8×128 runs",
-                    metric="peak RSS",
-                    median=stats["vm_hwm_mb"],
-                    p90=None,
-                    unit="MB",
-                    runs=1,
-                    extra={"ru_maxrss_mb": stats["ru_maxrss_mb"], "threads": stats["threads"]},
-                )
-            )
+            _stop_pytorch(result, peer)
     result.notes.append(
         f"warm, {vcpus} vCPU: AWS_LAMBDA_FUNCTION_MEMORY_SIZE={memory_mb} (onnxfn: "
         f"{vcpus} intra-op thread{'s' if vcpus > 1 else ''}); "

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -65,17 +66,12 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,64, got {text!r}") from exc
 
 
-def _cmd_add(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from onnxfn.prepare.add import AddOptions, GateFailed, add_model
-    from onnxfn.prepare.calibration import CalibrationError
-    from onnxfn.prepare.quantization import QuantizationError
-    from onnxfn.prepare.report import summary_table
-    from onnxfn.prepare.sources import SourceError
+def _add_options(args: argparse.Namespace) -> Any:
+    """``onnxfn add``'s flags as ``AddOptions``."""
+    from onnxfn.prepare.add import AddOptions
     from onnxfn.prepare.validation import Thresholds
 
-    options = AddOptions(
+    return AddOptions(
         quantize=args.quantize,
         optimize=args.optimize,
         calibration=Path(args.calibration) if args.calibration else None,
@@ -99,6 +95,18 @@ def _cmd_add(args: argparse.Namespace) -> int:
         packaging=args.packaging,
         force=args.force,
     )
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from onnxfn.prepare.add import GateFailed, add_model
+    from onnxfn.prepare.calibration import CalibrationError
+    from onnxfn.prepare.quantization import QuantizationError
+    from onnxfn.prepare.report import summary_table
+    from onnxfn.prepare.sources import SourceError
+
+    options = _add_options(args)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         current = bar.add_task("starting", total=None)

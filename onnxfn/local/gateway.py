@@ -84,8 +84,20 @@ class Router:
         return None
 
 
+def _gateway_error(
+    request_id: str, status: int, document: Any, extra: dict[str, list[str]] | None = None
+) -> tuple[int, dict[str, list[str]], bytes]:
+    """An answer API Gateway makes itself: JSON, its request id, and the error type header."""
+    headers = {"Content-Type": ["application/json"], "x-amzn-RequestId": [request_id], **(extra or {})}
+    return status, headers, dumps(document)
+
+
 def _error_type(name: str) -> dict[str, list[str]]:
     return {"x-amzn-ErrorType": [name]}
+
+
+# API Gateway's answer to a route it does not have, or to an IAM route called without SigV4.
+_MISSING_TOKEN = (403, {"message": "Missing Authentication Token"}, _error_type("MissingAuthenticationTokenException"))
 
 
 @dataclass
@@ -168,9 +180,25 @@ class Gateway:
     def handle_api(
         self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes | None
     ) -> tuple[int, dict[str, list[str]], bytes, RequestLog]:
+        """One request through the API, as API Gateway answers it; the log line says how it went."""
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         log = RequestLog(method, path, 0, 0.0)
+        status, out, data = self._answer(method, path, query, headers, body, request_id, log)
+        log.status = status
+        log.total_ms = (time.perf_counter() - started) * 1000
+        return status, out, data, log
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        request_id: str,
+        log: RequestLog,
+    ) -> tuple[int, dict[str, list[str]], bytes]:
         api = self.api
         stage_path = path
         if api and (path == f"/{api.stage}" or path.startswith(f"/{api.stage}/")):
@@ -182,34 +210,12 @@ class Gateway:
             single[key] = value
             multi.setdefault(key, []).append(value)
         lowered = {k.lower(): v for k, v in single.items()}
-
-        def finish(
-            status: int, document: Any, extra: dict[str, list[str]] | None = None
-        ) -> tuple[int, dict[str, list[str]], bytes, RequestLog]:
-            out = {"Content-Type": ["application/json"], "x-amzn-RequestId": [request_id], **(extra or {})}
-            data = document if isinstance(document, bytes) else dumps(document)
-            log.status = status
-            log.total_ms = (time.perf_counter() - started) * 1000
-            return status, out, data, log
-
         if api is None or match is None:
-            return finish(
-                403,
-                {"message": "Missing Authentication Token"},
-                _error_type("MissingAuthenticationTokenException"),
-            )
+            return _gateway_error(request_id, *_MISSING_TOKEN)
         route, params = match
-        if route.authorization == "AWS_IAM" and not lowered.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
-            return finish(
-                403,
-                {"message": "Missing Authentication Token"},
-                _error_type("MissingAuthenticationTokenException"),
-            )
-        given = lowered.get("x-api-key")
-        if route.api_key_required and (
-            self.api_key is None or given is None or not hmac.compare_digest(given.encode(), self.api_key.encode())
-        ):
-            return finish(403, {"message": "Forbidden"}, _error_type("ForbiddenException"))
+        denied = self._denied(route, lowered)
+        if denied is not None:
+            return _gateway_error(request_id, *denied)
         pool = self.pools[route.function_id]
         log.function = pool.runtime.name
         event = api_gateway_event(
@@ -222,28 +228,48 @@ class Gateway:
             binary_media_types=api.binary_media_types,
             resource=route.resource_path,
             path_parameters=params or None,
-            api_key=given if route.api_key_required else None,
+            api_key=lowered.get("x-api-key") if route.api_key_required else None,
             request_id=request_id,
             multi_value_headers=multi,
         )
         if body is not None and len(body) * (4 / 3 if event["isBase64Encoded"] else 1) > MAX_INVOKE_BYTES:
-            return finish(413, {"message": "Request Too Long: a Lambda proxy request must stay under 6 MB"})
+            too_long = {"message": "Request Too Long: a Lambda proxy request must stay under 6 MB"}
+            return _gateway_error(request_id, 413, too_long)
         invocation = self._invoke(pool, event)
         log.invocation = invocation
+        return self._integration_answer(invocation, lowered.get("accept", ""), request_id)
+
+    def _denied(self, route: Any, lowered: Mapping[str, str]) -> tuple[int, Any, dict[str, list[str]]] | None:
+        """API Gateway's answer when the caller may not call ``route``: no SigV4 for IAM, no key."""
+        if route.authorization == "AWS_IAM" and not lowered.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
+            return _MISSING_TOKEN
+        given = lowered.get("x-api-key")
+        if route.api_key_required and (
+            self.api_key is None or given is None or not hmac.compare_digest(given.encode(), self.api_key.encode())
+        ):
+            return 403, {"message": "Forbidden"}, _error_type("ForbiddenException")
+        return None
+
+    def _integration_answer(
+        self, invocation: Any, accept: str, request_id: str
+    ) -> tuple[int, dict[str, list[str]], bytes]:
+        """The function's answer as API Gateway returns it, or the gateway's own error."""
         if invocation is None:
-            return finish(504, {"message": "Endpoint request timed out"}, _error_type("GatewayTimeoutException"))
+            return _gateway_error(
+                request_id, 504, {"message": "Endpoint request timed out"}, _error_type("GatewayTimeoutException")
+            )
         if invocation.status == "throttled":
-            return finish(429, {"message": "Too Many Requests"}, _error_type("TooManyRequestsException"))
-        if not invocation.ok:
-            return finish(502, {"message": "Internal server error"}, _error_type("InternalServerErrorException"))
-        mapped = self._map_response(invocation.payload, lowered.get("accept", ""))
-        if mapped is None:  # API Gateway: "Malformed Lambda proxy response"
-            return finish(502, {"message": "Internal server error"}, _error_type("InternalServerErrorException"))
+            return _gateway_error(
+                request_id, 429, {"message": "Too Many Requests"}, _error_type("TooManyRequestsException")
+            )
+        mapped = self._map_response(invocation.payload, accept) if invocation.ok else None
+        if mapped is None:  # a function error, or API Gateway's "Malformed Lambda proxy response"
+            return _gateway_error(
+                request_id, 502, {"message": "Internal server error"}, _error_type("InternalServerErrorException")
+            )
         status, out_headers, data = mapped
         out_headers.setdefault("x-amzn-RequestId", [request_id])
-        log.status = status
-        log.total_ms = (time.perf_counter() - started) * 1000
-        return status, out_headers, data, log
+        return status, out_headers, data
 
     def _map_response(self, payload: Any, accept: str) -> tuple[int, dict[str, list[str]], bytes] | None:
         if not isinstance(payload, dict) or not isinstance(payload.get("statusCode"), int):
@@ -300,69 +326,71 @@ class Gateway:
     # --- HTTP ------------------------------------------------------------------------------------
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        gateway = self
+        return type("Handler", (_Handler,), {"gateway": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "onnxfn-local"
-            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
-            def _body(self) -> bytes | bool | None:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunked = _chunked(self.rfile.read, self.rfile.readline, MAX_REQUEST_BYTES)
-                    return False if chunked is None else chunked
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_REQUEST_BYTES:
-                    return False
-                return self.rfile.read(length) if length else None
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 in front of ``gateway`` (set per gateway by ``_handler_class``)."""
 
-            def _send(self, status: int, headers: Mapping[str, list[str]], data: bytes) -> None:
-                lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Date: {self.date_time_string()}"]
-                for key, values in headers.items():
-                    if key.lower() in ("content-length", "transfer-encoding", "connection", "date"):
-                        continue
-                    lines.extend(f"{key}: {value}" for value in values)
-                lines.append(f"Content-Length: {len(data)}")
-                if self.close_connection:
-                    lines.append("Connection: close")
-                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-                # One write for head and body: one TCP segment for a small answer.
-                self.wfile.write(head if self.command == "HEAD" else head + data)
+    gateway: Gateway
+    protocol_version = "HTTP/1.1"
+    server_version = "onnxfn-local"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
-            def _dispatch(self) -> None:
-                path, _, query = self.path.partition("?")
-                body = self._body()
-                if body is False:
-                    self.close_connection = True
-                    message = {"message": f"Request Too Long: the limit is {MAX_REQUEST_BYTES} bytes"}
-                    self._send(413, {"Content-Type": ["application/json"]}, dumps(message))
-                    return
-                assert body is not True
-                if path == "/_local/metrics" and self.command == "GET":
-                    self._send(200, {"Content-Type": [METRICS_CONTENT_TYPE]}, gateway.metrics.render())
-                    return
-                if path == "/_local/health" and self.command == "GET":
-                    self._send(200, {"Content-Type": ["application/json"]}, dumps({"status": "ok"}))
-                    return
-                if path.startswith(INVOKE_PREFIX) and path.endswith("/invocations") and self.command == "POST":
-                    self._send(*gateway.handle_invoke(path, body))
-                    return
-                status, headers, data, log = gateway.handle_api(
-                    self.command, path, query, list(self.headers.items()), body
-                )
-                self._send(status, headers, data)
-                if gateway.on_request is not None:
-                    gateway.on_request(log)
+    def _body(self) -> bytes | bool | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunked = _chunked(self.rfile.read, self.rfile.readline, MAX_REQUEST_BYTES)
+            return False if chunked is None else chunked
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            return False
+        return self.rfile.read(length) if length else None
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+    def _send(self, status: int, headers: Mapping[str, list[str]], data: bytes) -> None:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Date: {self.date_time_string()}"]
+        for key, values in headers.items():
+            if key.lower() in ("content-length", "transfer-encoding", "connection", "date"):
+                continue
+            lines.extend(f"{key}: {value}" for value in values)
+        lines.append(f"Content-Length: {len(data)}")
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        # One write for head and body: one TCP segment for a small answer.
+        self.wfile.write(head if self.command == "HEAD" else head + data)
 
-            def __getattr__(self, name: str) -> Any:
-                # Any other method (TRACE, PROPFIND, ...) gets API Gateway's answer, not a 501.
-                if name.startswith("do_"):
-                    return self._dispatch
-                raise AttributeError(name)
+    def _dispatch(self) -> None:
+        path, _, query = self.path.partition("?")
+        body = self._body()
+        if body is False:
+            self.close_connection = True
+            message = {"message": f"Request Too Long: the limit is {MAX_REQUEST_BYTES} bytes"}
+            self._send(413, {"Content-Type": ["application/json"]}, dumps(message))
+            return
+        assert body is not True
+        if path == "/_local/metrics" and self.command == "GET":
+            self._send(200, {"Content-Type": [METRICS_CONTENT_TYPE]}, self.gateway.metrics.render())
+            return
+        if path == "/_local/health" and self.command == "GET":
+            self._send(200, {"Content-Type": ["application/json"]}, dumps({"status": "ok"}))
+            return
+        if path.startswith(INVOKE_PREFIX) and path.endswith("/invocations") and self.command == "POST":
+            self._send(*self.gateway.handle_invoke(path, body))
+            return
+        status, headers, data, log = self.gateway.handle_api(
+            self.command, path, query, list(self.headers.items()), body
+        )
+        self._send(status, headers, data)
+        if self.gateway.on_request is not None:
+            self.gateway.on_request(log)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
-        return Handler
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, PROPFIND, ...) gets API Gateway's answer, not a 501.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
