@@ -12,6 +12,9 @@ x86_64 layers run under pyenv's CPython 3.12 / 3.13 (found by ``layers/interpret
 arm64 layer runs under qemu-user with Debian trixie's aarch64 CPython 3.13, from the sysroot that
 ``layers/arm64_sysroot.py`` prepares (``make arm64-sysroot``). Nothing run under qemu is timed: it
 is emulated.
+
+One file past 400 lines on purpose: the layers are built and cached once per session for all
+its tests, which share the fixtures that run an interpreter on a layer.
 """
 
 from __future__ import annotations
