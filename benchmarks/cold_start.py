@@ -182,9 +182,81 @@ def _record(case: Case, metric: str, values: list[float], **extra: Any) -> Recor
     return from_samples(case.contender, case.model, case.variant, metric, values, **extra)
 
 
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(s[key] for s in runs))
+
+
+def _cold_record(
+    case: Case, runs: list[dict[str, Any]], config: faithful.FunctionConfig, configured: bool, headline: bool
+) -> Record:
+    """The case's cold start (spawn → first 200) with its phases' medians and what its processes ran with."""
+    record = _record(
+        case,
+        "cold start",
+        [s["total"] for s in runs],
+        phases_ms={p: _median(runs, p) for p in fresh.PHASES},
+        peak_rss_mb=_median(runs, "peak_rss_mb"),
+        init_ms=_median(runs, "init_ms"),
+        model_in_init_ms=_median(runs, "model_in_init_ms"),
+        first_request_ms=_median(runs, "first_request_ms"),
+        memory_mb=case.memory_mb,
+        vcpus=min(6.0, case.memory_mb / 1769),
+        init_burst=case.init_burst,
+        cpu_enforced=all(s["cpu_enforced"] for s in runs),
+        configured=configured,
+        headline=headline,
+        timeout_s=config.timeout_s,
+        split_from_log=all(s.get("split_from_log", True) for s in runs),
+    )
+    if case.contender == ONNXFN:  # what its processes did (fresh.ONNXFN's checks), the first one's
+        record.extra["checks"] = runs[0].get("checks", {})
+    return record
+
+
+def _onnxfn_request_records(
+    case: Case, runs: list[dict[str, Any]], config: faithful.FunctionConfig, headline: bool
+) -> list[Record]:
+    """onnxfn's first request (against its timeout) and the warm requests its processes served after it."""
+    first = _record(
+        case, "first request", [s["first_request_ms"] for s in runs], timeout_s=config.timeout_s, headline=headline
+    )
+    first.extra["share_of_timeout"] = (first.median or 0) / (config.timeout_s * 1000)
+    warm = [s["warm_ms"] for s in runs if s["warm_ms"] is not None]
+    if not warm:
+        return [first]
+    faithful_warm = from_samples(
+        ONNXFN,
+        case.model,
+        f"b1 JSON, {case.memory_mb} MB",
+        "warm latency (faithful)",
+        warm,
+        memory_mb=case.memory_mb,
+        requests_per_process=WARM_REQUESTS,
+    )
+    return [first, faithful_warm]
+
+
+def _add_cold_ratios(cold: dict[Case, Record]) -> None:
+    """onnxfn's and the tutorial's cold starts over every other contender's in the same setting."""
+    for case, record in cold.items():
+        if case.contender in (ONNXFN, TUTORIAL):
+            peers = {c: cold.get(Case(c, case.model, case.memory_mb, case.init_burst)) for c in CONTENDERS}
+            add_ratios(record, {c: r for c, r in peers.items() if r is not None and c != case.contender})
+
+
+def _pooled_import(
+    samples: dict[Case, list[dict[str, Any]]], configs: dict[str, faithful.FunctionConfig], init_burst: bool
+) -> Record:
+    """onnxfn's handler import over both models' processes at their configured memory and the run's setting."""
+    configured = [c for c in samples if c.init_burst == init_burst and c.memory_mb == configs[c.model].memory_mb]
+    pooled = [s["import"] for case in configured if case.contender == ONNXFN for s in samples[case]]
+    return from_samples(ONNXFN, "both", "handler import without the model, configured memory", "init (import)", pooled)
+
+
 def _records(
     samples: dict[Case, list[dict[str, Any]]], configs: dict[str, faithful.FunctionConfig], init_burst: bool
 ) -> list[Record]:
+    """Every record of the step: per case its cold start, init and (onnxfn) requests, then the pooled import."""
     records: list[Record] = []
     cold: dict[Case, Record] = {}
     for case, runs in samples.items():
@@ -192,66 +264,15 @@ def _records(
         configured = case.memory_mb == config.memory_mb
         # the figures the targets judge: configured memory, the run's init-burst setting
         headline = configured and case.init_burst == init_burst
-
-        def median(key: str, of: list[dict[str, Any]] = runs) -> float:
-            return float(statistics.median(s[key] for s in of))
-
-        cold[case] = _record(
-            case,
-            "cold start",
-            [s["total"] for s in runs],
-            phases_ms={p: median(p) for p in fresh.PHASES},
-            peak_rss_mb=median("peak_rss_mb"),
-            init_ms=median("init_ms"),
-            model_in_init_ms=median("model_in_init_ms"),
-            first_request_ms=median("first_request_ms"),
-            memory_mb=case.memory_mb,
-            vcpus=min(6.0, case.memory_mb / 1769),
-            init_burst=case.init_burst,
-            cpu_enforced=all(s["cpu_enforced"] for s in runs),
-            configured=configured,
-            headline=headline,
-            timeout_s=config.timeout_s,
-            split_from_log=all(s.get("split_from_log", True) for s in runs),
-        )
-        if case.contender == ONNXFN:  # what its processes did (fresh.ONNXFN's checks), the first one's
-            cold[case].extra["checks"] = runs[0].get("checks", {})
+        cold[case] = _cold_record(case, runs, config, configured, headline)
         records.append(cold[case])
         if configured:
             records.append(_record(case, "init (import)", [s["import"] for s in runs], headline=headline))
             records.append(_record(case, "init (Lambda init)", [s["init_ms"] for s in runs], headline=headline))
         if case.contender == ONNXFN:
-            first = _record(
-                case,
-                "first request",
-                [s["first_request_ms"] for s in runs],
-                timeout_s=config.timeout_s,
-                headline=headline,
-            )
-            first.extra["share_of_timeout"] = (first.median or 0) / (config.timeout_s * 1000)
-            records.append(first)
-            warm = [s["warm_ms"] for s in runs if s["warm_ms"] is not None]
-            if warm:
-                records.append(
-                    from_samples(
-                        ONNXFN,
-                        case.model,
-                        f"b1 JSON, {case.memory_mb} MB",
-                        "warm latency (faithful)",
-                        warm,
-                        memory_mb=case.memory_mb,
-                        requests_per_process=WARM_REQUESTS,
-                    )
-                )
-    for case, record in cold.items():
-        if case.contender in (ONNXFN, TUTORIAL):
-            peers = {c: cold.get(Case(c, case.model, case.memory_mb, case.init_burst)) for c in CONTENDERS}
-            add_ratios(record, {c: r for c, r in peers.items() if r is not None and c != case.contender})
-    main = [c for c in samples if c.init_burst == init_burst and c.memory_mb == configs[c.model].memory_mb]
-    pooled = [s["import"] for case in main if case.contender == ONNXFN for s in samples[case]]
-    records.append(
-        from_samples(ONNXFN, "both", "handler import without the model, configured memory", "init (import)", pooled)
-    )
+            records += _onnxfn_request_records(case, runs, config, headline)
+    _add_cold_ratios(cold)
+    records.append(_pooled_import(samples, configs, init_burst))
     return records
 
 

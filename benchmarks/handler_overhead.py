@@ -24,6 +24,7 @@ import numpy as np
 from benchmarks.timing import median_ms, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["The quick brown fox jumps over the lazy dog."] * 8  # minilm's request: eight sentences
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
@@ -60,67 +61,83 @@ with mock_aws():
 """
 
 
-def main() -> None:
-    import boto3
-    import onnxruntime as ort
-    from moto import mock_aws
+def _request_bodies(pixels: np.ndarray) -> dict[str, str]:
+    """The OIP JSON request of each model: digits one row of ``pixels``, minilm eight sentences."""
+    digits = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels.tolist()}]}
+    minilm = {"inputs": [{"name": "text", "shape": [8], "datatype": "BYTES", "data": TEXTS}]}
+    return {"digits": json.dumps(digits), "minilm": json.dumps(minilm)}
 
+
+def _bare_session(name: str, intra_op_threads: int) -> Any:
+    """An onnxruntime session on the model's file with the handler's thread settings (the floor)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(
+        str(ROOT / "model_artifacts" / name / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _warm_figures(s3: Any, name: str, body: str, pixels: np.ndarray) -> dict[str, float]:
+    """The handler's warm time against a bare ``session.run`` on the same inputs, the model loaded first."""
+    from handlers import api
     from handlers.runtime.model_store import ModelStore, reset_store
     from handlers.runtime.settings import load_settings
     from onnxfn.local.context import LocalContext
     from onnxfn.local.events import api_gateway_event
     from onnxfn.local.upload import upload_artifact
 
+    env = upload_artifact(s3, "bench", ROOT / "model_artifacts" / name)
+    store = ModelStore(load_settings({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}))
+    reset_store(store)
+    event = api_gateway_event("POST", f"/v2/models/{name}/infer", body, {"Content-Type": "application/json"})
+    context = LocalContext()
+
+    def handler() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.lambda_handler(event, context)
+
+    handler()
+    loaded = store.get_model()
+    session = _bare_session(name, store.settings.intra_op_threads)
+    if name == "digits":
+        feeds = {"pixels": pixels}
+        outputs = ["probabilities"]
+    else:
+        feeds = loaded.pipeline.tokenize(TEXTS)  # type: ignore[attr-defined]
+        outputs = ["last_hidden_state"]
+    runs = 300 if name == "digits" else 60
+    handler_ms = median_ms(handler, runs)
+    bare_ms = median_ms(functools.partial(session.run, outputs, feeds), runs)
+    return {
+        f"{name}_handler_warm_ms": handler_ms,
+        f"{name}_bare_session_run_ms": bare_ms,
+        f"{name}_overhead_ms": handler_ms - bare_ms,
+        f"{name}_overhead_ratio": handler_ms / bare_ms,
+    }
+
+
+def main() -> None:
+    """Measure init, each model's first request and warm overhead, and print one figure a line."""
+    import boto3
+    from moto import mock_aws
+
     results: dict[str, float] = {}
     results["init_import_ms"] = subprocess_ms(
         "import time; t=time.perf_counter(); import handlers.api; print((time.perf_counter()-t)*1000)"
     )
     pixels = np.random.default_rng(0).uniform(0, 16, (1, 64)).astype(np.float32)
-    digits_body = json.dumps(
-        {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels.tolist()}]}
-    )
-    texts = ["The quick brown fox jumps over the lazy dog."] * 8
-    minilm_body = json.dumps({"inputs": [{"name": "text", "shape": [8], "datatype": "BYTES", "data": texts}]})
-    results["digits_first_request_ms"] = subprocess_ms(FIRST_REQUEST.format(name="digits", body=digits_body))
-    results["minilm_first_request_ms"] = subprocess_ms(FIRST_REQUEST.format(name="minilm", body=minilm_body))
+    bodies = _request_bodies(pixels)
+    for name, body in bodies.items():
+        results[f"{name}_first_request_ms"] = subprocess_ms(FIRST_REQUEST.format(name=name, body=body))
 
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="bench")
-        from handlers import api
-
-        for name, body in (("digits", digits_body), ("minilm", minilm_body)):
-            env = upload_artifact(s3, "bench", ROOT / "model_artifacts" / name)
-            store = ModelStore(load_settings({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}))
-            reset_store(store)
-            event = api_gateway_event("POST", f"/v2/models/{name}/infer", body, {"Content-Type": "application/json"})
-            context = LocalContext()
-
-            def handler(event: dict[str, Any] = event, context: LocalContext = context) -> None:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    api.lambda_handler(event, context)
-
-            handler()
-            loaded = store.get_model()
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = store.settings.intra_op_threads
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(
-                str(ROOT / "model_artifacts" / name / "model.onnx"), options, providers=["CPUExecutionProvider"]
-            )
-            if name == "digits":
-                feeds = {"pixels": pixels}
-                outputs = ["probabilities"]
-            else:
-                feeds = loaded.pipeline.tokenize(texts)  # type: ignore[attr-defined]
-                outputs = ["last_hidden_state"]
-            runs = 300 if name == "digits" else 60
-            handler_ms = median_ms(handler, runs)
-            bare_ms = median_ms(functools.partial(session.run, outputs, feeds), runs)
-            results[f"{name}_handler_warm_ms"] = handler_ms
-            results[f"{name}_bare_session_run_ms"] = bare_ms
-            results[f"{name}_overhead_ms"] = handler_ms - bare_ms
-            results[f"{name}_overhead_ratio"] = handler_ms / bare_ms
+        for name, body in bodies.items():
+            results.update(_warm_figures(s3, name, body, pixels))
     for key, value in results.items():
         print(f"{key:32s} {value:10.3f}")
 

@@ -140,9 +140,7 @@ def measure(quick: bool) -> StepResult:
         layer_mb = int(str(build["bytes"])) / MB
         bytecode_mb = layer_bytecode_bytes(Path(str(build["path"]))) / MB
         result.records.append(_layer_record(arch, build, seconds, layer_mb, bytecode_mb))
-        result.records.append(
-            _zip_function_record(arch, layer_mb + handlers_mb, bytecode_mb + handlers_bytecode_mb)
-        )
+        result.records.append(_zip_function_record(arch, layer_mb + handlers_mb, bytecode_mb + handlers_bytecode_mb))
         print(
             f"  package {arch}: layer {layer_mb:.1f} MB, of which bytecode {bytecode_mb:.1f} MB "
             f"({'cached' if build['cached'] else 'built'})",

@@ -48,9 +48,49 @@ def functions_line(data: dict[str, Any]) -> str:
 def write_markdown(
     path: Path, meta: dict[str, Any], records: list[Record], notes: list[str], data: dict[str, Any], pngs: list[Path]
 ) -> None:
+    """``latest.md``: the run's header, then its tables section by section, then how it was measured."""
+    lines = [
+        *_header(meta, data),
+        "## Targets",
+        "",
+        *tables.targets(records),
+        *_cold_start_sections(records, data, pngs),
+        *_memory_size_section(records, data),
+        *_warm_sections(records, data, pngs),
+        "## Quantization (from `onnxfn add`'s report, not re-measured)",
+        "",
+        *tables.quantization(records),
+        "## Queue throughput (dev venv, in-process)",
+        "",
+        "`minilm`, an SQS event of 10 one-sentence records, 1 vCPU; the micro-batching worker (one `session.run` "
+        "for the batch) against the same records one per invocation and against bare runs.",
+        "",
+        *tables.queue(records),
+        "## Peak memory (the function as Lambda runs it)",
+        "",
+        "Peak RSS of a fresh function process (init, load, 3 requests of the batch) on the function's runtime, "
+        "code and layer; recommended memory = next 64 MB step above peak × 1.2.",
+        "",
+        *tables.memory(records),
+        *_image(pngs, "memory.png", "peak RSS per batch"),
+        "## Package (zip function = layer + handlers, against Lambda's 250 MB unzipped)",
+        "",
+        *tables.package(records),
+        *_serve_section(data),
+        "## How it was measured",
+        "",
+        *[f"- {note}" for note in notes],
+        *_environment(data),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def _header(meta: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """The title and when, where and how the run measured (the machine, the functions, the dev venv)."""
     m = meta["machine"]
     vnni = "with VNNI" if m.get("avx512_vnni") or m.get("avx_vnni") else "no AVX-512 VNNI or AVX-VNNI"
-    lines = [
+    return [
         "# onnxfn benchmarks",
         "",
         f"Run {meta['date']} on {m['cpu']} ({m['architecture']}, {m['cores']} cores, {vnni}), onnxruntime "
@@ -63,9 +103,12 @@ def write_markdown(
         f"The in-process steps (warm latency, PyTorch, queue, `onnxfn serve`'s in-process path) ran on the development "
         f"venv (Python {m['python']}), which is not what deploys: they say so.",
         "",
-        "## Targets",
-        "",
-        *tables.targets(records),
+    ]
+
+
+def _cold_start_sections(records: list[Record], data: dict[str, Any], pngs: list[Path]) -> list[str]:
+    """Cold start on the function as Lambda runs it: the phases, what each change bought, init."""
+    return [
         "## Cold start (the function as Lambda runs it)",
         "",
         "A fresh process of the function's runtime → its first successful response (spawn → first 200), the "
@@ -95,6 +138,12 @@ def write_markdown(
         "### Init, ms, p50 (p90), configured memory",
         "",
         *tables.init(records, data),
+    ]
+
+
+def _memory_size_section(records: list[Record], data: dict[str, Any]) -> list[str]:
+    """onnxfn at each memory size: cold start, warm latency and what a request costs."""
+    return [
         "## Memory size: cold start, warm latency, cost (the function as Lambda runs it)",
         "",
         "onnxfn at each memory size (CPU share = memory / 1,769 vCPU as a cgroup quota), batch 1 JSON; warm = the "
@@ -102,6 +151,12 @@ def write_markdown(
         f"{cost.PRICES_TEXT}. Billed per started ms; API Gateway, S3 and logs not included; x86_64 only.",
         "",
         *tables.memory_sizes(records, data.get("cost", {})),
+    ]
+
+
+def _warm_sections(records: list[Record], data: dict[str, Any], pngs: list[Path]) -> list[str]:
+    """Warm latency in the development venv, and against PyTorch eager."""
+    return [
         "## Warm latency (dev venv, in-process; not the deployed runtime)",
         "",
         "API Gateway event in → response out, in-process in the development venv, 1 vCPU (pinned to one core; onnxfn "
@@ -115,37 +170,14 @@ def write_markdown(
         "## Against PyTorch eager (sentence-transformers, 1 thread; dev venv)",
         "",
         *tables.pytorch(records, data),
-        "## Quantization (from `onnxfn add`'s report, not re-measured)",
-        "",
-        *tables.quantization(records),
-        "## Queue throughput (dev venv, in-process)",
-        "",
-        "`minilm`, an SQS event of 10 one-sentence records, 1 vCPU; the micro-batching worker (one `session.run` "
-        "for the batch) against the same records one per invocation and against bare runs.",
-        "",
-        *tables.queue(records),
-        "## Peak memory (the function as Lambda runs it)",
-        "",
-        "Peak RSS of a fresh function process (init, load, 3 requests of the batch) on the function's runtime, "
-        "code and layer; recommended memory = next 64 MB step above peak × 1.2.",
-        "",
-        *tables.memory(records),
-        *_image(pngs, "memory.png", "peak RSS per batch"),
-        "## Package (zip function = layer + handlers, against Lambda's 250 MB unzipped)",
-        "",
-        *tables.package(records),
-        *(
-            ["## `onnxfn serve` overhead (digits batch 1, JSON)", "", *tables.serve(data.get("serve"))]
-            if data.get("serve")
-            else []
-        ),
-        "## How it was measured",
-        "",
-        *[f"- {note}" for note in notes],
-        *_environment(data),
-        "",
     ]
-    path.write_text("\n".join(lines))
+
+
+def _serve_section(data: dict[str, Any]) -> list[str]:
+    """What ``onnxfn serve`` adds, when the run measured it."""
+    if not data.get("serve"):
+        return []
+    return ["## `onnxfn serve` overhead (digits batch 1, JSON)", "", *tables.serve(data.get("serve"))]
 
 
 def _environment(data: dict[str, Any]) -> list[str]:

@@ -26,10 +26,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.records import Record, StepResult, machine, machine_cpu_seconds, others_share
 from benchmarks.timing import ROOT
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 RESULTS = ROOT / "benchmarks" / "results"
 STEPS = (
@@ -157,27 +160,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.step:
-        args.result.write_text(run_step(args.step, args.quick, args.out or RESULTS, args.init_burst).to_json())
-        return 0
-
-    from rich.console import Console
-
-    from benchmarks import cost, plots, report, targets
-
-    started = time.perf_counter()
-    cpu_start = machine_cpu_seconds()
-    console = Console(width=None if sys.stdout.isatty() else 150)
+def _plan(args: argparse.Namespace) -> tuple[list[str], bool, Path]:
+    """The steps to run, whether the run is partial (not the README's figures) and where it writes."""
     steps = [s for s in STEPS if (s in args.only if args.only else s in DEFAULT_STEPS) and s not in args.skip]
     partial = args.quick or bool(args.only) or bool(args.skip)
     label = "quick" if args.quick else "only-" + "-".join(steps) if args.only else "partial"
     out: Path = args.out or (RESULTS / "raw" / label if partial else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
-    records: list[Record] = []
-    notes: list[str] = []
-    data: dict[str, object] = {}
+    return steps, partial, out
+
+
+def _run_steps(
+    console: Console, steps: list[str], args: argparse.Namespace, out: Path
+) -> tuple[StepResult, dict[str, float], list[str]]:
+    """Every step in its own process, printed as it ends: their results merged, seconds per step, the failed."""
+    from benchmarks import report
+
+    run = StepResult()
     seconds: dict[str, float] = {}
     failed: list[str] = []
     for step in steps:
@@ -187,23 +185,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds[step] = time.perf_counter() - begun
         if result is None:
             failed.append(step)
-            notes.append(f"step {step} FAILED (see the run's output); its figures are missing")
+            run.notes.append(f"step {step} FAILED (see the run's output); its figures are missing")
             continue
         for record in result.records:
             record.step = step
-        records += result.records
-        notes += result.notes
-        data.update(result.data)
+        run.records += result.records
+        run.notes += result.notes
+        run.data.update(result.data)
         report.print_records(console, f"{step} ({seconds[step]:.0f} s)", result.records)
+    return run, seconds, failed
+
+
+def _derive(records: list[Record]) -> tuple[list[Record], dict[str, Any]]:
+    """The cost records derived from the measured ones and the targets judged on both; the cost table."""
+    from benchmarks import cost, targets
 
     cost_records, cost_table = cost.derive(records)
     target_records = targets.evaluate(records + cost_records)
     for step, derived in (("cost", cost_records), ("targets", target_records)):
         for record in derived:
             record.step = step
-    records += cost_records + target_records
-    data["cost"] = cost_table
-    meta: dict[str, Any] = {
+    return cost_records + target_records, cost_table
+
+
+def _meta(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    steps: list[str],
+    failed: list[str],
+    seconds: dict[str, float],
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's date, machine, command and steps (its duration and the others' CPU share come last)."""
+    return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "command": " ".join(["python -m benchmarks.suite", *(argv if argv is not None else sys.argv[1:])]),
@@ -215,6 +229,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "failed_steps": failed,
         "step_seconds": seconds,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one step here (``--step``) or the suite's steps each in its own process and write the run's results."""
+    args = _parser().parse_args(argv)
+    if args.step:
+        args.result.write_text(run_step(args.step, args.quick, args.out or RESULTS, args.init_burst).to_json())
+        return 0
+
+    from rich.console import Console
+
+    from benchmarks import plots, report
+
+    started = time.perf_counter()
+    cpu_start = machine_cpu_seconds()
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    steps, partial, out = _plan(args)
+    out.mkdir(parents=True, exist_ok=True)
+    run, seconds, failed = _run_steps(console, steps, args, out)
+    derived, cost_table = _derive(run.records)
+    records, notes, data = run.records + derived, run.notes, run.data
+    data["cost"] = cost_table
+    meta = _meta(args, argv, steps, failed, seconds, data)
     pngs = plots.draw_all(records, out)
     meta["duration_s"] = time.perf_counter() - started
     meta["machine"]["others_cpu_share"] = others_share(cpu_start, machine_cpu_seconds())

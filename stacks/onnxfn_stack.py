@@ -6,18 +6,16 @@ import sys
 from typing import Any
 
 from aws_cdk import Aspects, AssetHashType, CfnOutput, Stack
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from contract import environment as env
-from contract import layout
 from stacks.assets import Layer, build_layer, check_budget, stage_handlers, stage_image_context, tree_bytes
 from stacks.checkov import CheckovAcknowledgments, skip
 from stacks.config import AppConfig, ModelConfig
-from stacks.constructs.event_sources import BatchInbox, BatchInboxProps, RequestQueue, RequestQueueProps
+from stacks.constructs.event_sources import BatchInbox, RequestQueue
 from stacks.constructs.inference_api import ApiRoute, InferenceApi, InferenceApiProps
-from stacks.constructs.model_function import RUNTIMES, ModelFunction, ModelFunctionProps
+from stacks.constructs.model_deployment import ModelDeployment, ModelDeploymentProps
+from stacks.constructs.model_function import RUNTIMES, ModelFunction
 from stacks.constructs.model_storage import ModelStorage, ModelStorageProps
 from stacks.constructs.monitoring import Monitoring, MonitoringProps
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
@@ -25,9 +23,6 @@ from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
 ASSET_BUCKET_FINDING = (
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]"
 )
-READ = ("s3:GetObject", "s3:GetObjectVersion")
-WRITE = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
-BATCH_TIMEOUT_S = 300  # a batch file may hold many thousand rows
 
 
 class OnnxfnStack(Stack):
@@ -121,43 +116,9 @@ class OnnxfnStack(Stack):
             self._layers[key] = (built, layer)
         return self._layers[key]
 
-    def _service(self, model: ModelConfig) -> str:
-        """Powertools service name, one per model: its metrics (and alarms) never mix with another's."""
-        return f"{self.config.service_name}-{model.name}"
-
-    def _environment(self, model: ModelConfig) -> dict[str, str]:
-        bucket = self.storage.bucket.bucket_name
-        return {
-            env.MODEL_NAME: model.name,
-            env.MODEL_BUCKET: bucket,
-            env.MODEL_PREFIX: model.prefix,
-            env.MANIFEST_SHA256: model.manifest_sha256,
-            env.LOAD_MODE: model.load_mode,
-            env.DATA_BUCKET: bucket,
-            env.INBOX_PREFIX: layout.inbox_prefix(model.name),
-            env.OUTBOX_PREFIX: layout.outbox_prefix(model.name),
-            env.RESULTS_PREFIX: layout.results_prefix(model.name),
-            env.REQUESTS_PREFIX: layout.requests_prefix(model.name),
-            env.SERVICE_NAME: self._service(model),
-            env.METRICS_NAMESPACE: self.config.metrics_namespace,
-            env.REPLY_QUEUES: ",".join(model.settings.reply_queue_arns),
-            env.LOG_LEVEL: "INFO",
-            env.TRACE_DISABLED: "false" if model.settings.tracing else "true",
-        }
-
     def _add_model(self, model: ModelConfig) -> ApiRoute:
-        """Everything one model deploys: its three functions, their grants, event sources and alarms."""
-        scope = Construct(self, model.construct_id)
-        api, batch, worker = self._functions(model, scope)
-        self._grant(model, api, batch, worker)
-        self._event_sources(model, scope, batch, worker)
-        self._watch(model, api, batch, worker)
-        return ApiRoute(model=model.name, target=api.alias, auth=model.settings.auth)
-
-    def _functions(self, model: ModelConfig, scope: Construct) -> tuple[ModelFunction, ModelFunction, ModelFunction]:
-        """The API, batch and worker functions, zip (with the budget checked) or image."""
+        """The model's ``ModelDeployment``, with the layer of its runtime (zip: the budget checked)."""
         settings = model.settings
-        environment = self._environment(model)
         layer: lambda_.LayerVersion | None = None
         code_dir = self._code_dirs.get(settings.runtime)
         if settings.packaging == "zip":
@@ -168,161 +129,24 @@ class OnnxfnStack(Stack):
                     f"{model.name} ({settings.architecture}, {settings.runtime})", tree_bytes(code_dir), [built]
                 )
             )
-
-        def function(
-            role: str,
-            handler: str,
-            description: str,
-            timeout_s: int | None = None,
-            extra_environment: dict[str, str] | None = None,
-        ) -> ModelFunction:
-            return ModelFunction(
-                scope,
-                role,
-                props=ModelFunctionProps(
-                    model=model,
-                    handler=handler,
-                    description=f"onnxfn {model.name} v{model.version}: {description}",
-                    environment={**environment, **(extra_environment or {})},
-                    code_dir=str(code_dir) if code_dir else None,
-                    layer=layer,
-                    image_context=str(self._image_context) if self._image_context else None,
-                    timeout_s=timeout_s,
-                ),
-            )
-
-        api = function(
-            "Api",
-            "handlers.api.lambda_handler",
-            "Open Inference Protocol and V1 predict",
-            # the OpenAPI document declares how callers authenticate (Swagger UI's Authorize)
-            extra_environment={env.API_AUTH: settings.auth},
-        )
-        batch = function(
-            "Batch", "handlers.s3_batch.lambda_handler", "S3 batch files", max(settings.timeout_s, BATCH_TIMEOUT_S)
-        )
-        worker = function("Worker", "handlers.queue_worker.lambda_handler", "queued inference requests")
-        self.functions[model.name] = {"api": api, "batch": batch, "worker": worker}
-
-        return api, batch, worker
-
-    def _grant(self, model: ModelConfig, api: ModelFunction, batch: ModelFunction, worker: ModelFunction) -> None:
-        """Least privilege: each function reads and writes only its model's own prefixes."""
-        settings = model.settings
-        self._grant_objects(api, {model.prefix: READ})
-        self._grant_objects(
-            batch, {model.prefix: READ, layout.inbox_prefix(model.name): READ, layout.outbox_prefix(model.name): WRITE}
-        )
-        self._grant_objects(
-            worker,
-            {
-                model.prefix: READ,
-                layout.requests_prefix(model.name): READ,
-                layout.results_prefix(model.name): ("s3:PutObject",),
-            },
-        )
-        # Without ListBucket, S3 answers a HEAD or GET of a missing key with 403 instead of 404.
-        self._allow_listing(batch, [layout.outbox_prefix(model.name)])
-        self._allow_listing(worker, [layout.requests_prefix(model.name)])
-        if settings.reply_queue_arns:
-            worker.function.add_to_role_policy(
-                iam.PolicyStatement(actions=["sqs:SendMessage"], resources=list(settings.reply_queue_arns))
-            )
-        for fn in (api, batch, worker):
-            fn.function.node.add_dependency(self.storage.deployments[model.name])
-
-    def _event_sources(self, model: ModelConfig, scope: Construct, batch: ModelFunction, worker: ModelFunction) -> None:
-        """The inbox's notifications and the request queue, each with its dead-letter queue."""
-        settings = model.settings
-        self.inboxes[model.name] = BatchInbox(
-            scope,
-            "Inbox",
-            props=BatchInboxProps(
-                bucket=self.storage.bucket,
-                prefix=layout.inbox_prefix(model.name),
-                function=batch.alias,
-                timeout_s=max(settings.timeout_s, BATCH_TIMEOUT_S),
+        deployment = ModelDeployment(
+            self,
+            model.construct_id,
+            props=ModelDeploymentProps(
+                model=model,
+                storage=self.storage,
+                monitoring=self.monitoring,
+                service_name=f"{self.config.service_name}-{model.name}",
+                metrics_namespace=self.config.metrics_namespace,
+                code_dir=str(code_dir) if code_dir else None,
+                layer=layer,
+                image_context=str(self._image_context) if self._image_context else None,
             ),
         )
-        self.request_queues[model.name] = RequestQueue(
-            scope,
-            "Requests",
-            props=RequestQueueProps(
-                function=worker.alias,
-                timeout_s=settings.timeout_s,
-                batch_size=settings.batch_size,
-                max_concurrency=settings.max_concurrency,
-            ),
-        )
-
-    def _watch(self, model: ModelConfig, api: ModelFunction, batch: ModelFunction, worker: ModelFunction) -> None:
-        """Alarms and dashboard widgets for the three functions, the two queues and the model loads."""
-        settings = model.settings
-        label = model.construct_id
-        thresholds = settings.alarms
-        api_alarms = self.monitoring.watch_function(
-            f"{label}Api",
-            api.function,
-            timeout_s=settings.timeout_s,
-            reserved_concurrency=settings.reserved_concurrency,
-            thresholds=thresholds,
-        )
-        self.monitoring.watch_function(
-            f"{label}Batch",
-            batch.function,
-            timeout_s=max(settings.timeout_s, BATCH_TIMEOUT_S),
-            reserved_concurrency=settings.reserved_concurrency,
-            thresholds=thresholds,
-        )
-        self.monitoring.watch_function(
-            f"{label}Worker",
-            worker.function,
-            timeout_s=settings.timeout_s,
-            reserved_concurrency=settings.reserved_concurrency,
-            thresholds=thresholds,
-        )
-        inbox, requests = self.inboxes[model.name], self.request_queues[model.name]
-        self.monitoring.watch_queue(f"{label}Inbox", inbox.queue, inbox.dead_letters, thresholds)
-        self.monitoring.watch_queue(f"{label}Requests", requests.queue, requests.dead_letters, thresholds)
-        load_alarm = self.monitoring.watch_model_loads(label, thresholds, service=self._service(model))
-        if settings.canary:
-            api.add_canary([api_alarms[0], load_alarm])
-
-    def _allow_listing(self, fn: ModelFunction, prefixes: list[str]) -> None:
-        """``s3:ListBucket`` on the bucket, for keys under ``prefixes`` only."""
-        fn.function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[self.storage.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
-            )
-        )
-
-    def _grant_objects(self, fn: ModelFunction, grants: dict[str, tuple[str, ...]]) -> None:
-        """Explicit object actions on this model's own prefixes only, each wildcard acknowledged by name."""
-        bucket = self.storage.bucket
-        for prefix, object_actions in grants.items():
-            fn.function.add_to_role_policy(
-                iam.PolicyStatement(actions=list(object_actions), resources=[bucket.arn_for_objects(f"{prefix}*")])
-            )
-            acknowledge(
-                fn,
-                f"AwsSolutions-IAM5[Resource::{arn_finding(bucket, f'/{prefix}*')}]",
-                f"Objects under {prefix} only: the artifact or data prefix of this one model.",
-            )
-        acknowledge(
-            fn, "AwsSolutions-IAM5[Resource::*]", "X-Ray PutTraceSegments/PutTelemetryRecords take no resource."
-        )
-        acknowledge(
-            fn,
-            f"AwsSolutions-IAM4[{BASIC_EXECUTION_ROLE}]",
-            "AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes for the function's own logs.",
-        )
-        acknowledge(
-            fn,
-            "AwsSolutions-L1",
-            "The runtime is a per-model setting (python3.12 by default, matching the pinned layer wheels).",
-        )
+        self.functions[model.name] = {"api": deployment.api, "batch": deployment.batch, "worker": deployment.worker}
+        self.inboxes[model.name] = deployment.inbox
+        self.request_queues[model.name] = deployment.requests
+        return deployment.route
 
     # --- CDK's own helper functions -----------------------------------------------------------------
 

@@ -1,0 +1,228 @@
+"""ModelDeployment: everything one model deploys: its three functions, their grants, event sources and alarms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from contract import environment as env
+from contract import layout
+from stacks.config import ModelConfig
+from stacks.constructs.event_sources import BatchInbox, BatchInboxProps, RequestQueue, RequestQueueProps
+from stacks.constructs.inference_api import ApiRoute
+from stacks.constructs.model_function import ModelFunction, ModelFunctionProps
+from stacks.constructs.model_storage import ModelStorage
+from stacks.constructs.monitoring import Monitoring
+from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
+
+READ = ("s3:GetObject", "s3:GetObjectVersion")
+WRITE = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+BATCH_TIMEOUT_S = 300  # a batch file may hold many thousand rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelDeploymentProps:
+    model: ModelConfig
+    storage: ModelStorage  # the bucket the artifact and the data live in, and the artifact's upload
+    monitoring: Monitoring  # where the functions', queues' and model loads' alarms go
+    service_name: str  # Powertools service, one per model: its metrics never mix with another's
+    metrics_namespace: str
+    code_dir: str | None = None  # zip: a folder holding handlers/
+    layer: lambda_.ILayerVersion | None = None  # zip: the dependency layer for the model's runtime
+    image_context: str | None = None  # image: a folder holding layers/Dockerfile and handlers/
+
+
+class ModelDeployment(Construct):
+    """One model's API, batch and worker functions, each reading and writing only its model's own
+    prefixes; the batch inbox and the request queue with their dead-letter queues; their alarms.
+
+    Attributes: ``api``, ``batch``, ``worker`` (``ModelFunction``), ``inbox`` (``BatchInbox``),
+    ``requests`` (``RequestQueue``), ``route`` (the ``ApiRoute`` for ``InferenceApi``).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, props: ModelDeploymentProps) -> None:
+        super().__init__(scope, construct_id)
+        self._props = props
+        model = props.model
+        self.api, self.batch, self.worker = self._functions()
+        self._grant()
+        self._event_sources()
+        self._watch()
+        self.route = ApiRoute(model=model.name, target=self.api.alias, auth=model.settings.auth)
+
+    def environment(self) -> dict[str, str]:
+        """What every function of the model reads (``contract/environment.py`` names each variable)."""
+        props, model = self._props, self._props.model
+        bucket = props.storage.bucket.bucket_name
+        return {
+            env.MODEL_NAME: model.name,
+            env.MODEL_BUCKET: bucket,
+            env.MODEL_PREFIX: model.prefix,
+            env.MANIFEST_SHA256: model.manifest_sha256,
+            env.LOAD_MODE: model.load_mode,
+            env.DATA_BUCKET: bucket,
+            env.INBOX_PREFIX: layout.inbox_prefix(model.name),
+            env.OUTBOX_PREFIX: layout.outbox_prefix(model.name),
+            env.RESULTS_PREFIX: layout.results_prefix(model.name),
+            env.REQUESTS_PREFIX: layout.requests_prefix(model.name),
+            env.SERVICE_NAME: props.service_name,
+            env.METRICS_NAMESPACE: props.metrics_namespace,
+            env.REPLY_QUEUES: ",".join(model.settings.reply_queue_arns),
+            env.LOG_LEVEL: "INFO",
+            env.TRACE_DISABLED: "false" if model.settings.tracing else "true",
+        }
+
+    def _function(
+        self,
+        role: str,
+        handler: str,
+        description: str,
+        timeout_s: int | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> ModelFunction:
+        props, model = self._props, self._props.model
+        return ModelFunction(
+            self,
+            role,
+            props=ModelFunctionProps(
+                model=model,
+                handler=handler,
+                description=f"onnxfn {model.name} v{model.version}: {description}",
+                environment={**self.environment(), **(extra or {})},
+                code_dir=props.code_dir,
+                layer=props.layer,
+                image_context=props.image_context,
+                timeout_s=timeout_s,
+            ),
+        )
+
+    def _functions(self) -> tuple[ModelFunction, ModelFunction, ModelFunction]:
+        """The API, batch and worker functions, zip or image."""
+        settings = self._props.model.settings
+        api = self._function(
+            "Api",
+            "handlers.api.lambda_handler",
+            "Open Inference Protocol and V1 predict",
+            # the OpenAPI document declares how callers authenticate (Swagger UI's Authorize)
+            extra={env.API_AUTH: settings.auth},
+        )
+        batch = self._function(
+            "Batch", "handlers.s3_batch.lambda_handler", "S3 batch files", max(settings.timeout_s, BATCH_TIMEOUT_S)
+        )
+        worker = self._function("Worker", "handlers.queue_worker.lambda_handler", "queued inference requests")
+        return api, batch, worker
+
+    def _grant(self) -> None:
+        """Least privilege: each function reads and writes only its model's own prefixes."""
+        model = self._props.model
+        self._grant_objects(self.api, {model.prefix: READ})
+        self._grant_objects(
+            self.batch,
+            {model.prefix: READ, layout.inbox_prefix(model.name): READ, layout.outbox_prefix(model.name): WRITE},
+        )
+        self._grant_objects(
+            self.worker,
+            {
+                model.prefix: READ,
+                layout.requests_prefix(model.name): READ,
+                layout.results_prefix(model.name): ("s3:PutObject",),
+            },
+        )
+        # Without ListBucket, S3 answers a HEAD or GET of a missing key with 403 instead of 404.
+        self._allow_listing(self.batch, [layout.outbox_prefix(model.name)])
+        self._allow_listing(self.worker, [layout.requests_prefix(model.name)])
+        if model.settings.reply_queue_arns:
+            self.worker.function.add_to_role_policy(
+                iam.PolicyStatement(actions=["sqs:SendMessage"], resources=list(model.settings.reply_queue_arns))
+            )
+        for fn in (self.api, self.batch, self.worker):
+            fn.function.node.add_dependency(self._props.storage.deployments[model.name])
+
+    def _event_sources(self) -> None:
+        """The inbox's notifications and the request queue, each with its dead-letter queue."""
+        model = self._props.model
+        settings = model.settings
+        self.inbox = BatchInbox(
+            self,
+            "Inbox",
+            props=BatchInboxProps(
+                bucket=self._props.storage.bucket,
+                prefix=layout.inbox_prefix(model.name),
+                function=self.batch.alias,
+                timeout_s=max(settings.timeout_s, BATCH_TIMEOUT_S),
+            ),
+        )
+        self.requests = RequestQueue(
+            self,
+            "Requests",
+            props=RequestQueueProps(
+                function=self.worker.alias,
+                timeout_s=settings.timeout_s,
+                batch_size=settings.batch_size,
+                max_concurrency=settings.max_concurrency,
+            ),
+        )
+
+    def _watch(self) -> None:
+        """Alarms and dashboard widgets for the three functions, the two queues and the model loads."""
+        model, monitoring = self._props.model, self._props.monitoring
+        settings = model.settings
+        label = model.construct_id
+        thresholds = settings.alarms
+        watched = {}
+        for role, fn, timeout_s in (
+            ("Api", self.api, settings.timeout_s),
+            ("Batch", self.batch, max(settings.timeout_s, BATCH_TIMEOUT_S)),
+            ("Worker", self.worker, settings.timeout_s),
+        ):
+            watched[role] = monitoring.watch_function(
+                f"{label}{role}",
+                fn.function,
+                timeout_s=timeout_s,
+                reserved_concurrency=settings.reserved_concurrency,
+                thresholds=thresholds,
+            )
+        monitoring.watch_queue(f"{label}Inbox", self.inbox.queue, self.inbox.dead_letters, thresholds)
+        monitoring.watch_queue(f"{label}Requests", self.requests.queue, self.requests.dead_letters, thresholds)
+        load_alarm = monitoring.watch_model_loads(label, thresholds, service=self._props.service_name)
+        if settings.canary:
+            self.api.add_canary([watched["Api"][0], load_alarm])
+
+    def _allow_listing(self, fn: ModelFunction, prefixes: list[str]) -> None:
+        """``s3:ListBucket`` on the bucket, for keys under ``prefixes`` only."""
+        fn.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self._props.storage.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+            )
+        )
+
+    def _grant_objects(self, fn: ModelFunction, grants: dict[str, tuple[str, ...]]) -> None:
+        """Explicit object actions on this model's own prefixes only, each wildcard acknowledged by name."""
+        bucket = self._props.storage.bucket
+        for prefix, object_actions in grants.items():
+            fn.function.add_to_role_policy(
+                iam.PolicyStatement(actions=list(object_actions), resources=[bucket.arn_for_objects(f"{prefix}*")])
+            )
+            acknowledge(
+                fn,
+                f"AwsSolutions-IAM5[Resource::{arn_finding(bucket, f'/{prefix}*')}]",
+                f"Objects under {prefix} only: the artifact or data prefix of this one model.",
+            )
+        acknowledge(
+            fn, "AwsSolutions-IAM5[Resource::*]", "X-Ray PutTraceSegments/PutTelemetryRecords take no resource."
+        )
+        acknowledge(
+            fn,
+            f"AwsSolutions-IAM4[{BASIC_EXECUTION_ROLE}]",
+            "AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes for the function's own logs.",
+        )
+        acknowledge(
+            fn,
+            "AwsSolutions-L1",
+            "The runtime is a per-model setting (python3.12 by default, matching the pinned layer wheels).",
+        )
