@@ -39,13 +39,14 @@ def subprocess_ms(code: str, runs: int = 5) -> float:
     return statistics.median(float(run_python(code)) for _ in range(runs))
 
 
+# A moto server, not mock_aws: the store reads the model with a standard-library SigV4 GetObject
+# when the credentials are in the environment, as in Lambda, and mock_aws only intercepts botocore.
 FIRST_REQUEST = """
 import io, json, os, time, contextlib
-t0 = time.perf_counter()
-from moto import mock_aws
-import boto3
-with mock_aws():
-    s3 = boto3.client("s3"); s3.create_bucket(Bucket="bench-first")
+from benchmarks.lambda_env import local_s3
+with local_s3() as server:
+    s3 = server.client; s3.create_bucket(Bucket="bench-first")
+    os.environ.update({{"AWS_ENDPOINT_URL": server.endpoint, "AWS_SESSION_TOKEN": "testing"}})
     from pathlib import Path
     from onnxfn.local.upload import upload_artifact
     os.environ.update(upload_artifact(s3, "bench-first", Path("model_artifacts/{name}")))
@@ -121,8 +122,7 @@ def _warm_figures(s3: Any, name: str, body: str, pixels: np.ndarray) -> dict[str
 
 def main() -> None:
     """Measure init, each model's first request and warm overhead, and print one figure a line."""
-    import boto3
-    from moto import mock_aws
+    from benchmarks.lambda_env import local_s3
 
     results: dict[str, float] = {}
     results["init_import_ms"] = subprocess_ms(
@@ -133,11 +133,11 @@ def main() -> None:
     for name, body in bodies.items():
         results[f"{name}_first_request_ms"] = subprocess_ms(FIRST_REQUEST.format(name=name, body=body))
 
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="bench")
+    with local_s3() as server:
+        os.environ.update(AWS_ENDPOINT_URL=server.endpoint, AWS_SESSION_TOKEN="testing")
+        server.client.create_bucket(Bucket="bench")
         for name, body in bodies.items():
-            results.update(_warm_figures(s3, name, body, pixels))
+            results.update(_warm_figures(server.client, name, body, pixels))
     for key, value in results.items():
         print(f"{key:32s} {value:10.3f}")
 
