@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.fields import ManifestError, integer, mapping, only, req, string
+from contract.fields import ManifestError, boolean, integer, mapping, only, req, string
 from contract.pipelines import PIPELINE_KINDS, PIPELINES, ClassificationPipeline, Pipeline, TextEmbeddingPipeline
 from contract.quoting import quote
 
@@ -64,20 +64,46 @@ class FileEntry:
 
 @dataclass(frozen=True, kw_only=True)
 class TensorSpec:
-    """A tensor as a client sees it: OIP datatype and shape, -1 for a dynamic dimension."""
+    """A tensor as a client sees it: OIP datatype and shape, -1 for a dynamic dimension.
+
+    ``batch_axis`` is the axis that counts a request's rows: 0 for the usual batch-first tensor, another
+    axis for state tensors such as ``[2, batch, 128]``, or None for a tensor with no batch (a scalar,
+    a fixed table) that is passed as it comes. A scalar has the shape ``[]``.
+    """
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    batch_axis: int | None = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        data: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.batch_axis != default_batch_axis(self.shape):
+            data["batch_axis"] = self.batch_axis
+        return data
+
+    def batch_of(self, shape: Sequence[int]) -> int | None:
+        """The number of rows a tensor of ``shape`` holds; None when this tensor has no batch axis."""
+        return None if self.batch_axis is None else int(shape[self.batch_axis])
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model was exported with, when it is fixed (often 1)."""
+        if self.batch_axis is None or self.shape[self.batch_axis] < 0:
+            return None
+        return self.shape[self.batch_axis]
+
+
+def default_batch_axis(shape: Sequence[int]) -> int | None:
+    """Axis 0, the usual batch axis; none for a scalar."""
+    return 0 if shape else None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Limits:
     max_batch: int = 64
     max_elements: int = 1_048_576
+    allow_non_finite: bool = False  # inf and NaN in float inputs: rejected with a 400 unless the model wants them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,16 +146,29 @@ class Manifest:
     def output(self, name: str) -> TensorSpec | None:
         return next((t for t in self.outputs if t.name == name), None)
 
+    @property
+    def batch_first(self) -> bool:
+        """Every input and output counts rows on axis 0: rows from several requests stack into one run."""
+        return all(t.batch_axis == 0 for t in (*self.inputs, *self.outputs))
+
+    @property
+    def rows_per_run(self) -> int:
+        """The most rows one ``session.run`` takes: the batch limit, or the batch the model was exported with."""
+        fixed = [t.fixed_batch for t in self.inputs if t.fixed_batch is not None]
+        return min([self.limits.max_batch, *fixed])
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["inputs"] = [t.to_dict() for t in self.inputs]
+        if not self.limits.allow_non_finite:
+            del data["limits"]["allow_non_finite"]
         data["outputs"] = [t.to_dict() for t in self.outputs]
         if data["pipeline"] is not None:
             data["pipeline"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["pipeline"].items()}
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
@@ -170,17 +209,26 @@ def _version(value: Any) -> str:
 
 def _tensor(data: Any, where: str) -> TensorSpec:
     obj = mapping(data, where)
-    only(obj, where, ("name", "datatype", "shape"))
+    only(obj, where, ("name", "datatype", "shape", "batch_axis"))
     datatype = string(req(obj, "datatype", where), f"{where}.datatype")
     if datatype not in OIP_DATATYPES:
         raise ManifestError(f"{where}.datatype: expected one of {', '.join(OIP_DATATYPES)}, got {datatype!r}")
     shape = req(obj, "shape", where)
-    if not isinstance(shape, list) or not shape:
-        raise ManifestError(f"{where}.shape: expected a non-empty list of integers (-1 = dynamic)")
+    if not isinstance(shape, list):
+        raise ManifestError(f"{where}.shape: expected a list of integers (-1 = dynamic, [] = a scalar)")
     dims = tuple(integer(d, f"{where}.shape[{i}]", minimum=-1) for i, d in enumerate(shape))
     if 0 in dims:
         raise ManifestError(f"{where}.shape: dimensions must be positive or -1, got {list(dims)}")
-    return TensorSpec(name=string(req(obj, "name", where), f"{where}.name"), datatype=datatype, shape=dims)
+    axis = obj.get("batch_axis", default_batch_axis(dims))
+    if axis is not None:
+        axis = integer(axis, f"{where}.batch_axis")
+        if axis >= len(dims):
+            raise ManifestError(
+                f"{where}.batch_axis: {axis} is not an axis of shape {list(dims)}; expected one, or null"
+            )
+    return TensorSpec(
+        name=string(req(obj, "name", where), f"{where}.name"), datatype=datatype, shape=dims, batch_axis=axis
+    )
 
 
 def _tensors(data: Any, where: str) -> tuple[TensorSpec, ...]:
@@ -245,7 +293,7 @@ def _parse_manifest(data: Any) -> Manifest:
     only(onnx_obj, "manifest.onnx", ("opset", "ir_version", "producer", "optimization_level"))
     ir_version = onnx_obj.get("ir_version")
     limits_obj = mapping(obj.get("limits", {}), "manifest.limits")
-    only(limits_obj, "manifest.limits", ("max_batch", "max_elements"))
+    only(limits_obj, "manifest.limits", ("max_batch", "max_elements", "allow_non_finite"))
     for key in ("quantization", "validation"):
         if obj.get(key) is not None:
             mapping(obj[key], f"manifest.{key}")
@@ -269,6 +317,7 @@ def _parse_manifest(data: Any) -> Manifest:
             max_elements=integer(
                 limits_obj.get("max_elements", Limits.max_elements), "manifest.limits.max_elements", 1
             ),
+            allow_non_finite=boolean(limits_obj.get("allow_non_finite", False), "manifest.limits.allow_non_finite"),
         ),
         pipeline=_pipeline(obj.get("pipeline")),
         quantization=obj.get("quantization"),

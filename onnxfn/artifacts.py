@@ -7,6 +7,7 @@ failed or interrupted build never leaves a half-written artifact behind.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -43,6 +44,18 @@ def onnx_facts(path: Path, optimization_level: str | None = None) -> dict[str, A
     return facts
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (an unbounded threshold, a ratio over zero) as null: JSON
+    has no Infinity or NaN, and a manifest must load in any JSON parser."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def draft_manifest(name: str, files: Mapping[str, tuple[Path, str]], spec: Mapping[str, Any]) -> Manifest:
     """The manifest of ``files`` (relative path -> (file, role)) and ``spec``, validated, written nowhere.
 
@@ -59,7 +72,7 @@ def draft_manifest(name: str, files: Mapping[str, tuple[Path, str]], spec: Mappi
     document = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
-        **{k: v for k, v in spec.items() if k != "optimization_level"},
+        **{k: json_safe(v) for k, v in spec.items() if k != "optimization_level"},
         "files": entries,
         "onnx": onnx_facts(models[0], spec.get("optimization_level")),
     }

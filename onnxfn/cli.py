@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from onnxfn.artifacts import DEFAULT_ROOT, list_artifacts
 from onnxfn.errors import UserError
 from onnxfn.local.commands import add_parsers, add_runtime_arguments
 
-console = Console()
+console = Console(soft_wrap=True)  # log lines unwrapped when stdout is a file or a pipe
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -97,9 +98,46 @@ def _add_options(args: argparse.Namespace) -> Any:
     )
 
 
-def _cmd_add(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+class _Steps:
+    """Progress of a long command: a live line on a terminal; elsewhere (CI, a log file) one plain line
+    per step, with the seconds since the start, so a log never sits silent."""
 
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.perf_counter()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Steps:
+        if console.is_terminal:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+            self._bar = Progress(*columns, console=console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("starting", total=None)
+        return self
+
+    def __call__(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+        else:
+            console.print(f"{self.label}: {text} ({time.perf_counter() - self.started:.1f} s)", highlight=False)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _steps(label: str) -> _Steps:
+    return _Steps(label)
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
     from onnxfn.prepare.add import GateFailed, add_model
     from onnxfn.prepare.calibration import CalibrationError
     from onnxfn.prepare.quantization import QuantizationError
@@ -107,22 +145,16 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from onnxfn.prepare.sources import SourceError
 
     options = _add_options(args)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        current = bar.add_task("starting", total=None)
-
-        def step(text: str) -> None:
-            bar.update(current, description=text)
-
+    with _steps(f"onnxfn add {args.name}") as step:
         try:
             result = add_model(Path(args.source), args.name, options, root=Path(args.root), step=step, progress=step)
         except GateFailed as failed:
-            bar.stop()
+            step.stop()
             console.print(summary_table(failed.report, name=args.name))
             err_console.print(f"[red]error:[/] validation gate failed, nothing written: {failed}")
             return 1
         except (SourceError, QuantizationError, CalibrationError, FileExistsError) as exc:
-            bar.stop()
+            step.stop()
             err_console.print(f"[red]error:[/] {exc}")
             return 2
     console.print(summary_table(result.report, name=args.name))

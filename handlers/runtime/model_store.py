@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,11 +47,23 @@ class LoadedModel:
                 results = self.pipeline.run(inputs, outputs)
                 subsegment.put_annotation("batch", str(_batch_size(inputs)))
         except self.input_errors as exc:
-            raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from exc
+            raise InvalidInput(f"the model rejected the input: {runtime_message(exc)}") from exc
         elapsed = (time.perf_counter() - started) * 1000
         metrics.add_metric(name="InferenceMs", unit=MetricUnit.Milliseconds, value=elapsed)
         metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=_batch_size(inputs))
         return results
+
+
+# onnxruntime's messages name its own source files ("/onnxruntime_src/.../reshape_helper.h:47"): no use to a
+# client, and a path of the build. Its status prefix ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ") goes too.
+_SOURCE_PATH = re.compile(r"\S*/[\w./+-]+\.(?:h|hpp|hh|c|cc|cpp|cu)(?::\d+)?\s*(?:(?:\w+::)+~?\w+\([^)]*\)\s*)?")
+_STATUS_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+
+
+def runtime_message(exc: BaseException, limit: int = 300) -> str:
+    """onnxruntime's reason for rejecting an input, without its source paths: what a client may read."""
+    text = _STATUS_PREFIX.sub("", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return _SOURCE_PATH.sub("", text).strip()[:limit]
 
 
 def _batch_size(inputs: Mapping[str, np.ndarray]) -> int:

@@ -43,7 +43,9 @@ class MicroBatchProcessor(BatchProcessor):
     """Powertools' SQS partial-batch processor over outcomes computed for the whole batch at once."""
 
     def __init__(self) -> None:
-        super().__init__(event_type=EventType.SQS)
+        # A batch whose every record failed is reported like any other, record by record: SQS retries
+        # them all either way, and the invocation is not counted as a function error.
+        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         self._outcomes: Mapping[str, Any] = {}
 
     def report(self, records: list[dict[str, Any]], outcomes: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 A message body is an OIP infer request or a V1 request, or a claim check
 ``{"claim_check": "s3://<bucket>/requests/<model>/<key>"}`` pointing at one (SQS caps a message at
 256 KB). The answer goes to ``results/<model>/<message id>.json`` and, when the message carries a
-``reply_to`` attribute (a queue URL), to that queue. A message that cannot be scored fails alone
-(partial batch response) and leaves ``results/<model>/<message id>.error.json`` with its reason;
-after ``maxReceiveCount`` receives SQS moves it to the dead-letter queue.
+``reply_to`` attribute (a queue URL), to that queue. A message that can never succeed (not JSON, a
+wrong shape: a 4xx for an API client) is answered once with ``results/<model>/<message id>.error.json``
+and its reason, and not retried. A message that failed for a reason that may pass (S3 unreachable,
+onnxruntime failing) leaves the same record with ``"retried": true`` and fails alone (partial batch
+response): SQS delivers it again, and after ``maxReceiveCount`` receives moves it to the dead-letter
+queue.
 """
 
 from __future__ import annotations
@@ -98,11 +101,11 @@ def score_records(
         try:
             valid.append(parse_record(s3, data, loaded.manifest, record))
         except OnnxfnError as exc:
-            outcomes[message_id] = rowlib.Outcome(rowlib.Row(message_id), error=exc.message)
+            outcomes[message_id] = rowlib.failed(rowlib.Row(message_id), exc)
         except Exception as exc:  # e.g. S3 unavailable for a claim check: this record alone is retried
             logger.warning("record could not be read", extra={"message_id": message_id, "error": type(exc).__name__})
             outcomes[message_id] = rowlib.Outcome(
-                rowlib.Row(message_id), error=f"could not be read ({type(exc).__name__})"
+                rowlib.Row(message_id), error=f"could not be read ({type(exc).__name__})", retry=True
             )
     started = time.perf_counter()
     for outcome in rowlib.score(loaded, valid):
@@ -121,18 +124,19 @@ def score_records(
 def deliver(
     s3: Any, sqs: Any, data: DataSettings, manifest: Manifest, record: Mapping[str, Any], outcome: rowlib.Outcome
 ) -> str:
-    """Write the answer (or the failure and its reason); raise ``RecordFailed`` for a failure."""
+    """Write the answer, or the failure and its reason; raise ``RecordFailed`` for a failure that may pass
+    (so the queue delivers the message again), and return the error record's key for a final one."""
     message_id = str(record["messageId"])
     if outcome.error is not None:
-        failure = {"message_id": message_id, "error": outcome.error, "model": manifest.name}
-        s3.put_object(
-            Bucket=data.bucket,
-            Key=f"{data.results_prefix}{message_id}.error.json",
-            Body=json.dumps(failure).encode(),
-            ContentType="application/json",
-        )
-        logger.warning("record failed", extra={"message_id": message_id, "reason": outcome.error})
-        raise RecordFailed(outcome.error)
+        failure = {"message_id": message_id, "error": outcome.error, "model": manifest.name, "retried": outcome.retry}
+        key = f"{data.results_prefix}{message_id}.error.json"
+        s3.put_object(Bucket=data.bucket, Key=key, Body=json.dumps(failure).encode(), ContentType="application/json")
+        if outcome.retry:
+            logger.warning("record failed, to be retried", extra={"message_id": message_id, "reason": outcome.error})
+            raise RecordFailed(outcome.error)
+        metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=1)
+        logger.info("record rejected", extra={"message_id": message_id, "reason": outcome.error})
+        return key
     key = f"{data.results_prefix}{message_id}.json"
     body = rowlib.answer_json(manifest, outcome)
     s3.put_object(Bucket=data.bucket, Key=key, Body=body, ContentType="application/json")

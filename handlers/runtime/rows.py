@@ -17,7 +17,7 @@ import numpy as np
 from contract.manifest import Manifest
 from handlers.runtime import jsonio
 from handlers.runtime.codecs import oip, v1
-from handlers.runtime.codecs.tensors import array_from_json, check_limits, check_shape
+from handlers.runtime.codecs.tensors import array_from_json, check_finite, check_limits, check_shape
 from handlers.runtime.errors import InvalidInput, OnnxfnError
 from handlers.runtime.model_store import LoadedModel
 
@@ -36,7 +36,9 @@ class Row:
 
     @property
     def batch(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+        """Rows on axis 0 of the first input (1 for a scalar): what stacking counts in a batch-first model."""
+        first = next(iter(self.inputs.values()))
+        return int(first.shape[0]) if first.ndim else 1
 
     def signature(self) -> tuple[Any, ...]:
         return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(self.inputs.items()))
@@ -47,6 +49,14 @@ class Outcome:
     row: Row
     results: dict[str, np.ndarray] | None = None
     error: str | None = None
+    retry: bool = False  # the error may pass (a fault, not the record): the queue should deliver it again
+
+
+def failed(row: Row, exc: BaseException) -> Outcome:
+    """The outcome of a row that raised ``exc``: a client's error is final, anything else may pass."""
+    if isinstance(exc, OnnxfnError):
+        return Outcome(row, error=exc.message, retry=exc.status_code >= 500)
+    return Outcome(row, error=f"could not be scored: {type(exc).__name__}", retry=True)
 
 
 def _is_text_model(manifest: Manifest) -> bool:
@@ -94,18 +104,22 @@ def row_from_csv(line_number: int, cells: Sequence[str], manifest: Manifest) -> 
     except ValueError as exc:
         raise InvalidInput(f"expected {len(cells)} numbers, got {list(cells)[:8]}…: {exc}") from exc
     shape = check_shape(spec, [1, len(values)])
-    check_limits({spec.name: shape}, manifest.limits)
-    return Row(
-        line_number, {spec.name: array_from_json(spec, shape, values)}, "row", None, [t.name for t in manifest.outputs]
-    )
+    check_limits({spec.name: shape}, manifest)
+    array = check_finite(spec, array_from_json(spec, shape, values), manifest.limits)
+    return Row(line_number, {spec.name: array}, "row", None, [t.name for t in manifest.outputs])
 
 
 def score(loaded: LoadedModel, rows: Sequence[Row]) -> list[Outcome]:
-    """Score rows, stacking compatible ones into batches of at most the manifest's ``max_batch``."""
-    limit = loaded.manifest.limits.max_batch
+    """Score rows, stacking compatible ones into batches of at most the manifest's ``rows_per_run``.
+
+    Only a batch-first model's rows stack (their inputs and outputs all count rows on axis 0); any other
+    model scores each row alone, its tensors whole."""
+    manifest = loaded.manifest
+    limit = manifest.rows_per_run
     groups: dict[tuple[Any, ...], list[Row]] = {}
     for row in rows:
-        groups.setdefault(row.signature(), []).append(row)
+        key = row.signature() if manifest.batch_first else (id(row),)
+        groups.setdefault(key, []).append(row)
     outcomes: dict[int, Outcome] = {}
     for group in groups.values():
         for chunk in _chunks(group, limit):
@@ -129,15 +143,19 @@ def _chunks(rows: list[Row], limit: int) -> Iterable[list[Row]]:
 
 def _score_chunk(loaded: LoadedModel, rows: list[Row]) -> list[Outcome]:
     names = [t.name for t in loaded.manifest.outputs]
-    stacked = {name: np.concatenate([row.inputs[name] for row in rows]) for name in rows[0].inputs}
+    if len(rows) == 1:
+        stacked = rows[0].inputs
+    else:
+        stacked = {name: np.concatenate([row.inputs[name] for row in rows]) for name in rows[0].inputs}
     try:
         results = loaded.run(stacked, names)
     except Exception as exc:  # onnxruntime errors are plain Exceptions: the row fails, not the batch
         if len(rows) == 1:
-            message = exc.message if isinstance(exc, OnnxfnError) else f"could not be scored: {type(exc).__name__}"
-            return [Outcome(rows[0], error=message)]
+            return [failed(rows[0], exc)]
         # One row made the graph reject the whole batch: score them one by one to find it.
         return [outcome for row in rows for outcome in _score_chunk(loaded, [row])]
+    if len(rows) == 1:
+        return [Outcome(rows[0], results={name: results[name] for name in names})]
     outcomes = []
     offset = 0
     for row in rows:

@@ -16,7 +16,7 @@ from onnxfn.errors import UserError
 from onnxfn.local.runtime import RuntimeOptions
 from onnxfn.local.serve import DEFAULT_STATE_FILE
 
-console = Console()
+console = Console(soft_wrap=True)  # log lines unwrapped when stdout is a file or a pipe
 err_console = Console(stderr=True, soft_wrap=True)
 
 

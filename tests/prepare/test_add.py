@@ -322,3 +322,19 @@ def test_existing_name_needs_force(tmp_path, capsys):
     assert (root / "twice" / "manifest.json").read_bytes() == before
     assert _run(root, source, "--name", "twice", "--force", "--max-rel-error", "0.25") == 0
     assert Manifest.load(root / "twice" / "manifest.json").quantization["method"] == "dynamic"
+
+
+def test_the_manifest_is_strict_json_and_progress_is_plain_lines_off_a_terminal(tmp_path, capsys):
+    root = tmp_path / "artifacts"
+    # --max-abs-error is off by default (an infinite threshold), which JSON cannot spell
+    assert _run(root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "mlp", "--max-rel-error", "0.25") == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    document = json.loads((root / "mlp" / "manifest.json").read_text(), parse_constant=refuse)
+    assert document["validation"]["thresholds"]["max_abs_error"] is None
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("onnxfn add mlp: ")]
+    assert any("quantizing" in line for line in steps) and any("validating" in line for line in steps)
+    assert all(re.search(r"\(\d+\.\d s\)$", line) for line in steps)

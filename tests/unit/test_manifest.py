@@ -67,7 +67,9 @@ def _broken(path: str, value):
         ("files.0.role", "tokenizer", "exactly one file with role 'model'"),
         ("files.0.bytes", -1, "integer >= 0"),
         ("inputs.0.datatype", "FLOAT", "expected one of BOOL"),
-        ("inputs.0.shape", [], "non-empty list"),
+        ("inputs.0.shape", "x", "expected a list of integers"),
+        ("inputs.0.batch_axis", 1, "1 is not an axis of shape [-1]"),
+        ("inputs.0.batch_axis", "0", "expected an integer"),
         ("inputs.0.shape", [0], "positive or -1"),
         ("inputs", [], "non-empty list of tensors"),
         ("onnx", {"opset": 0}, "manifest.onnx.opset"),
@@ -92,3 +94,31 @@ def test_every_pipeline_kind_of_the_contract_has_a_runner():
     from handlers.runtime.pipelines import PIPELINES as RUNNERS
 
     assert set(CONFIGS) == set(RUNNERS)
+
+
+def test_batch_axes_scalars_and_the_non_finite_flag_round_trip():
+    data = json.loads(json.dumps(VALID))
+    data["inputs"] = [
+        {"name": "x", "datatype": "FP32", "shape": [-1, 512]},
+        {"name": "state", "datatype": "FP32", "shape": [2, -1, 128], "batch_axis": 1},
+        {"name": "sr", "datatype": "INT64", "shape": []},
+        {"name": "table", "datatype": "FP32", "shape": [4, 4], "batch_axis": None},
+    ]
+    data["pipeline"] = None
+    data["limits"] = {"max_batch": 8, "allow_non_finite": True}
+    manifest = Manifest.from_dict(data)
+    x, state, sr, table = manifest.inputs
+    assert (x.batch_axis, state.batch_axis, sr.batch_axis, table.batch_axis) == (0, 1, None, None)
+    assert state.batch_of((2, 3, 128)) == 3 and sr.batch_of(()) is None
+    assert not manifest.batch_first and manifest.limits.allow_non_finite
+    again = json.loads(manifest.to_json())
+    assert again["inputs"] == data["inputs"]
+    assert Manifest.loads(manifest.to_json()) == manifest
+
+
+def test_a_fixed_batch_caps_the_rows_of_one_run():
+    data = json.loads(json.dumps(VALID))
+    data["inputs"] = [{"name": "image", "datatype": "FP32", "shape": [1, 3, 8, 8]}]
+    data["pipeline"] = None
+    manifest = Manifest.from_dict(data)
+    assert manifest.inputs[0].fixed_batch == 1 and manifest.rows_per_run == 1 and manifest.batch_first

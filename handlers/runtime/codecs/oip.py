@@ -18,6 +18,7 @@ from handlers.runtime import jsonio
 from handlers.runtime.codecs.tensors import (
     array_from_bytes,
     array_from_json,
+    check_finite,
     check_limits,
     check_shape,
     to_binary,
@@ -120,7 +121,7 @@ def decode_infer_request(body: bytes, header_length: str | None, manifest: Manif
     missing = [t.name for t in manifest.inputs if t.name not in seen]
     if missing:
         raise InvalidInput(f"missing input(s) {', '.join(repr(m) for m in missing)}")
-    check_limits({spec.name: shape for spec, shape, _, _ in plans}, manifest.limits)
+    check_limits({spec.name: shape for spec, shape, _, _ in plans}, manifest)
     declared = sum(size or 0 for *_, size in plans)
     if declared != len(binary):
         raise InvalidInput(
@@ -136,6 +137,7 @@ def decode_infer_request(body: bytes, header_length: str | None, manifest: Manif
             offset += size
         else:
             inputs[spec.name] = array_from_json(spec, shape, item.get("data"))
+        check_finite(spec, inputs[spec.name], manifest.limits)
 
     outputs, binary_outputs = _requested_outputs(header, manifest)
     return InferRequest(id=request_id, inputs=inputs, outputs=outputs, binary_outputs=binary_outputs)

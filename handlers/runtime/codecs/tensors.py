@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from contract.manifest import Limits, TensorSpec
+from contract.manifest import Limits, Manifest, TensorSpec
 from contract.quoting import quote
 from handlers.runtime.datatypes import OIP_TO_NUMPY, itemsize
 from handlers.runtime.errors import InvalidInput, PayloadTooLarge
@@ -41,19 +41,40 @@ def check_shape(spec: TensorSpec, shape: Any, what: str = "input") -> tuple[int,
     return tuple(shape)
 
 
-def check_limits(shapes: dict[str, tuple[int, ...]], limits: Limits) -> None:
-    """Reject a request whose batch or total element count is over the manifest's limits."""
+def check_limits(shapes: dict[str, tuple[int, ...]], manifest: Manifest) -> None:
+    """Reject a request whose batch or element count is over the manifest's limits, or whose inputs
+    disagree on how many rows they hold (each counted on its own batch axis)."""
+    limits = manifest.limits
+    batches: dict[str, int] = {}
     for name, shape in shapes.items():
-        if shape[0] > limits.max_batch:
+        spec = manifest.input(name)
+        rows = spec.batch_of(shape) if spec is not None else (shape[0] if shape else None)
+        if rows is None:
+            continue
+        if rows > limits.max_batch:
             raise PayloadTooLarge(
-                f'input "{name}": batch of {shape[0]} is over the limit of {limits.max_batch} per request; '
+                f'input "{name}": batch of {rows} is over the limit of {limits.max_batch} per request; '
                 "split the request"
             )
+        batches[name] = rows
+    if len(set(batches.values())) > 1:
+        counts = ", ".join(f'"{name}" {rows}' for name, rows in batches.items())
+        raise InvalidInput(f"the inputs hold different numbers of rows ({counts}); expected the same batch in each")
     total = sum(math.prod(shape) for shape in shapes.values())
     if total > limits.max_elements:
         raise PayloadTooLarge(
             f"request holds {total} elements, over the limit of {limits.max_elements}; split the request"
         )
+
+
+def check_finite(spec: TensorSpec, array: np.ndarray, limits: Limits, what: str = "input") -> np.ndarray:
+    """``array``, unless it holds inf or NaN where the model does not ask for them."""
+    if array.dtype.kind == "f" and not limits.allow_non_finite and array.size and not np.isfinite(array).all():
+        raise InvalidInput(
+            f'{what} "{spec.name}": holds inf or NaN (a value out of {spec.datatype}\'s range, such as 1e300, '
+            f"becomes inf); expected finite {spec.datatype} values"
+        )
+    return array
 
 
 def _leaves(label: str, shape: tuple[int, ...], data: list[Any]) -> list[Any]:

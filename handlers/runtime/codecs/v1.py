@@ -15,7 +15,7 @@ import numpy as np
 
 from contract.manifest import Manifest, TensorSpec
 from handlers.runtime.codecs.oip import parse_json_object
-from handlers.runtime.codecs.tensors import array_from_json, check_limits, check_shape
+from handlers.runtime.codecs.tensors import array_from_json, check_finite, check_limits, check_shape
 from handlers.runtime.errors import InvalidInput
 
 
@@ -50,6 +50,10 @@ def _text(value: Any, label: str, depth: int) -> Any:
 
 def _column(spec: TensorSpec, batch: Any) -> tuple[tuple[int, ...], Any]:
     label = f'input "{spec.name}"'
+    if not spec.shape:  # a scalar: the value itself
+        if isinstance(batch, list | Mapping):
+            raise InvalidInput(f"{label}: expected one {spec.datatype} value (a scalar), got a list or object")
+        return (), _text(batch, label, 0) if spec.datatype == "BYTES" else batch
     if not isinstance(batch, list) or not batch:
         raise InvalidInput(f"{label}: expected a non-empty list with one entry per instance")
     if spec.datatype == "BYTES":
@@ -71,6 +75,12 @@ def decode_predict_document(document: Mapping[str, Any], manifest: Manifest) -> 
     fmt = formats[0]
     names = [t.name for t in manifest.inputs]
     columns: dict[str, Any]
+    if fmt == "instances" and not manifest.batch_first:
+        whole = ", ".join(f'"{t.name}" {list(t.shape)}' for t in manifest.inputs if t.batch_axis != 0)
+        raise InvalidInput(
+            f'"instances" stacks rows on axis 0, but this model also takes {whole}, which are not batch-first; '
+            'send {"inputs": {...}} with each tensor whole'
+        )
     if fmt == "instances":
         instances = document["instances"]
         if not isinstance(instances, list) or not instances:
@@ -99,8 +109,11 @@ def decode_predict_document(document: Mapping[str, Any], manifest: Manifest) -> 
     planned = {}
     for spec in manifest.inputs:
         planned[spec.name] = (spec, *_column(spec, columns[spec.name]))
-    check_limits({name: shape for name, (_, shape, _) in planned.items()}, manifest.limits)
-    arrays = {name: array_from_json(spec, shape, data) for name, (spec, shape, data) in planned.items()}
+    check_limits({name: shape for name, (_, shape, _) in planned.items()}, manifest)
+    arrays = {
+        name: check_finite(spec, array_from_json(spec, shape, data), manifest.limits)
+        for name, (spec, shape, data) in planned.items()
+    }
     return fmt, arrays
 
 
