@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from onnxfn.artifacts import DEFAULT_ROOT, list_artifacts
 from onnxfn.errors import UserError
 from onnxfn.local.commands import add_parsers, add_runtime_arguments
 
-console = Console(soft_wrap=True)  # log lines unwrapped when stdout is a file or a pipe
+# Off a terminal (CI, a log file) rich would wrap at 80 columns: log lines stay whole, tables get room.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -32,9 +33,27 @@ def _cmd_build_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def quantization_words(quantization: Mapping[str, Any] | None) -> str:
+    """What quantization did, in a few words: the method and how many nodes it changed, or why none."""
+    facts = dict(quantization or {})
+    method = str(facts.get("method", "-"))
+    if method == "none":
+        return f"none ({facts['reason']})" if facts.get("reason") else "none"
+    nodes = facts.get("quantized_nodes")
+    if nodes == 0:
+        return f"{method}: 0 nodes ({facts.get('reason', 'nothing it quantizes')})"
+    return f"{method}: {nodes} nodes" if nodes is not None else method
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    from onnxfn.app_models import AppConfigError, find_app
+
+    try:
+        app, _ = find_app(Path(args.root))
+    except AppConfigError:
+        app = None
     table = Table(title=f"models in {args.root}")
-    for column in ("name", "version", "pipeline", "inputs", "outputs", "MB", "quantization"):
+    for column in ("name", "version", "pipeline", "inputs", "outputs", "MB", "quantization", "deployed"):
         table.add_column(column)
     for manifest in list_artifacts(Path(args.root)):
         size = sum(f.bytes for f in manifest.files) / 1e6
@@ -45,7 +64,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             ", ".join(f"{t.name} {t.datatype}{list(t.shape)}" for t in manifest.inputs),
             ", ".join(f"{t.name} {t.datatype}{list(t.shape)}" for t in manifest.outputs),
             f"{size:.2f}",
-            str((manifest.quantization or {}).get("method", "-")),
+            quantization_words(manifest.quantization),
+            "–" if app is None else ("yes" if app.deploys(manifest.name) else "no: not in cdk.json"),
         )
     console.print(table)
     return 0
@@ -165,8 +185,43 @@ def _cmd_add(args: argparse.Namespace) -> int:
     )
     for warning in fit["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
+    _register(args, int(fit["recommended_memory_mb"]))
     if not args.no_fit:
         _measure_fit(result.path)
+    return 0
+
+
+def _register(args: argparse.Namespace, recommended_mb: int) -> None:
+    """Make the app deploy the new model (cdk.json), or say plainly why it will not."""
+    from onnxfn.app_models import AppConfigError, find_app, register
+
+    try:
+        app, why = find_app(Path(args.root), Path(args.cdk_json) if args.cdk_json else None)
+        if app is None:
+            console.print(f"[yellow]not deployed yet:[/] {why}", highlight=False)
+            return
+        console.print(f"[green]{register(app, args.name, recommended_mb, args.memory_mb)}[/]", highlight=False)
+    except AppConfigError as exc:
+        console.print(f"[yellow]not deployed yet:[/] {exc}", highlight=False)
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    """Stop deploying a model and delete its artifact (atomically: renamed aside, then removed)."""
+    import shutil
+
+    from onnxfn.app_models import find_app, unregister
+
+    folder = Path(args.root) / args.name
+    app, why = find_app(Path(args.root), Path(args.cdk_json) if args.cdk_json else None)
+    if not folder.exists() and (app is None or args.name not in (app.models() or {})):
+        raise UserError(f"no model {args.name!r}: no {folder} and the app does not list it")
+    console.print(unregister(app, args.name) if app else f"not registered anywhere: {why}", highlight=False)
+    if folder.exists() and not args.keep_artifact:
+        retired = folder.with_name(f".{folder.name}.removed")
+        shutil.rmtree(retired, ignore_errors=True)
+        folder.rename(retired)
+        shutil.rmtree(retired)
+        console.print(f"deleted {folder}", highlight=False)
     return 0
 
 
@@ -208,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--version", default="1")
     add.add_argument("--description", help="the manifest's description (default: names the source)")
     add.add_argument("--max-batch", type=int, help="rows a request may carry (default 64); sizes memory too")
+    add.add_argument("--memory-mb", type=int, help="the function's memory (default: the size add recommends)")
+    add.add_argument("--cdk-json", help="the app to register the model in (default: ./cdk.json)")
     add.add_argument("--quantize", default="dynamic", choices=("dynamic", "static", "fp16", "none"))
     add.add_argument("--calibration", help="calibration set for --quantize static: .npy, .jsonl or text lines")
     add.add_argument("--samples", help="validation samples (.npy, .jsonl or text lines); default: generated")
@@ -234,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-abs-error", type=float, help="other models: maximum absolute error (default: off)")
     add.add_argument("--max-rel-error", type=float, default=0.05, help="other models: maximum relative error")
     add.set_defaults(func=_cmd_add)
+
+    remove = sub.add_parser("remove", help="stop deploying a model (cdk.json) and delete its artifact")
+    remove.add_argument("name")
+    remove.add_argument("--cdk-json", help="the app the model is registered in (default: ./cdk.json)")
+    remove.add_argument("--keep-artifact", action="store_true", help="only unregister; keep model_artifacts/NAME")
+    remove.set_defaults(func=_cmd_remove)
 
     sub.add_parser("list", help="list the models in the artifact folder").set_defaults(func=_cmd_list)
     show = sub.add_parser("show", help="print one model's manifest")

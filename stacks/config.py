@@ -133,6 +133,7 @@ class ModelConfig:
 class AppConfig:
     project_root: Path
     models: tuple[ModelConfig, ...]
+    undeployed: tuple[tuple[str, str], ...] = ()  # (artifact folder, why it is not deployed)
     alarm_email: str | None = None
     docs: str = "public"
     service_name: str = "onnxfn"
@@ -260,6 +261,30 @@ def _model(root: Path, artifacts: Path, name: str, settings: ModelSettings) -> M
     )
 
 
+def artifact_names(artifacts: Path) -> list[str]:
+    """The models in the artifact folder: sub-folders holding a manifest (staging folders start with '.')."""
+    return sorted(p.parent.name for p in artifacts.glob("*/manifest.json") if not p.parent.name.startswith("."))
+
+
+def undeployed(context: Mapping[str, Any] | None, project_root: Path) -> list[tuple[str, str]]:
+    """Artifact folders the app leaves out, each with the reason: a model ``onnxfn.models`` does not
+    list, or a folder without a manifest."""
+    raw = dict(context or {})
+    artifacts = project_root / str(raw.get("artifacts_dir", "model_artifacts"))
+    listed = raw.get("models")
+    left: list[tuple[str, str]] = []
+    shown = artifacts.relative_to(project_root) if artifacts.is_relative_to(project_root) else artifacts
+    if isinstance(listed, Mapping):
+        for name in artifact_names(artifacts):
+            if name not in listed:
+                how = f'`onnxfn add` registers a model; or add "{name}": {{}}'
+                left.append((str(shown / name), f"cdk.json's onnxfn.models does not list it ({how})"))
+    for folder in sorted(artifacts.iterdir()) if artifacts.is_dir() else []:
+        if folder.is_dir() and not folder.name.startswith(".") and not (folder / "manifest.json").exists():
+            left.append((str(shown / folder.name), "it holds no manifest.json (not an artifact `onnxfn add` wrote)"))
+    return left
+
+
 def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppConfig:
     """Validate the ``onnxfn`` context object and the artifacts it deploys."""
     raw = dict(context or {})
@@ -282,8 +307,7 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
     defaults = _settings("onnxfn.defaults", raw.get("defaults", {}), ModelSettings())
     overrides = raw.get("models")
     if overrides is None:
-        names = sorted(p.parent.name for p in artifacts.glob("*/manifest.json") if not p.parent.name.startswith("."))
-        overrides = {name: {} for name in names}
+        overrides = {name: {} for name in artifact_names(artifacts)}
     if not isinstance(overrides, Mapping) or not overrides:
         raise ConfigError(f"onnxfn.models: {overrides!r} is not allowed; expected an object naming at least one model")
     models = tuple(
@@ -296,6 +320,7 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
     return AppConfig(
         project_root=project_root,
         models=models,
+        undeployed=tuple(undeployed(raw, project_root)),
         alarm_email=email,
         docs=_choice("onnxfn.docs", raw.get("docs", "public"), DOCS_MODES),
         service_name=str(raw.get("service_name", "onnxfn")),

@@ -91,6 +91,8 @@ class OnnxfnStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn, description="SNS topic for alarms")
         for line in self.budget:
             print(f"onnxfn budget {line}", file=sys.stderr)
+        for folder, reason in config.undeployed:
+            print(f"onnxfn not deployed: {folder}: {reason}", file=sys.stderr)
 
     # --- per model ---------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from onnxfn.errors import UserError
 from onnxfn.local.runtime import RuntimeOptions
 from onnxfn.local.serve import DEFAULT_STATE_FILE
 
-console = Console(soft_wrap=True)  # log lines unwrapped when stdout is a file or a pipe
+# Off a terminal (CI, a log file) rich would wrap at 80 columns: log lines stay whole, tables get room.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -30,6 +32,20 @@ def _ensure_assembly(app_dir: Path, synth: str) -> None:
     with console.status(f"cdk synth ({reason})…"):
         synthesize(Path.cwd(), app_dir)
     console.print(f"synthesized {app_dir} in {time.perf_counter() - started:.1f} s ({reason})")
+
+
+def print_undeployed(root: Path) -> None:
+    """Name every artifact the app leaves out, and why (read from ``cdk.json`` as the stack reads it)."""
+    import json
+
+    from stacks.config import undeployed
+
+    config = root / "cdk.json"
+    if not config.exists():
+        return
+    context = json.loads(config.read_text()).get("context", {}).get("onnxfn")
+    for folder, reason in undeployed(context if isinstance(context, dict) else None, root):
+        err_console.print(f"[yellow]not deployed:[/] {folder}: {reason}", highlight=False)
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app_dir = Path(args.app)
     _ensure_assembly(app_dir, args.synth)
+    print_undeployed(Path.cwd())
     output = ServeConsole(console, verbose=args.verbose)
     options = ServeOptions(
         app_dir=app_dir,
