@@ -158,8 +158,9 @@ def _steps(label: str) -> _Steps:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from onnxfn.prepare.add import GateFailed, add_model
+    from onnxfn.prepare.add import add_model
     from onnxfn.prepare.calibration import CalibrationError
+    from onnxfn.prepare.gate import GateFailed
     from onnxfn.prepare.quantization import QuantizationError
     from onnxfn.prepare.report import summary_table
     from onnxfn.prepare.sources import SourceError
@@ -265,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-batch", type=int, help="rows a request may carry (default 64); sizes memory too")
     add.add_argument("--memory-mb", type=int, help="the function's memory (default: the size add recommends)")
     add.add_argument("--cdk-json", help="the app to register the model in (default: ./cdk.json)")
-    add.add_argument("--quantize", default="dynamic", choices=("dynamic", "static", "fp16", "none"))
+    add.add_argument(
+        "--quantize",
+        default="auto",
+        choices=("auto", "dynamic", "static", "fp16", "none"),
+        help="auto (default): dynamic int8 for MatMul weights, static QDQ int8 for Conv/Gemm, none when nothing fits",
+    )
     add.add_argument("--calibration", help="calibration set for --quantize static: .npy, .jsonl or text lines")
     add.add_argument("--samples", help="validation samples (.npy, .jsonl or text lines); default: generated")
     add.add_argument(

@@ -10,42 +10,30 @@ import json
 import math
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
-from contract.limits import IMAGE_LIMIT_BYTES, ZIP_LIMIT_BYTES
-from contract.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest, ManifestError
+from contract.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
 from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, draft_manifest, write_artifact
+from onnxfn.prepare.bert import MINILM_FP32_MATMULS, WORD_EMBEDDINGS_GATHER
 from onnxfn.prepare.calibration import load_calibration
-from onnxfn.prepare.quantization import preoptimize, quantize
-from onnxfn.prepare.sizing import peak_rss_mb, recommend_memory_mb
+from onnxfn.prepare.gate import GateFailed, gate_samples, run_gate
+from onnxfn.prepare.int8 import quantize_gather_rows_int8
+from onnxfn.prepare.lambda_fit import lambda_fit, session_seconds, worst_case
+from onnxfn.prepare.quantization import WEIGHT_OPS, preoptimize, quantize
+from onnxfn.prepare.recipes import choose, explain_zero
+from onnxfn.prepare.sizing import peak_rss_mb
 from onnxfn.prepare.sources import Source, SourceError, load_source
-from onnxfn.prepare.validation import Feeds, Task, Thresholds, ValidationReport, evaluate
-
-MB = 1024 * 1024
-ZIP_LIMIT = ZIP_LIMIT_BYTES
-IMAGE_LIMIT = IMAGE_LIMIT_BYTES
-INIT_LIMIT_S = 10.0
-S3_MB_PER_S = 60.0  # a conservative GetObject throughput inside a Lambda function, for the init estimate
-
-
-class GateFailed(Exception):
-    """The prepared model drifted past a threshold; nothing was written."""
-
-    def __init__(self, report: ValidationReport) -> None:
-        super().__init__("; ".join(report.failures))
-        self.report = report
+from onnxfn.prepare.validation import Feeds, Thresholds, ValidationReport
 
 
 @dataclass
 class AddOptions:
-    quantize: str = "dynamic"
+    quantize: str = "auto"
     optimize: str = "extended"
     calibration: Path | None = None
     samples: Path | None = None
@@ -75,19 +63,41 @@ class AddResult:
 Step = Callable[[str], None]
 
 
-def _quantize(source: Source, staging: Path, options: AddOptions) -> tuple[Path, dict[str, Any]]:
-    """The quantized model; a BERT checkpoint's dynamic recipe keeps the layers that int8 breaks in fp32."""
+@dataclass(frozen=True)
+class Prepared:
+    """The model to deploy, gated: its file, optimization level, the gate's report, the artifact's
+    files, the manifest fields decided so far and the draft manifest they make."""
+
+    path: Path
+    level: str | None
+    report: ValidationReport
+    files: dict[str, tuple[Path, str]]
+    spec: dict[str, Any]
+    draft: Manifest
+
+
+def _quantize(
+    source: Source, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step
+) -> tuple[Path, dict[str, Any]]:
+    """The quantized model and the facts of it. ``auto`` chooses the mode from the graph
+    (``onnxfn.prepare.recipes``) and calibrates a static recipe on the validation samples; a BERT
+    checkpoint's dynamic recipe keeps the layers that int8 breaks in fp32."""
+    model = onnx.load(str(source.onnx_path))
+    mode, reason = options.quantize, ""
+    op_types: tuple[str, ...] = WEIGHT_OPS
+    if mode == "auto":
+        recipe = choose(model)
+        mode, op_types, reason = recipe.mode, recipe.op_types or WEIGHT_OPS, recipe.reason
+    say(f"quantizing ({options.quantize}{' → ' + mode if options.quantize == 'auto' else ''})")
     calibration = None
     if options.calibration is not None:
         calibration = load_calibration(options.calibration, source.model_inputs, tokenize=source.tokenize)
+    elif mode == "static" and options.quantize == "auto":
+        calibration = feeds
     target = staging / "quantized.onnx"
     src, excluded = source.onnx_path, list(options.exclude_nodes)
     facts: dict[str, Any] = {}
-    if source.kind == "bert" and options.quantize == "dynamic":
-        from onnxfn.prepare.bert import MINILM_FP32_MATMULS, WORD_EMBEDDINGS_GATHER
-        from onnxfn.prepare.int8 import quantize_gather_rows_int8
-
-        model = onnx.load(str(src))
+    if source.kind == "bert" and mode == "dynamic":
         names = {n.name for n in model.graph.node}
         excluded += [n for n in MINILM_FP32_MATMULS if n in names and n not in excluded]
         if WORD_EMBEDDINGS_GATHER in names:
@@ -95,101 +105,18 @@ def _quantize(source: Source, staging: Path, options: AddOptions) -> tuple[Path,
             facts["word_embeddings"] = "int8, one symmetric fp32 scale per row"
         src = staging / "rows-int8.onnx"
         onnx.save(model, str(src))
-    facts.update(quantize(src, target, options.quantize, calibration=calibration, exclude_nodes=excluded or None))
+    facts.update(
+        quantize(src, target, mode, calibration=calibration, exclude_nodes=excluded or None, op_types=op_types)
+    )
+    facts["recipe"] = options.quantize
+    if options.quantize == "none":
+        reason = "not asked for (--quantize none)"
+    elif mode in ("dynamic", "static") and facts.get("quantized_nodes") == 0:
+        reason = explain_zero(mode, model)
+    if reason:
+        facts["reason"] = reason
     facts["original_bytes"] = source.onnx_path.stat().st_size
     return target, facts
-
-
-def _samples(source: Source, options: AddOptions) -> tuple[list[Feeds], list[Feeds] | None]:
-    """The model feeds latency is timed on, and the client inputs the gate sends through the deployed
-    pipeline (``None`` when only feeds are known: a text model given tensor samples)."""
-    if options.samples is None and source.samples:
-        feeds, texts = source.samples, source.texts
-    elif options.samples is None:
-        from onnxfn.prepare.sources import random_samples
-
-        feeds, texts = random_samples(source.inputs), []
-    else:
-        texts = []
-        tokenize = source.tokenize
-        if tokenize is not None:
-            # Each call of the tokenizer makes one feed dict: keep its texts, the client's side of it.
-            def tokenize_and_keep(batch: list[str]) -> Feeds:
-                texts.append(list(batch))
-                return tokenize(batch)
-
-        feeds = load_calibration(options.samples, source.model_inputs, tokenize=tokenize_and_keep if tokenize else None)
-    if source.tokenize is None:
-        return feeds, feeds
-    if len(texts) != len(feeds):
-        return feeds, None
-    name = source.inputs[0]["name"]
-    return feeds, [{name: np.array(batch, dtype=object)} for batch in texts]
-
-
-def _deployed_task(source: Source, draft: Manifest, files: dict[str, tuple[Path, str]]) -> Task:
-    """The gate's task: drift measured on what the deployed pipeline (``handlers/runtime/pipelines``)
-    returns to a client, built on the original and on the prepared session alike."""
-    from handlers.runtime.pipelines import build_pipeline
-
-    blobs = {relative: path.read_bytes() for relative, (path, role) in files.items() if role != "model"}
-    output = {"embedder": draft.outputs[0].name, "classifier": "probabilities"}.get(
-        source.task.kind, source.task.output
-    )
-
-    def score(session: Any) -> Callable[[Feeds], np.ndarray]:
-        pipeline = build_pipeline(draft, session, blobs)
-        return lambda inputs: np.asarray(pipeline.run(inputs, [output])[output])
-
-    return Task(kind=source.task.kind, output=output, score=score)
-
-
-def _worst_case(source: Source, samples: list[Feeds], max_batch: int) -> Feeds:
-    """A full batch of the largest inputs the manifest allows: what memory must be sized for."""
-    if source.tokenize is not None and source.pipeline is not None:
-        longest = " ".join(["token"] * 4 * int(source.pipeline.get("max_length", 256)))
-        return source.tokenize([longest] * max_batch)
-    rows = {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
-    count = next(iter(rows.values())).shape[0]
-    index = np.arange(max_batch) % max(count, 1)
-    return {name: array[index] for name, array in rows.items()}
-
-
-def _lambda_fit(root: Path, artifact_bytes: int, peak_mb: float, session_s: float, packaging: str) -> dict[str, Any]:
-    """Package budget, recommended memory, and whether an eager load fits Lambda's 10 s init."""
-    layers = sorted((root.parent / ".cache" / "layers").glob("x86_64-py3.12-*/python"))
-    layer_bytes = sum(p.stat().st_size for p in layers[-1].rglob("*") if p.is_file()) if layers else None
-    fetch_s = artifact_bytes / MB / S3_MB_PER_S
-    eager_s = fetch_s + session_s
-    warnings: list[str] = []
-    try:
-        # The store holds the fetched bytes while it creates the session: count them on top of the peak.
-        memory = recommend_memory_mb(peak_mb + artifact_bytes / MB)
-    except ValueError as exc:
-        memory = 10240
-        warnings.append(f"no Lambda memory size fits comfortably ({exc}); consider a smaller model")
-    fit: dict[str, Any] = {
-        "artifact_mb": round(artifact_bytes / MB, 2),
-        "peak_rss_mb": round(peak_mb, 1),
-        "recommended_memory_mb": memory,
-        "eager_load_estimate_s": round(eager_s, 2),
-        "packaging": packaging,
-        "warnings": warnings,
-    }
-    limit = ZIP_LIMIT if packaging == "zip" else IMAGE_LIMIT
-    if layer_bytes is not None:
-        fit["layer_mb"] = round(layer_bytes / MB, 1)
-        fit["package_budget"] = f"{layer_bytes / MB:.1f} MB of {limit / MB:.0f} MB ({packaging})"
-        if layer_bytes > limit:
-            fit["warnings"].append(f"the layer ({layer_bytes / MB:.0f} MB) is over the {packaging} limit")
-    else:
-        fit["package_budget"] = "layer not built yet (make synth builds and measures it)"
-    if eager_s > INIT_LIMIT_S:
-        fit["warnings"].append(
-            f"an eager load (~{eager_s:.1f} s: fetch at {S3_MB_PER_S:.0f} MB/s + session) would not fit Lambda's "
-            f"{INIT_LIMIT_S:.0f} s init; keep load_mode lazy or use provisioned concurrency"
-        )
-    return fit
 
 
 def _check_request(name: str, options: AddOptions, root: Path) -> None:
@@ -203,10 +130,11 @@ def _check_request(name: str, options: AddOptions, root: Path) -> None:
         raise ArtifactExists(f"{root / name} already exists; pass --force to replace it")
 
 
-def _prepare(source: Source, staging: Path, options: AddOptions, say: Step) -> tuple[Path, dict[str, Any], str | None]:
+def _prepare(
+    source: Source, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step
+) -> tuple[Path, dict[str, Any], str | None]:
     """Quantize, then pre-optimize: the model to deploy, its quantization facts and optimization level."""
-    say(f"quantizing ({options.quantize})")
-    quantized, quantization = _quantize(source, staging, options)
+    quantized, quantization = _quantize(source, staging, options, feeds, say)
     prepared = staging / "model.onnx"
     if options.optimize == "none":
         shutil.copyfile(quantized, prepared)
@@ -244,49 +172,6 @@ def _spec(
     }
 
 
-def _gate(
-    source: Source,
-    original_and_prepared: tuple[Path, Path],
-    draft: Manifest,
-    files: dict[str, tuple[Path, str]],
-    options: AddOptions,
-    progress: Step | None,
-) -> tuple[ValidationReport, list[Feeds]]:
-    """Run the validation gate; raise ``GateFailed`` when a drift figure is past its threshold."""
-    feeds, client = _samples(source, options)
-    task = source.task if client is None else _deployed_task(source, draft, files)
-    try:
-        report = evaluate(
-            *original_and_prepared,
-            feeds,
-            task,
-            options.thresholds,
-            batch_sizes=options.batch_sizes,
-            runs=options.runs,
-            progress=progress,
-            drift_samples=client,
-        )
-    except ManifestError as exc:  # the deployed pipeline does not fit the model: a load would fail too
-        raise SourceError(f"the model does not fit its pipeline: {exc}") from exc
-    except Exception as exc:  # onnxruntime rejected the samples or the prepared graph
-        raise SourceError(f"validation could not run the models: {str(exc).splitlines()[0][:300]}") from exc
-    if not report.passed:
-        raise GateFailed(report)
-    return report, feeds
-
-
-def _session_seconds(prepared: Path, optimization_level: str | None) -> float:
-    """How long the function takes to create its session on the prepared model (as it does: no re-optimization)."""
-    import onnxruntime as ort
-
-    started = time.perf_counter()
-    options = ort.SessionOptions()
-    if optimization_level:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    ort.InferenceSession(str(prepared), options, providers=["CPUExecutionProvider"])
-    return time.perf_counter() - started
-
-
 def _validation(report: ValidationReport, options: AddOptions, fit: dict[str, Any]) -> dict[str, Any]:
     return {
         "samples": report.samples,
@@ -300,6 +185,51 @@ def _validation(report: ValidationReport, options: AddOptions, fit: dict[str, An
         "thresholds": asdict(options.thresholds),
         "lambda": fit,
     }
+
+
+def _prepare_and_gate(
+    name: str,
+    source: Source,
+    source_path: Path,
+    staging: Path,
+    options: AddOptions,
+    samples: tuple[list[Feeds], list[Feeds] | None],
+    say: Step,
+    progress: Step | None,
+) -> Prepared:
+    """Quantize, pre-optimize and gate. When ``auto`` chose an int8 recipe that the gate refuses, the
+    model is prepared again in fp32 and the manifest says why; an explicit mode that fails is an error."""
+    refused = ""
+    while True:
+        prepared, quantization, level = _prepare(source, staging, options, samples[0], say)
+        if refused:
+            quantization |= {"recipe": "auto", "reason": refused}
+        files = {"model.onnx": (prepared, "model"), **source.files}
+        spec = _spec(source, source_path, options, quantization, level)
+        say("validating the deployed pipeline against the original")
+        draft = draft_manifest(name, files, spec)
+        try:
+            report = run_gate(
+                source,
+                (source.onnx_path, prepared),
+                draft,
+                files,
+                options.thresholds,
+                samples,
+                batch_sizes=options.batch_sizes,
+                runs=options.runs,
+                progress=progress,
+            )
+        except GateFailed as failed:
+            if options.quantize != "auto" or quantization.get("method") == "none":
+                raise
+            refused = (
+                f"auto chose {quantization['method']} int8, which failed the validation gate ({failed}); kept fp32"
+            )
+            say(refused)
+            options = replace(options, quantize="none")
+            continue
+        return Prepared(path=prepared, level=level, report=report, files=files, spec=spec, draft=draft)
 
 
 def add_model(
@@ -326,16 +256,21 @@ def add_model(
             input_shape=options.input_shape,
             labels=options.labels,
         )
-        prepared, quantization, level = _prepare(source, staging, options, say)
-        files = {"model.onnx": (prepared, "model"), **source.files}
-        spec = _spec(source, source_path, options, quantization, level)
-        say("validating the deployed pipeline against the original")
-        draft = draft_manifest(name, files, spec)
-        report, feeds = _gate(source, (source.onnx_path, prepared), draft, files, options, progress)
+        samples = gate_samples(source, options.samples)
+        done = _prepare_and_gate(name, source, source_path, staging, options, samples, say, progress)
+        prepared, level, report, files, spec, draft = (
+            done.path,
+            done.level,
+            done.report,
+            done.files,
+            done.spec,
+            done.draft,
+        )
+        feeds = samples[0]
         say("measuring memory and load time")
-        peak = peak_rss_mb(prepared, _worst_case(source, feeds, draft.limits.max_batch))
+        peak = peak_rss_mb(prepared, worst_case(source, feeds, draft.limits.max_batch))
         artifact_bytes = sum(path.stat().st_size for path, _ in files.values())
-        fit = _lambda_fit(root, artifact_bytes, peak, _session_seconds(prepared, level), options.packaging)
+        fit = lambda_fit(root, artifact_bytes, peak, session_seconds(prepared, level), options.packaging)
         say("writing report")
         from onnxfn.prepare.report import write_report
 

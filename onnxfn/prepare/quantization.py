@@ -28,6 +28,7 @@ from onnxfn.prepare.fp16 import convert_fp16, op_domain, tensor_types
 from onnxfn.prepare.int8 import quantize_dynamic_int8
 
 MODES = ("dynamic", "static", "fp16", "none")
+CHOICES = ("auto", *MODES)  # auto: onnxfn.prepare.recipes chooses one from the graph
 OPTIMIZATION_LEVELS = ("basic", "extended")
 # onnxruntime's dynamic quantizer has no Gemm operator: Gemm stays fp32 in dynamic mode.
 WEIGHT_OPS = ("MatMul", "Gemm")
@@ -51,6 +52,7 @@ def quantize(
     calibration: list[dict[str, np.ndarray]] | None = None,
     exclude_nodes: list[str] | None = None,
     per_channel: bool = True,
+    op_types: tuple[str, ...] = WEIGHT_OPS,
 ) -> dict[str, Any]:
     """Write ``src`` quantized with ``mode`` to ``dst`` and return the facts for the manifest.
 
@@ -74,6 +76,8 @@ def quantize(
         Names of nodes to keep in fp32, on top of those ``static`` excludes by itself.
     per_channel
         One int8 scale per output channel of each weight rather than one per tensor.
+    op_types
+        ``static`` only: the weight ops to quantize (MatMul and Gemm by default; Conv too when asked).
 
     Returns
     -------
@@ -111,7 +115,7 @@ def quantize(
                 part, candidates = _dynamic(src, staged, model, excluded, per_channel)
             elif mode == "static":
                 assert calibration is not None  # checked above
-                part, candidates = _static(src, staged, model, excluded, per_channel, calibration)
+                part, candidates = _static(src, staged, model, excluded, per_channel, calibration, op_types)
             elif mode == "fp16":
                 part = convert_fp16(model, staged, excluded)
             else:
@@ -236,15 +240,16 @@ def _static(
     excluded: list[str],
     per_channel: bool,
     calibration: list[dict[str, np.ndarray]],
+    op_types: tuple[str, ...] = WEIGHT_OPS,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     automatic = [n for n in activation_matmuls(model) + ffn_output_matmuls(model) if n not in excluded]
     excluded = list(dict.fromkeys(excluded + automatic))
-    candidates = _weight_nodes(model, WEIGHT_OPS, excluded)
+    candidates = _weight_nodes(model, op_types, excluded)
     facts = {
         "weight_type": "QInt8",
         "activation_type": "QUInt8, one scale per tensor fixed by calibration",
         "format": "QDQ",
-        "op_types": list(WEIGHT_OPS),
+        "op_types": list(op_types),
         "excluded_nodes": excluded,
         "auto_excluded_nodes": automatic,
         "calibration_batches": len(calibration),
@@ -266,7 +271,7 @@ def _static(
             staged,
             reader,
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(WEIGHT_OPS),
+            op_types_to_quantize=list(op_types),
             per_channel=per_channel,
             # u8 activations with s8 weights: the pair dynamic mode uses, onnxruntime's x86 fast path.
             activation_type=QuantType.QUInt8,
@@ -277,7 +282,8 @@ def _static(
                 "DefaultTensorType": TensorProto.FLOAT,
                 # Left in fp32, a MatMul output is not rounded again for a consumer that computes
                 # in fp32, and DQ -> MatMul fuses into MatMulIntegerToFloat.
-                "OpTypesToExcludeOutputQuantization": list(WEIGHT_OPS),
+                # Conv keeps its output quantized: Q after Conv lets onnxruntime fuse QLinearConv.
+                "OpTypesToExcludeOutputQuantization": [op for op in op_types if op != "Conv"],
                 # A Q -> DQ pair per quantized consumer: the other consumers of a tensor (the
                 # residual Add beside the MatMuls reading a LayerNorm) keep it exact. Faster too.
                 "DedicatedQDQPair": True,

@@ -235,13 +235,22 @@ def test_the_gate_scores_through_the_deployed_classification_pipeline(tmp_path, 
 
 def test_gate_failure_writes_nothing_and_names_the_figure(tmp_path, capsys):
     root = tmp_path / "artifacts"
-    code = _run(
-        root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "strict", "--max-abs-error", "1e-9", "--max-rel-error", "1"
-    )
+    source = str(_mlp(tmp_path / "mlp.onnx"))
+    code = _run(root, source, "--name", "strict", "--quantize", "dynamic", "--max-abs-error", "1e-9")
     assert code == 1
     err = capsys.readouterr().err
     assert "validation gate failed, nothing written" in err and "--max-abs-error" in err
     assert _artifact_files(root) == []
+
+
+def test_auto_keeps_fp32_when_its_int8_recipe_fails_the_gate_and_says_so(tmp_path):
+    root = tmp_path / "artifacts"
+    source = str(_mlp(tmp_path / "mlp.onnx"))
+    assert _run(root, source, "--name", "careful", "--max-abs-error", "1e-4") == 0
+    quantization = Manifest.load(root / "careful" / "manifest.json").quantization
+    assert quantization["method"] == "none" and quantization["recipe"] == "auto"
+    assert quantization["reason"].startswith("auto chose dynamic int8, which failed the validation gate (max abs error")
+    assert quantization["reason"].endswith("kept fp32")
 
 
 def test_atomic_under_a_failure_mid_write(tmp_path, monkeypatch):
