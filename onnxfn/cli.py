@@ -90,6 +90,7 @@ def _ints(text: str) -> list[int]:
 def _add_options(args: argparse.Namespace) -> Any:
     """``onnxfn add``'s flags as ``AddOptions``."""
     from onnxfn.prepare.add import AddOptions
+    from onnxfn.prepare.layout import parse_batch_axes
     from onnxfn.prepare.validation import Thresholds
 
     return AddOptions(
@@ -113,6 +114,8 @@ def _add_options(args: argparse.Namespace) -> Any:
         version=args.version,
         description=args.description,
         max_batch=args.max_batch,
+        batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None,
+        batch_axes=parse_batch_axes(args.batch_axis),
         packaging=args.packaging,
         force=args.force,
     )
@@ -265,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--description", help="the manifest's description (default: names the source)")
     add.add_argument("--max-batch", type=int, help="rows a request may carry (default 64); sizes memory too")
     add.add_argument("--memory-mb", type=int, help="the function's memory (default: the size add recommends)")
+    add.add_argument(
+        "--batch-sizes",
+        type=_ints,
+        help="batch sizes latency is measured at, e.g. 1,4 (default 1,8,32, or the model's fixed batch)",
+    )
+    add.add_argument(
+        "--batch-axis",
+        default="",
+        help="where a tensor counts rows when the graph does not say: NAME=AXIS or NAME=none, e.g. state=1,sr=none",
+    )
     add.add_argument("--cdk-json", help="the app to register the model in (default: ./cdk.json)")
     add.add_argument(
         "--quantize",

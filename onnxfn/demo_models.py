@@ -56,7 +56,8 @@ def train_digits() -> tuple[Any, np.ndarray]:
 
 
 def build_digits(root: Path, *, force: bool = True) -> Manifest:
-    """``onnxfn add digits.joblib --name digits --quantize none --samples held-out.npy …``."""
+    """``onnxfn add digits.joblib --name digits --samples held-out.npy …`` (auto quantization finds nothing to
+    quantize in a linear classifier of ``ai.onnx.ml`` ops, and says so)."""
     import joblib
 
     model, held_out = train_digits()
@@ -68,7 +69,6 @@ def build_digits(root: Path, *, force: bool = True) -> Manifest:
             force=force,
             trust_pickle=True,  # written just above by this function
             input_name=DIGITS_INPUT,
-            quantize="none",  # a 10-class linear model of 4 KB: nothing to gain
             samples=samples,
             max_batch=1024,
             description="Logistic regression on the scikit-learn 8x8 digits data set (skl2onnx, zipmap off)",

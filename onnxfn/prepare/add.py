@@ -23,7 +23,8 @@ from onnxfn.prepare.bert import MINILM_FP32_MATMULS, WORD_EMBEDDINGS_GATHER
 from onnxfn.prepare.calibration import load_calibration
 from onnxfn.prepare.gate import GateFailed, gate_samples, run_gate
 from onnxfn.prepare.int8 import quantize_gather_rows_int8
-from onnxfn.prepare.lambda_fit import lambda_fit, session_seconds, worst_case
+from onnxfn.prepare.lambda_fit import batch_axes, lambda_fit, session_seconds, worst_case
+from onnxfn.prepare.layout import apply_batch_axes, fixed_batch
 from onnxfn.prepare.quantization import WEIGHT_OPS, preoptimize, quantize
 from onnxfn.prepare.recipes import choose, explain_zero
 from onnxfn.prepare.sizing import peak_rss_mb
@@ -48,7 +49,8 @@ class AddOptions:
     max_batch: int | None = None  # rows per request; default: the source's (64)
     packaging: str = "zip"
     force: bool = False
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    batch_sizes: tuple[int, ...] | None = None  # latency batches; default (1, 8, 32) as the model allows
+    batch_axes: dict[str, int | None] = field(default_factory=dict)  # --batch-axis: tensor -> axis or None
     runs: int = 10
 
 
@@ -145,15 +147,43 @@ def _prepare(
 
 def _limits(source: Source, max_batch: int) -> dict[str, int]:
     """A request's bounds. Numeric inputs of fixed row shape bound the elements exactly; text and
-    dynamic dimensions get 65,536 elements a row (the payload limit bounds them first)."""
-    per_row = 0
+    dynamic dimensions get 65,536 elements a row (the payload limit bounds them first); a tensor
+    without a batch axis counts once."""
+    per_row, whole = 0, 0
     for spec in source.inputs:
-        row = spec["shape"][1:]
+        axis = spec.get("batch_axis", 0)
+        shape = list(spec["shape"])
+        if axis is None:
+            whole += math.prod(abs(d) for d in shape) if all(d > 0 for d in shape) else 65536
+            continue
+        row = shape[:axis] + shape[axis + 1 :]
         if spec["datatype"] == "BYTES" or any(d < 0 for d in row):
             per_row = 65536
             break
         per_row += math.prod(row)
-    return {"max_batch": max_batch, "max_elements": max_batch * max(per_row, 1)}
+    return {"max_batch": max_batch, "max_elements": max_batch * max(per_row, 1) + whole}
+
+
+def _layout(source: Source, options: AddOptions) -> tuple[int, tuple[int, ...]]:
+    """The rows a request may carry and the batch sizes latency is timed at, as the model allows: a
+    model exported with a fixed batch takes only that batch; one whose inputs have no batch axis, one."""
+    specs = [*source.inputs, *source.outputs]
+    unknown = sorted(set(options.batch_axes) - {s["name"] for s in specs})
+    if unknown:
+        raise SourceError(f"--batch-axis names no tensor of this model: {', '.join(unknown)}")
+    apply_batch_axes(specs, options.batch_axes)
+    fixed = fixed_batch(source.inputs)
+    batched = any(s.get("batch_axis", 0) is not None for s in source.inputs)
+    max_batch = options.max_batch or source.max_batch
+    allowed = (fixed,) if fixed else (1,) if not batched else None
+    if allowed:
+        max_batch = allowed[0]
+    sizes = options.batch_sizes or allowed or (1, 8, 32)
+    if allowed and set(sizes) - set(allowed):
+        raise SourceError(f"--batch-sizes {','.join(map(str, sizes))}: this model takes batches of {allowed[0]} only")
+    if options.max_batch and options.max_batch > max_batch:
+        raise SourceError(f"--max-batch {options.max_batch}: this model takes batches of {max_batch} at most")
+    return max_batch, tuple(sizes)
 
 
 def _spec(
@@ -165,7 +195,7 @@ def _spec(
         "description": options.description or f"{source.kind} model prepared by onnxfn add from {source_path.name}",
         "inputs": source.inputs,
         "outputs": source.outputs,
-        "limits": _limits(source, options.max_batch or source.max_batch),
+        "limits": _limits(source, source.max_batch),
         "pipeline": source.pipeline,
         "quantization": json.loads(json.dumps(quantization, default=str)),
         "optimization_level": level,
@@ -216,8 +246,9 @@ def _prepare_and_gate(
                 files,
                 options.thresholds,
                 samples,
-                batch_sizes=options.batch_sizes,
+                batch_sizes=options.batch_sizes or (1,),
                 runs=options.runs,
+                batch_axes=batch_axes(source.inputs),
                 progress=progress,
             )
         except GateFailed as failed:
@@ -256,6 +287,8 @@ def add_model(
             input_shape=options.input_shape,
             labels=options.labels,
         )
+        source.max_batch, sizes = _layout(source, options)
+        options = replace(options, batch_sizes=sizes)
         samples = gate_samples(source, options.samples)
         done = _prepare_and_gate(name, source, source_path, staging, options, samples, say, progress)
         prepared, level, report, files, spec, draft = (

@@ -29,9 +29,11 @@ def gate_samples(source: Source, given: Path | None) -> tuple[list[Feeds], list[
     if given is None and source.samples:
         feeds, texts = source.samples, source.texts
     elif given is None:
-        from onnxfn.prepare.sources import random_samples
+        from onnxfn.prepare.layout import random_samples
 
         feeds, texts = random_samples(source.inputs), []
+    elif given.suffix.lower() in REQUEST_FILES:
+        return request_samples(source, given)
     else:
         texts = []
         tokenize = source.tokenize
@@ -48,6 +50,74 @@ def gate_samples(source: Source, given: Path | None) -> tuple[list[Feeds], list[
         return feeds, None
     name = source.inputs[0]["name"]
     return feeds, [{name: np.array(batch, dtype=object)} for batch in texts]
+
+
+# Files of requests, read as the S3 batch path reads them: OIP infer requests, V1 requests or instances,
+# bare objects keyed by input name, plain text for a text model; one record a line.
+REQUEST_FILES = (".jsonl", ".ndjson", ".json")
+ROWS_PER_FEED = 8
+
+
+def client_manifest(source: Source) -> Manifest:
+    """The manifest the function will serve ``source`` with, before its files exist (placeholders)."""
+    files = [{"path": "model.onnx", "role": "model", "sha256": "0" * 64, "bytes": 1}]
+    files += [{"path": name, "role": role, "sha256": "0" * 64, "bytes": 1} for name, (_, role) in source.files.items()]
+    document = {
+        "schema_version": 1,
+        "name": "samples",
+        "version": "1",
+        "files": files,
+        "onnx": {"opset": 17},
+        "inputs": source.inputs,
+        "outputs": source.outputs,
+        "limits": {"max_batch": 1 << 20, "max_elements": 1 << 40},
+        "pipeline": source.pipeline,
+    }
+    return Manifest.from_dict(document)
+
+
+def request_samples(source: Source, path: Path) -> tuple[list[Feeds], list[Feeds]]:
+    """Feeds and client inputs from a file of requests, each line checked by the function's own codecs
+    (a bad line is an error naming it); a batch-first model's rows are stacked eight at a time."""
+    from handlers.runtime import rows as rowlib
+    from handlers.runtime.errors import OnnxfnError
+
+    manifest = client_manifest(source)
+    records: list[rowlib.Row] = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(rowlib.row_from_line(number, line, manifest))
+            except OnnxfnError as exc:
+                raise SourceError(f"--samples {path.name} line {number}: {exc.message}") from exc
+            if len(records) >= 512:
+                break
+    if not records:
+        raise SourceError(f"--samples {path.name}: no records; expected one request a line")
+    groups: list[list[rowlib.Row]] = []
+    for row in records:
+        if manifest.batch_first and groups and len(groups[-1]) < ROWS_PER_FEED and _same(groups[-1][0], row):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    client = [
+        {
+            name: np.concatenate([r.inputs[name] for r in group]) if len(group) > 1 else group[0].inputs[name]
+            for name in group[0].inputs
+        }
+        for group in groups
+    ]
+    if source.tokenize is None:
+        return client, client
+    name = source.inputs[0]["name"]
+    texts = [[t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in c[name].reshape(-1)] for c in client]
+    return [source.tokenize(batch) for batch in texts], [{name: np.array(b, dtype=object)} for b in texts]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a.signature() == b.signature())
 
 
 def deployed_task(source: Source, draft: Manifest, files: dict[str, tuple[Path, str]]) -> Task:
@@ -77,6 +147,7 @@ def run_gate(
     *,
     batch_sizes: tuple[int, ...],
     runs: int,
+    batch_axes: dict[str, int | None],
     progress: Callable[[str], None] | None,
 ) -> ValidationReport:
     """Run the validation gate; raise ``GateFailed`` when a drift figure is past its threshold."""
@@ -89,6 +160,7 @@ def run_gate(
             task,
             thresholds,
             batch_sizes=batch_sizes,
+            batch_axes=batch_axes,
             runs=runs,
             progress=progress,
             drift_samples=client,
@@ -96,7 +168,7 @@ def run_gate(
     except ManifestError as exc:  # the deployed pipeline does not fit the model: a load would fail too
         raise SourceError(f"the model does not fit its pipeline: {exc}") from exc
     except Exception as exc:  # onnxruntime rejected the samples or the prepared graph
-        raise SourceError(f"validation could not run the models: {str(exc).splitlines()[0][:300]}") from exc
+        raise SourceError(f"validation could not run the models: {str(exc).strip()[:2000]}") from exc
     if not report.passed:
         raise GateFailed(report)
     return report

@@ -7,12 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from contract.limits import IMAGE_LIMIT_BYTES, ZIP_LIMIT_BYTES
 from onnxfn.prepare.sizing import recommend_memory_mb
 from onnxfn.prepare.sources import Source
-from onnxfn.prepare.validation import Feeds
+from onnxfn.prepare.validation import Feeds, make_batch
 
 MB = 1024 * 1024
 ZIP_LIMIT = ZIP_LIMIT_BYTES
@@ -26,10 +24,11 @@ def worst_case(source: Source, samples: list[Feeds], max_batch: int) -> Feeds:
     if source.tokenize is not None and source.pipeline is not None:
         longest = " ".join(["token"] * 4 * int(source.pipeline.get("max_length", 256)))
         return source.tokenize([longest] * max_batch)
-    rows = {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
-    count = next(iter(rows.values())).shape[0]
-    index = np.arange(max_batch) % max(count, 1)
-    return {name: array[index] for name, array in rows.items()}
+    return make_batch(samples, max_batch, batch_axes(source.inputs))
+
+
+def batch_axes(specs: list[dict[str, Any]]) -> dict[str, int | None]:
+    return {spec["name"]: spec.get("batch_axis", 0) for spec in specs}
 
 
 def lambda_fit(root: Path, artifact_bytes: int, peak_mb: float, session_s: float, packaging: str) -> dict[str, Any]:

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from handlers.runtime.datatypes import OIP_TO_NUMPY
 from handlers.runtime.pipelines.classification import classification_outputs
 from handlers.runtime.pipelines.text_embedding import TextTokenizer, pool
 from onnxfn.errors import UserError
+from onnxfn.prepare.layout import graph_io, model_inputs, random_samples
 from onnxfn.prepare.validation import Feeds, Task
 
 SUPPORTED = (
@@ -31,22 +31,6 @@ SUPPORTED = (
     "a PyTorch module saved with torch.save (.pt, .pth; with --trust-pickle and --input-shape); "
     "a BERT / sentence-transformers checkpoint folder (config.json, model.safetensors, tokenizer.json)"
 )
-ONNX_TO_OIP = {
-    onnx.TensorProto.FLOAT: "FP32",
-    onnx.TensorProto.DOUBLE: "FP64",
-    onnx.TensorProto.FLOAT16: "FP16",
-    onnx.TensorProto.INT64: "INT64",
-    onnx.TensorProto.INT32: "INT32",
-    onnx.TensorProto.INT16: "INT16",
-    onnx.TensorProto.INT8: "INT8",
-    onnx.TensorProto.UINT8: "UINT8",
-    onnx.TensorProto.UINT16: "UINT16",
-    onnx.TensorProto.UINT32: "UINT32",
-    onnx.TensorProto.UINT64: "UINT64",
-    onnx.TensorProto.BOOL: "BOOL",
-    onnx.TensorProto.STRING: "BYTES",
-}
-SAMPLE_ROWS = 64
 
 
 class SourceError(UserError, ValueError):
@@ -70,55 +54,6 @@ class Source:
     texts: list[list[str]] = field(default_factory=list)  # a text model's samples as the client sends them
     facts: dict[str, Any] = field(default_factory=dict)
     max_batch: int = 64
-
-
-def _tensor_specs(values: Any) -> list[dict[str, Any]]:
-    specs = []
-    for value in values:
-        elem = value.type.tensor_type.elem_type
-        if elem not in ONNX_TO_OIP:
-            raise SourceError(f"tensor {value.name!r} has ONNX type {elem}, which onnxfn cannot serve")
-        dims = [
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in value.type.tensor_type.shape.dim
-        ]
-        specs.append({"name": value.name, "datatype": ONNX_TO_OIP[elem], "shape": dims or [-1]})
-    return specs
-
-
-def graph_io(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = _tensor_specs([i for i in model.graph.input if i.name not in initializers])
-    if not inputs:
-        raise SourceError("the model has no inputs; expected at least one graph input that is not a weight")
-    return inputs, _tensor_specs(model.graph.output)
-
-
-def _model_inputs(specs: list[dict[str, Any]]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    return {s["name"]: (OIP_TO_NUMPY[s["datatype"]], tuple(s["shape"])) for s in specs}
-
-
-def random_samples(specs: list[dict[str, Any]], rows: int = SAMPLE_ROWS, seed: int = 0) -> list[Feeds]:
-    """Sample feeds generated from the input schema; only the first (batch) dimension may be dynamic."""
-    rng = np.random.default_rng(seed)
-    feeds: Feeds = {}
-    for spec in specs:
-        dims = spec["shape"][1:]
-        if any(d == -1 for d in dims):
-            raise SourceError(
-                f"input {spec['name']!r} has a dynamic dimension after the batch ({spec['shape']}); "
-                "samples cannot be generated for it: give --samples FILE (.npy or .jsonl)"
-            )
-        dtype = OIP_TO_NUMPY[spec["datatype"]]
-        shape = (rows, *dims)
-        if dtype.kind == "f":
-            feeds[spec["name"]] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            feeds[spec["name"]] = rng.integers(0, 10, shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec["name"]] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            raise SourceError(f"input {spec['name']!r} is {spec['datatype']}: give --samples FILE")
-    return [{k: v[i : i + 8] for k, v in feeds.items()} for i in range(0, rows, 8)]
 
 
 # --- .onnx ---------------------------------------------------------------------------------------
@@ -145,7 +80,7 @@ def from_onnx(path: Path, staging: Path) -> Source:
         onnx_path=target,
         inputs=inputs,
         outputs=outputs,
-        model_inputs=_model_inputs(inputs),
+        model_inputs=model_inputs(inputs),
         task=Task(kind="raw", output=outputs[0]["name"]),
     )
 
@@ -203,7 +138,7 @@ def from_sklearn(path: Path, staging: Path, *, trust_pickle: bool, input_name: s
             onnx_path=target,
             inputs=inputs,
             outputs=classification_outputs(labels, len(labels)),
-            model_inputs=_model_inputs(inputs),
+            model_inputs=model_inputs(inputs),
             task=Task(kind="classifier", output="probabilities"),
             pipeline={"kind": "classification", "scores_output": "probabilities", "softmax": False, "labels": labels},
             samples=samples,
@@ -216,7 +151,7 @@ def from_sklearn(path: Path, staging: Path, *, trust_pickle: bool, input_name: s
         onnx_path=target,
         inputs=inputs,
         outputs=outputs,
-        model_inputs=_model_inputs(inputs),
+        model_inputs=model_inputs(inputs),
         task=Task(kind="raw", output=outputs[0]["name"]),
         samples=samples,
         facts={"estimator": type(estimator).__name__, "sklearn_max_abs_error": error},
@@ -273,7 +208,7 @@ def from_pytorch(
         onnx_path=target,
         inputs=inputs,
         outputs=outputs,
-        model_inputs=_model_inputs(inputs),
+        model_inputs=model_inputs(inputs),
         task=Task(kind="raw", output="output"),
         samples=random_samples(inputs),
         facts={"module": type(module).__name__, "export_max_abs_error": error, "exporter": "torch.onnx (TorchScript)"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,7 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     session_options: dict[str, Any] | None = None,
     drift_samples: list[Feeds] | None = None,
+    batch_axes: Mapping[str, int | None] | None = None,
 ) -> ValidationReport:
     """Compare ``prepared`` with ``original`` on ``samples``: drift, latency and the threshold gate.
 
@@ -191,6 +192,9 @@ def evaluate(
     drift_samples
         What drift is measured on when it is not ``samples`` (latency always uses ``samples``):
         with ``task.score``, the client's inputs of the deployed pipeline, e.g. texts.
+    batch_axes
+        Each input's batch axis, where latency batches are built (0 when not named; None: the tensor
+        is taken whole from the first sample).
 
     Returns
     -------
@@ -209,7 +213,7 @@ def evaluate(
     step(f"comparing {task.output!r} on {len(compared)} sample batch(es)")
     drift, per_sample = _measure_drift(original, prepared, compared, task, session_options)
 
-    batches = {size: _make_batch(samples, size) for size in batch_sizes}
+    batches = {size: make_batch(samples, size, batch_axes or {}) for size in batch_sizes}
     latency: dict[str, dict[int, dict[int, float]]] = {"original": {}, "prepared": {}}
     # Both models are timed per thread count back to back, so a change in machine load between
     # the two halves of a run cannot pass for a speed-up.
@@ -331,27 +335,41 @@ def _raw_drift(pairs: Pairs) -> tuple[dict[str, float], list[float]]:
     return {"max_abs_error": max_abs, "max_rel_error": max_rel}, errors.tolist()
 
 
-def _make_batch(samples: list[Feeds], size: int) -> Feeds:
-    """``size`` rows per input: rows of the samples shaped like the first, tiled when too few."""
+def make_batch(samples: list[Feeds], size: int, axes: Mapping[str, int | None]) -> Feeds:
+    """``size`` rows per input on its batch axis: rows of the samples shaped like the first, tiled when
+    too few; an input without a batch axis is the first sample's, whole."""
     first = samples[0]
 
-    def fits(feeds: Feeds) -> bool:
-        return feeds.keys() == first.keys() and all(feeds[k].shape[1:] == first[k].shape[1:] for k in first)
+    def axis(name: str) -> int | None:
+        return axes.get(name, 0)
 
+    def rest(array: np.ndarray, name: str) -> tuple[int, ...]:
+        a = axis(name)
+        return array.shape if a is None else array.shape[:a] + array.shape[a + 1 :]
+
+    def fits(feeds: Feeds) -> bool:
+        return feeds.keys() == first.keys() and all(rest(feeds[k], k) == rest(first[k], k) for k in first)
+
+    batched = [name for name in first if axis(name) is not None]
     parts, rows = [], 0
     for feeds in samples:
         if rows >= size:
             break
         if fits(feeds):
             parts.append(feeds)
-            rows += min(len(v) for v in feeds.values())
+            rows += min((feeds[k].shape[axis(k) or 0] for k in batched), default=1)
     batch = {}
     for name in first:
-        data = np.concatenate([p[name] for p in parts])
-        if len(data) == 0:
+        a = axis(name)
+        if a is None:
+            batch[name] = first[name]
+            continue
+        data = np.concatenate([p[name] for p in parts], axis=a)
+        if data.shape[a] == 0:
             raise ValueError(f"input {name!r}: the samples have no rows to build a batch from")
-        repeats = -(-size // len(data))
-        batch[name] = (np.concatenate([data] * repeats) if repeats > 1 else data)[:size]
+        repeats = -(-size // data.shape[a])
+        tiled = np.concatenate([data] * repeats, axis=a) if repeats > 1 else data
+        batch[name] = np.take(tiled, np.arange(size), axis=a)
     return batch
 
 

@@ -286,7 +286,11 @@ def _no_inputs(path: Path) -> Path:
             "is not a valid ONNX model",
         ),
         (lambda d: _no_inputs(d / "none.onnx"), [], "the model has no inputs"),
-        (lambda d: _mlp(d / "dyn.onnx", dims=["batch", "features"]), [], "has a dynamic dimension after the batch"),
+        (
+            lambda d: _mlp(d / "dyn.onnx", dims=["batch", "features"]),
+            [],
+            "has a dynamic dimension besides its batch axis",
+        ),
         (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt", [], "unsupported source type .txt"),
         (lambda d: d / "missing.onnx", [], "does not exist"),
         (lambda d: _mlp(d / "mlp.onnx"), ["--quantize", "static"], "static quantization needs a calibration set"),
