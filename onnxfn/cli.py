@@ -110,6 +110,7 @@ def _add_options(args: argparse.Namespace) -> Any:
         input_name=args.input_name,
         input_shape=args.input_shape,
         labels=[x.strip() for x in args.labels.split(",")] if args.labels else None,
+        module_path=Path(args.module_path) if args.module_path else None,
         exclude_nodes=[x.strip() for x in args.exclude_nodes.split(",")] if args.exclude_nodes else [],
         version=args.version,
         description=args.description,
@@ -295,8 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--exclude-nodes", help="comma-separated node names to keep in float")
     add.add_argument("--trust-pickle", action="store_true", help="allow loading pickle/joblib/torch files")
-    add.add_argument("--input-name", default="input", help="input name for scikit-learn models")
+    add.add_argument("--input-name", help="the input's name for scikit-learn models (default: input)")
     add.add_argument("--input-shape", type=_ints, help="example input shape for PyTorch modules, e.g. 1,64")
+    add.add_argument(
+        "--module-path", help="the .py file defining the classes a pickle refers to (a class from the training script)"
+    )
     add.add_argument("--labels", help="comma-separated class names (PyTorch classifiers)")
     add.add_argument("--packaging", default="zip", choices=("zip", "image"))
     add.add_argument("--force", action="store_true", help="replace an existing artifact")

@@ -28,7 +28,7 @@ from onnxfn.prepare.layout import apply_batch_axes, fixed_batch
 from onnxfn.prepare.quantization import WEIGHT_OPS, preoptimize, quantize
 from onnxfn.prepare.recipes import choose, explain_zero
 from onnxfn.prepare.sizing import peak_rss_mb
-from onnxfn.prepare.sources import Source, SourceError, load_source
+from onnxfn.prepare.sources import Source, SourceError, SourceOptions, load_source
 from onnxfn.prepare.validation import Feeds, Thresholds, ValidationReport
 
 
@@ -40,9 +40,10 @@ class AddOptions:
     samples: Path | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     trust_pickle: bool = False
-    input_name: str = "input"
+    input_name: str | None = None  # the input's name for a scikit-learn model (default "input")
     input_shape: list[int] | None = None
     labels: list[str] | None = None
+    module_path: Path | None = None  # the file defining the classes a pickle names (--module-path)
     exclude_nodes: list[str] = field(default_factory=list)
     version: str = "1"
     description: str | None = None
@@ -282,10 +283,13 @@ def add_model(
         source = load_source(
             source_path,
             staging,
-            trust_pickle=options.trust_pickle,
-            input_name=options.input_name,
-            input_shape=options.input_shape,
-            labels=options.labels,
+            SourceOptions(
+                trust_pickle=options.trust_pickle,
+                input_name=options.input_name,
+                input_shape=options.input_shape,
+                labels=options.labels,
+                module_path=options.module_path,
+            ),
         )
         source.max_batch, sizes = _layout(source, options)
         options = replace(options, batch_sizes=sizes)

@@ -23,6 +23,7 @@ import onnx
 from handlers.runtime.pipelines.classification import classification_outputs
 from handlers.runtime.pipelines.text_embedding import TextTokenizer, pool
 from onnxfn.errors import UserError
+from onnxfn.prepare import pickles
 from onnxfn.prepare.layout import graph_io, model_inputs, random_samples
 from onnxfn.prepare.validation import Feeds, Task
 
@@ -88,21 +89,13 @@ def from_onnx(path: Path, staging: Path) -> Source:
 # --- scikit-learn ----------------------------------------------------------------------------------
 
 
-def _unpickle(path: Path, trust_pickle: bool, what: str) -> Any:
-    if not trust_pickle:
-        raise SourceError(
-            f"{path.name}: loading a {what} file runs code from it; pass --trust-pickle if you trust its origin"
-        )
+def from_sklearn(path: Path, staging: Path, options: SourceOptions) -> Source:
     import joblib
 
-    try:
-        return joblib.load(path)
-    except Exception as exc:
-        raise SourceError(f"{path} could not be loaded as a {what} file ({type(exc).__name__}: {exc})") from exc
-
-
-def from_sklearn(path: Path, staging: Path, *, trust_pickle: bool, input_name: str = "input") -> Source:
-    estimator = _unpickle(path, trust_pickle, "pickle/joblib")
+    input_name = options.input_name or "input"
+    estimator = pickles.load(
+        path, joblib.load, "pickle/joblib", trust=options.trust_pickle, module_path=options.module_path
+    )
     if not hasattr(estimator, "predict") or not hasattr(estimator, "n_features_in_"):
         raise SourceError(f"{path.name} holds a {type(estimator).__name__}, not a fitted scikit-learn estimator")
     from skl2onnx import to_onnx
@@ -161,22 +154,28 @@ def from_sklearn(path: Path, staging: Path, *, trust_pickle: bool, input_name: s
 # --- PyTorch -------------------------------------------------------------------------------------------
 
 
-def from_pytorch(
-    path: Path, staging: Path, *, trust_pickle: bool, input_shape: list[int] | None, labels: list[str] | None
-) -> Source:
+def from_pytorch(path: Path, staging: Path, options: SourceOptions) -> Source:
     try:
         import torch
     except ImportError as exc:
         raise SourceError("PyTorch sources need torch: pip install torch==2.13.0 (the CPU build)") from exc
-    if not trust_pickle:
-        raise SourceError(f"{path.name}: loading a PyTorch file runs code from it; pass --trust-pickle if you trust it")
+    input_shape, labels = options.input_shape, options.labels
     if not input_shape:
         raise SourceError("a PyTorch module has no input schema: give --input-shape, e.g. --input-shape 1,64")
-    try:
-        module = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as exc:
-        raise SourceError(f"{path} could not be loaded with torch.load ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(module, torch.nn.Module):
+    if pickles.is_torchscript(path):  # compiled code, no pickled classes: needs neither trust nor the class
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise SourceError(f"{path} could not be loaded as TorchScript ({type(exc).__name__}: {exc})") from exc
+    else:
+        module = pickles.load(
+            path,
+            lambda p: torch.load(p, weights_only=False, map_location="cpu"),
+            "PyTorch",
+            trust=options.trust_pickle,
+            module_path=options.module_path,
+        )
+    if not isinstance(module, torch.nn.Module | torch.jit.ScriptModule):
         raise SourceError(f"{path.name} holds a {type(module).__name__}; save the whole module with torch.save(model)")
     module.eval()
     example = torch.randn(*input_shape)
@@ -283,27 +282,69 @@ def from_bert(path: Path, staging: Path) -> Source:
     )
 
 
-def load_source(
-    source: Path,
-    staging: Path,
-    *,
-    trust_pickle: bool = False,
-    input_name: str = "input",
-    input_shape: list[int] | None = None,
-    labels: list[str] | None = None,
-) -> Source:
-    """The fp32 model and its description, whatever kind of source ``source`` is."""
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a user may say about a source; each kind takes some (``APPLIES``) and refuses the rest."""
+
+    trust_pickle: bool = False
+    input_name: str | None = None
+    input_shape: list[int] | None = None
+    labels: list[str] | None = None
+    module_path: Path | None = None
+
+    def given(self) -> dict[str, str]:
+        flags = {
+            "trust_pickle": "--trust-pickle",
+            "input_name": "--input-name",
+            "input_shape": "--input-shape",
+            "labels": "--labels",
+            "module_path": "--module-path",
+        }
+        return {field: flag for field, flag in flags.items() if getattr(self, field) not in (None, False)}
+
+
+# The options each kind of source uses; any other given is refused, not ignored.
+APPLIES = {
+    "onnx": set(),
+    "bert": set(),
+    "sklearn": {"trust_pickle", "input_name", "module_path"},
+    "pytorch": {"trust_pickle", "input_shape", "labels", "module_path"},
+}
+KIND_NAMES = {
+    "onnx": "an ONNX file",
+    "bert": "a BERT checkpoint",
+    "sklearn": "a scikit-learn file",
+    "pytorch": "a PyTorch file",
+}
+
+
+def kind_of(source: Path) -> str:
+    """The kind of ``source``, by what it is (a folder, an extension)."""
     if not source.exists():
         raise SourceError(f"{source} does not exist; expected {SUPPORTED}")
     if source.is_dir():
         if is_bert_checkpoint(source):
-            return from_bert(source, staging)
+            return "bert"
         raise SourceError(f"{source} is a folder but not a BERT checkpoint; supported sources: {SUPPORTED}")
     suffix = source.suffix.lower()
-    if suffix == ".onnx":
+    kinds = {".onnx": "onnx", ".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".pt": "pytorch"}
+    kind = kinds.get(suffix) or ("pytorch" if suffix == ".pth" else None)
+    if kind is None:
+        raise SourceError(f"{source.name}: unsupported source type {suffix or '(none)'}; supported: {SUPPORTED}")
+    return kind
+
+
+def load_source(source: Path, staging: Path, options: SourceOptions | None = None) -> Source:
+    """The fp32 model and its description, whatever kind of source ``source`` is."""
+    options = options or SourceOptions()
+    kind = kind_of(source)
+    refused = [flag for field, flag in options.given().items() if field not in APPLIES[kind]]
+    if refused:
+        raise SourceError(f"{', '.join(refused)}: not used for {KIND_NAMES[kind]} ({source.name}); leave it out")
+    if kind == "bert":
+        return from_bert(source, staging)
+    if kind == "onnx":
         return from_onnx(source, staging)
-    if suffix in (".joblib", ".pkl", ".pickle"):
-        return from_sklearn(source, staging, trust_pickle=trust_pickle, input_name=input_name)
-    if suffix in (".pt", ".pth"):
-        return from_pytorch(source, staging, trust_pickle=trust_pickle, input_shape=input_shape, labels=labels)
-    raise SourceError(f"{source.name}: unsupported source type {suffix or '(none)'}; supported: {SUPPORTED}")
+    if kind == "sklearn":
+        return from_sklearn(source, staging, options)
+    return from_pytorch(source, staging, options)
