@@ -57,7 +57,7 @@ def find_app(artifacts: Path, cdk_json: Path | None = None) -> tuple[App | None,
     path = cdk_json or Path("cdk.json")
     if not path.exists():
         where = path if cdk_json else Path.cwd() / "cdk.json"
-        return None, f"no {where} (run onnxfn in the app's folder, or pass --app PATH/cdk.json)"
+        return None, f"no {where} (run onnxfn in the app's folder, or pass --cdk-json PATH)"
     onnxfn = _read(path)["context"]["onnxfn"]
     deployed = (path.parent / str(onnxfn.get("artifacts_dir", "model_artifacts"))).resolve()
     if deployed != artifacts.resolve():

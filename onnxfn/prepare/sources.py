@@ -30,7 +30,8 @@ from onnxfn.prepare.validation import Feeds, Task
 SUPPORTED = (
     "an .onnx file; a scikit-learn estimator or pipeline (.joblib, .pkl, .pickle; with --trust-pickle); "
     "a PyTorch module saved with torch.save (.pt, .pth; with --trust-pickle and --input-shape); "
-    "a BERT / sentence-transformers checkpoint folder (config.json, model.safetensors, tokenizer.json)"
+    "a BERT / sentence-transformers checkpoint folder (config.json, model.safetensors, tokenizer.json); "
+    "a Keras model (.keras, .h5)"
 )
 
 
@@ -282,6 +283,37 @@ def from_bert(path: Path, staging: Path) -> Source:
     )
 
 
+def from_keras(path: Path, staging: Path, options: SourceOptions) -> Source:
+    """A Keras model: exported by Keras (``keras_source``); a softmax head becomes a classification."""
+    from onnxfn.prepare.keras_source import convert
+
+    target = staging / "original.onnx"
+    facts = convert(path, target)
+    inputs, outputs = graph_io(onnx.load(str(target)))
+    source = Source(
+        kind="keras",
+        onnx_path=target,
+        inputs=inputs,
+        outputs=outputs,
+        model_inputs=model_inputs(inputs),
+        task=Task(kind="raw", output=outputs[0]["name"]),
+        samples=random_samples(inputs),
+        facts={"keras": facts["keras"], "export_max_abs_error": facts["error"], "exporter": "keras (torch backend)"},
+    )
+    classes = int(facts["classes"])
+    if options.labels and len(options.labels) != classes:
+        raise SourceError(f"--labels names {len(options.labels)} classes, the model outputs {classes} scores")
+    if facts["activation"] == "softmax" and len(outputs) == 1:
+        labels = options.labels or []
+        scores = outputs[0]["name"]
+        source.outputs = classification_outputs(labels, classes)
+        source.pipeline = {"kind": "classification", "scores_output": scores, "softmax": False, "labels": labels}
+        source.task = Task(kind="classifier", output=scores)
+    elif options.labels:
+        raise SourceError("--labels: the model's last layer is not a softmax, so it is not read as a classifier")
+    return source
+
+
 @dataclass(frozen=True)
 class SourceOptions:
     """What a user may say about a source; each kind takes some (``APPLIES``) and refuses the rest."""
@@ -309,12 +341,14 @@ APPLIES = {
     "bert": set(),
     "sklearn": {"trust_pickle", "input_name", "module_path"},
     "pytorch": {"trust_pickle", "input_shape", "labels", "module_path"},
+    "keras": {"labels"},
 }
 KIND_NAMES = {
     "onnx": "an ONNX file",
     "bert": "a BERT checkpoint",
     "sklearn": "a scikit-learn file",
     "pytorch": "a PyTorch file",
+    "keras": "a Keras model",
 }
 
 
@@ -328,7 +362,7 @@ def kind_of(source: Path) -> str:
         raise SourceError(f"{source} is a folder but not a BERT checkpoint; supported sources: {SUPPORTED}")
     suffix = source.suffix.lower()
     kinds = {".onnx": "onnx", ".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".pt": "pytorch"}
-    kind = kinds.get(suffix) or ("pytorch" if suffix == ".pth" else None)
+    kind = kinds.get(suffix) or {".pth": "pytorch", ".keras": "keras", ".h5": "keras"}.get(suffix)
     if kind is None:
         raise SourceError(f"{source.name}: unsupported source type {suffix or '(none)'}; supported: {SUPPORTED}")
     return kind
@@ -347,4 +381,6 @@ def load_source(source: Path, staging: Path, options: SourceOptions | None = Non
         return from_onnx(source, staging)
     if kind == "sklearn":
         return from_sklearn(source, staging, options)
+    if kind == "keras":
+        return from_keras(source, staging, options)
     return from_pytorch(source, staging, options)
