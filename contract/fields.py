@@ -3,6 +3,7 @@ the path of the field it is about (``manifest.inputs[0].shape``)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,3 +51,30 @@ def boolean(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ManifestError(f"{where}: expected true or false, got {quote(value)}")
     return value
+
+
+def number(value: Any, where: str, low: float | None = None, high: float | None = None) -> float:
+    """A finite JSON number within [low, high] when they are given."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ManifestError(f"{where}: expected a number, got {quote(value)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ManifestError(f"{where}: expected a number from {low} to {high}, got {quote(value)}")
+    return float(value)
+
+
+def numbers(value: Any, where: str, count: int) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) != count:
+        raise ManifestError(f"{where}: expected a list of {count} numbers, got {quote(value)}")
+    return tuple(number(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+def choice(value: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ManifestError(f"{where}: expected one of {', '.join(allowed)}, got {quote(value)}")
+    return str(value)

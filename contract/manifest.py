@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from contract.fields import ManifestError, boolean, integer, mapping, only, req, string
-from contract.pipelines import PIPELINE_KINDS, PIPELINES, ClassificationPipeline, Pipeline, TextEmbeddingPipeline
+from contract.pipelines import (
+    PIPELINE_KINDS,
+    PIPELINES,
+    ClassificationPipeline,
+    CustomPipeline,
+    ImagePipeline,
+    Pipeline,
+    TextEmbeddingPipeline,
+)
 from contract.quoting import quote
 
 __all__ = [
     "PIPELINE_KINDS",
     "ClassificationPipeline",
+    "CustomPipeline",
     "FileEntry",
+    "ImagePipeline",
     "Limits",
     "Manifest",
     "ManifestError",
@@ -51,7 +61,7 @@ OIP_DATATYPES = (
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-FILE_ROLES = ("model", "tokenizer", "other")
+FILE_ROLES = ("model", "tokenizer", "code", "other")  # code: a custom pipeline's module
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +175,8 @@ class Manifest:
         data["outputs"] = [t.to_dict() for t in self.outputs]
         if data["pipeline"] is not None:
             data["pipeline"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["pipeline"].items()}
+            if isinstance(self.pipeline, CustomPipeline):
+                data["pipeline"]["options"] = dict(self.pipeline.options)
         return data
 
     def to_json(self) -> str:

@@ -345,7 +345,7 @@ CASES = [
         json.dumps({"instances": [{"b64": "!!"}]}),
         None,
         400,
-        "b64 value is not base64-encoded UTF-8 text",
+        "b64 value is not base64",
     ),
     (
         "text-binary-truncated",

@@ -117,12 +117,12 @@ def array_from_json(spec: TensorSpec, shape: tuple[int, ...], data: Any, what: s
     if list in types:
         raise InvalidInput(f"{label}: data nests deeper than shape {list(shape)}; expected {describe(spec)}")
     if spec.datatype == "BYTES":
-        if types != {str}:
-            wrong = next(v for v in leaves if not isinstance(v, str))
+        if not types <= {str, bytes}:  # bytes: a V1 {"b64": ...} of binary content
+            wrong = next(v for v in leaves if not isinstance(v, str | bytes))
             raise InvalidInput(f"{label}: expected strings for BYTES, got {_kind_of(wrong)}")
         out = np.empty(len(leaves), dtype=object)
         try:
-            out[:] = [s.encode("utf-8") for s in leaves]
+            out[:] = [s if isinstance(s, bytes) else s.encode("utf-8") for s in leaves]
         except UnicodeEncodeError as exc:
             raise InvalidInput(f"{label}: expected UTF-8 text, got a lone surrogate") from exc
         return out.reshape(shape)

@@ -42,9 +42,13 @@ def _text(value: Any, label: str, depth: int) -> Any:
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
             raise InvalidInput(f'{label}: a BYTES value is a string or {{"b64": "..."}}')
         try:
-            return base64.b64decode(value["b64"], validate=True).decode("utf-8")
-        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, and non-ASCII characters
-            raise InvalidInput(f"{label}: b64 value is not base64-encoded UTF-8 text") from exc
+            data = base64.b64decode(value["b64"], validate=True)
+        except ValueError as exc:  # binascii.Error, and non-ASCII characters
+            raise InvalidInput(f"{label}: b64 value is not base64") from exc
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data  # binary content (an image): kept as bytes
     return value
 
 

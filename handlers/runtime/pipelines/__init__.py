@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from contract.manifest import Manifest
-from handlers.runtime.pipelines import classification, raw, text_embedding
+from handlers.runtime.pipelines import classification, custom, images, raw, text_embedding
 from handlers.runtime.pipelines.base import Pipeline, Tensors
 
 __all__ = ["PIPELINES", "Pipeline", "Tensors", "build_pipeline"]
@@ -22,6 +22,9 @@ Builder = Callable[[Manifest, Any, Mapping[str, bytes]], Pipeline]
 PIPELINES: dict[str, Builder] = {
     "text-embedding": text_embedding.build,
     "classification": classification.build,
+    "image-classification": images.build_classification,
+    "image-detection": images.build_detection,
+    "custom": custom.build,
 }
 
 
