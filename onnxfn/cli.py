@@ -111,6 +111,7 @@ def _add_options(args: argparse.Namespace) -> Any:
         input_shape=args.input_shape,
         labels=[x.strip() for x in args.labels.split(",")] if args.labels else None,
         module_path=Path(args.module_path) if args.module_path else None,
+        pipeline=Path(args.pipeline) if args.pipeline else None,
         exclude_nodes=[x.strip() for x in args.exclude_nodes.split(",")] if args.exclude_nodes else [],
         version=args.version,
         description=args.description,
@@ -298,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--trust-pickle", action="store_true", help="allow loading pickle/joblib/torch files")
     add.add_argument("--input-name", help="the input's name for scikit-learn models (default: input)")
     add.add_argument("--input-shape", type=_ints, help="example input shape for PyTorch modules, e.g. 1,64")
+    add.add_argument(
+        "--pipeline",
+        help="pre/post-processing around the model: a pipeline .json (image-classification, image-detection, "
+        "custom) or a custom pipeline .py (docs/add.md)",
+    )
     add.add_argument(
         "--module-path", help="the .py file defining the classes a pickle refers to (a class from the training script)"
     )

@@ -44,6 +44,7 @@ class AddOptions:
     input_shape: list[int] | None = None
     labels: list[str] | None = None
     module_path: Path | None = None  # the file defining the classes a pickle names (--module-path)
+    pipeline: Path | None = None  # --pipeline: a pipeline .json, or a custom pipeline .py
     exclude_nodes: list[str] = field(default_factory=list)
     version: str = "1"
     description: str | None = None
@@ -292,6 +293,10 @@ def add_model(
             ),
         )
         source.max_batch, sizes = _layout(source, options)
+        if options.pipeline is not None:
+            from onnxfn.prepare.pipeline_source import apply_pipeline
+
+            apply_pipeline(source, options.pipeline, staging)
         options = replace(options, batch_sizes=sizes)
         samples = gate_samples(source, options.samples)
         done = _prepare_and_gate(name, source, source_path, staging, options, samples, say, progress)

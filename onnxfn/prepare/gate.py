@@ -26,6 +26,8 @@ class GateFailed(Exception):
 def gate_samples(source: Source, given: Path | None) -> tuple[list[Feeds], list[Feeds] | None]:
     """The model feeds latency is timed on, and the client inputs the gate sends through the deployed
     pipeline (``None`` when only feeds are known: a text model given tensor samples)."""
+    if source.pipeline is not None and source.pipeline.get("kind") in PREPROCESSED:
+        return _preprocessed_samples(source, given)
     if given is None and source.samples:
         feeds, texts = source.samples, source.texts
     elif given is None:
@@ -120,6 +122,44 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a.signature() == b.signature())
 
 
+PREPROCESSED = ("image-classification", "image-detection", "custom")
+
+
+def _preprocessed_samples(source: Source, given: Path | None) -> tuple[list[Feeds], list[Feeds]]:
+    """Client samples of a pipeline that makes the feeds itself, and the feeds its ``preprocess`` makes
+    of them on the original model (what latency is timed on)."""
+    if given is not None:
+        if given.suffix.lower() not in REQUEST_FILES:
+            raise SourceError(f"--samples {given.name}: this pipeline takes a file of requests (.jsonl)")
+        client = request_samples(source, given)[1]
+    else:
+        client = source.client_samples
+    if not client:
+        raise SourceError("this pipeline's samples cannot be generated: give --samples FILE (JSON Lines of requests)")
+    client = [part for sample in client for part in _split(sample, source.max_batch)]
+    import onnxruntime as ort
+
+    from handlers.runtime.pipelines import build_pipeline
+
+    session = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
+    blobs = {relative: path.read_bytes() for relative, (path, _) in source.files.items()}
+    pipeline = build_pipeline(client_manifest(source), session, blobs)
+    preprocess = getattr(pipeline, "preprocess")  # noqa: B009  (every preprocessed pipeline has one)
+    try:
+        feeds = [preprocess(sample) for sample in client]
+    except Exception as exc:
+        raise SourceError(f"the pipeline could not preprocess the samples: {type(exc).__name__}: {exc}") from exc
+    return feeds, client
+
+
+def _split(sample: Feeds, rows: int) -> list[Feeds]:
+    """``sample`` in pieces of at most ``rows`` rows (axis 0 of every tensor): what one request may hold."""
+    count = min((len(a) for a in sample.values() if a.ndim), default=1)
+    if count <= rows:
+        return [sample]
+    return [{n: a[i : i + rows] if a.ndim else a for n, a in sample.items()} for i in range(0, count, rows)]
+
+
 def deployed_task(source: Source, draft: Manifest, files: dict[str, tuple[Path, str]]) -> Task:
     """The gate's task: drift measured on what the deployed pipeline (``handlers/runtime/pipelines``)
     returns to a client, built on the original and on the prepared session alike."""
@@ -132,6 +172,9 @@ def deployed_task(source: Source, draft: Manifest, files: dict[str, tuple[Path, 
 
     def score(session: Any) -> Callable[[Feeds], np.ndarray]:
         pipeline = build_pipeline(draft, session, blobs)
+        model_output = getattr(pipeline, "drift_output", None)
+        if model_output is not None and source.task.kind == "raw":  # a model output, through preprocess
+            return lambda inputs: np.asarray(pipeline.infer(pipeline.preprocess(inputs))[model_output])  # type: ignore[attr-defined]
         return lambda inputs: np.asarray(pipeline.run(inputs, [output])[output])
 
     return Task(kind=source.task.kind, output=output, score=score)

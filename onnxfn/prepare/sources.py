@@ -54,6 +54,7 @@ class Source:
     tokenize: Callable[[list[str]], Feeds] | None = None
     samples: list[Feeds] = field(default_factory=list)
     texts: list[list[str]] = field(default_factory=list)  # a text model's samples as the client sends them
+    client_samples: list[Feeds] = field(default_factory=list)  # a pipeline's samples as the client sends them
     facts: dict[str, Any] = field(default_factory=dict)
     max_batch: int = 64
 

@@ -90,3 +90,71 @@ def silero_like(path: Path, frame: int = 64, hidden: int = 16, seed: int = 5) ->
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+QUADRANTS = [[0, 0, 32, 32], [32, 0, 64, 32], [0, 32, 32, 64], [32, 32, 64, 64]]
+
+
+def quadrant_detector(path: Path) -> Path:
+    """A detector with a known answer: each 32×32 quadrant of a 64×64 input is a candidate box, scored
+    by how bright it is (one class, "bright"). ``images`` FP32 [batch, 3, 64, 64] in [0, 1]; outputs
+    ``boxes`` [batch, 4, 4] (xyxy, input pixels) and ``scores`` [batch, 4, 1]."""
+    nodes = [
+        helper.make_node("AveragePool", ["images"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]),
+        helper.make_node("ReduceMean", ["pooled"], ["gray"], axes=[1], keepdims=0),
+        helper.make_node("Reshape", ["gray", "flat_shape"], ["flat"]),
+        helper.make_node("Sub", ["flat", "half"], ["centered"]),
+        helper.make_node("Mul", ["centered", "gain"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["probs"]),
+        helper.make_node("Unsqueeze", ["probs", "last_axis"], ["scores"]),
+        helper.make_node("Shape", ["images"], ["image_shape"], end=1),
+        helper.make_node("Concat", ["image_shape", "box_dims"], ["boxes_shape"], axis=0),
+        helper.make_node("Expand", ["quadrants", "boxes_shape"], ["boxes"]),
+    ]
+    constants = [
+        numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
+        numpy_helper.from_array(np.array(20.0, dtype=np.float32), "gain"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "last_axis"),
+        numpy_helper.from_array(np.array([4, 4], dtype=np.int64), "box_dims"),
+        numpy_helper.from_array(np.array([QUADRANTS], dtype=np.float32), "quadrants"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "quadrant_detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 64, 64])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", 4, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4, 1]),
+        ],
+        constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+DETECTOR_PIPELINE = {
+    "kind": "image-detection",
+    "input": "image",
+    "size": [64, 64],
+    "scale": 1 / 255,
+    "scores_output": "scores",
+    "boxes_output": "boxes",
+    "labels": ["bright"],
+    "score_threshold": 0.5,
+}
+
+
+def jpeg(width: int, height: int, white: tuple[int, int, int, int]) -> bytes:
+    """A black JPEG with one white rectangle (x0, y0, x1, y1)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), (0, 0, 0))
+    ImageDraw.Draw(image).rectangle(white, fill=(255, 255, 255))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=95)
+    return out.getvalue()
