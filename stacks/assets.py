@@ -71,9 +71,12 @@ def stage_handlers(root: Path, python_version: str) -> Path:
     return target
 
 
-def stage_image_context(root: Path) -> Path:
-    """The container image's build context: the same requirements, Dockerfile, handlers and contract."""
+def stage_image_context(root: Path, extra: tuple[str, ...] = ()) -> Path:
+    """The container image's build context: the same requirements, Dockerfile, handlers and contract,
+    and ``layers/requirements-extra.txt`` holding what the models' pipelines need besides (``extra``)."""
+    listed = "".join(f"{line}\n" for line in sorted(set(extra)))
     digest = _tree_hash(root, [*(root / name for name in FUNCTION_PACKAGES), root / "layers"])
+    digest = hashlib.sha256(f"{digest}\n{listed}".encode()).hexdigest()[:16]
     target = root / ".cache" / "assets" / f"image-{digest}"
     if not target.exists():
         staging = target.with_name(target.name + ".tmp")
@@ -83,12 +86,26 @@ def stage_image_context(root: Path) -> Path:
         (staging / "layers").mkdir(parents=True)
         for name in ("requirements.txt", "Dockerfile"):
             shutil.copyfile(root / "layers" / name, staging / "layers" / name)
+        (staging / "layers" / "requirements-extra.txt").write_text("# the models' pipeline packages\n" + listed)
         staging.rename(target)
     return target
 
 
-def build_layer(root: Path, python_version: str, arch: str) -> Layer:
-    """Run ``layers/build.py`` (cached by a hash of the requirements) and describe its output."""
+def requirements_file(root: Path, requirements: tuple[str, ...]) -> Path:
+    """A pip requirements file of ``requirements`` under ``.cache/requirements``, named by its content."""
+    text = "".join(f"{line}\n" for line in sorted(requirements))
+    path = root / ".cache" / "requirements" / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_suffix(".tmp")
+        staged.write_text(text)
+        staged.rename(path)
+    return path
+
+
+def build_layer(root: Path, python_version: str, arch: str, requirements: Path | None = None) -> Layer:
+    """Run ``layers/build.py`` (cached by a hash of the requirements) and describe its output; without
+    ``requirements``, the function layer of ``layers/requirements.txt``."""
     command = [
         sys.executable,
         str(root / "layers" / "build.py"),
@@ -98,6 +115,8 @@ def build_layer(root: Path, python_version: str, arch: str) -> Layer:
         arch,
         "--print-json",
     ]
+    if requirements is not None:
+        command += ["--requirements", str(requirements)]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"layer build for Python {python_version} {arch} failed:\n{result.stderr.strip()[-2000:]}")

@@ -102,6 +102,7 @@ class ModelConfig:
     manifest_sha256: str
     files: tuple[FileEntry, ...]
     settings: ModelSettings
+    requirements: tuple[str, ...] = ()  # what the model's pipeline needs beyond the layer (its own layer)
 
     @property
     def prefix(self) -> str:
@@ -258,6 +259,7 @@ def _model(root: Path, artifacts: Path, name: str, settings: ModelSettings) -> M
         manifest_sha256=hashlib.sha256(raw).hexdigest(),
         files=files,
         settings=settings,
+        requirements=manifest.pipeline.requirements if manifest.pipeline else (),
     )
 
 

@@ -9,7 +9,15 @@ from aws_cdk import Aspects, AssetHashType, CfnOutput, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from stacks.assets import Layer, build_layer, check_budget, stage_handlers, stage_image_context, tree_bytes
+from stacks.assets import (
+    Layer,
+    build_layer,
+    check_budget,
+    requirements_file,
+    stage_handlers,
+    stage_image_context,
+    tree_bytes,
+)
 from stacks.checkov import CheckovAcknowledgments, skip
 from stacks.config import AppConfig, ModelConfig
 from stacks.constructs.event_sources import BatchInbox, RequestQueue
@@ -52,9 +60,14 @@ class OnnxfnStack(Stack):
             for runtime in sorted({m.settings.runtime for m in config.models if m.settings.packaging == "zip"})
         }
         self._image_context = (
-            stage_image_context(root) if any(m.settings.packaging == "image" for m in config.models) else None
+            stage_image_context(
+                root, tuple(r for m in config.models if m.settings.packaging == "image" for r in m.requirements)
+            )
+            if any(m.settings.packaging == "image" for m in config.models)
+            else None
         )
         self._layers: dict[tuple[str, str], tuple[Layer, lambda_.LayerVersion]] = {}
+        self._layers_extra: dict[tuple[str, ...], tuple[Layer, lambda_.LayerVersion]] = {}
         self.functions: dict[str, dict[str, ModelFunction]] = {}
         self.inboxes: dict[str, BatchInbox] = {}
         self.request_queues: dict[str, RequestQueue] = {}
@@ -118,17 +131,50 @@ class OnnxfnStack(Stack):
             self._layers[key] = (built, layer)
         return self._layers[key]
 
+    def _extra_layer(self, model: ModelConfig) -> tuple[Layer, lambda_.LayerVersion] | None:
+        """The layer of what the model's pipeline needs beyond the function layer (Pillow for images),
+        shared by every model of the same runtime, architecture and requirements."""
+        if not model.requirements:
+            return None
+        settings = model.settings
+        key = (settings.runtime, settings.architecture, *sorted(model.requirements))
+        if key not in self._layers_extra:
+            version = settings.runtime.removeprefix("python")
+            wanted = requirements_file(self.config.project_root, model.requirements)
+            built = build_layer(self.config.project_root, version, settings.architecture, wanted)
+            arch_id = "Arm64" if settings.architecture == "arm64" else "X8664"
+            layer = lambda_.LayerVersion(
+                self,
+                f"Pipeline{arch_id}Py{version.replace('.', '')}{wanted.stem}",
+                code=lambda_.Code.from_asset(
+                    str(built.path), asset_hash=built.hash, asset_hash_type=AssetHashType.CUSTOM
+                ),
+                compatible_runtimes=[RUNTIMES[settings.runtime]],
+                compatible_architectures=[
+                    lambda_.Architecture.ARM_64 if settings.architecture == "arm64" else lambda_.Architecture.X86_64
+                ],
+                description=f"onnxfn pipeline packages ({', '.join(sorted(model.requirements))[:200]})",
+            )
+            self._layers_extra[key] = (built, layer)
+        return self._layers_extra[key]
+
     def _add_model(self, model: ModelConfig) -> ApiRoute:
         """The model's ``ModelDeployment``, with the layer of its runtime (zip: the budget checked)."""
         settings = model.settings
         layer: lambda_.LayerVersion | None = None
+        extra: tuple[lambda_.ILayerVersion, ...] = ()
         code_dir = self._code_dirs.get(settings.runtime)
         if settings.packaging == "zip":
             built, layer = self._layer(model)
+            layers = [built]
+            pipeline_layer = self._extra_layer(model)
+            if pipeline_layer is not None:
+                layers.append(pipeline_layer[0])
+                extra = (pipeline_layer[1],)
             assert code_dir is not None
             self.budget.append(
                 check_budget(
-                    f"{model.name} ({settings.architecture}, {settings.runtime})", tree_bytes(code_dir), [built]
+                    f"{model.name} ({settings.architecture}, {settings.runtime})", tree_bytes(code_dir), layers
                 )
             )
         deployment = ModelDeployment(
@@ -142,6 +188,7 @@ class OnnxfnStack(Stack):
                 metrics_namespace=self.config.metrics_namespace,
                 code_dir=str(code_dir) if code_dir else None,
                 layer=layer,
+                extra_layers=extra,
                 image_context=str(self._image_context) if self._image_context else None,
             ),
         )

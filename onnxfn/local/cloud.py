@@ -18,7 +18,7 @@ from typing import Any
 from contract.environment import MODEL_NAME
 from onnxfn.local.assembly import LOCAL_ACCOUNT, LOCAL_REGION, CloudAssembly, FunctionSpec, Resolver, local_name
 from onnxfn.local.functions import FunctionRuntime
-from onnxfn.local.runtime import HOST_ARCH, LaunchPlan, RuntimeOptions, host_layer
+from onnxfn.local.runtime import HOST_ARCH, ROOT, LaunchPlan, RuntimeOptions, host_layer
 from onnxfn.local.runtime import plan as runtime_plan
 
 # Credentials moto accepts and no real AWS endpoint would: the local app never reaches AWS.
@@ -197,6 +197,21 @@ def lambda_environment(
     }
 
 
+def pipeline_requirements(spec: FunctionSpec) -> tuple[str, ...]:
+    """What the function's pipeline needs besides the function layer: the image's
+    ``layers/requirements-extra.txt``, or the packages of a zip function's further layers."""
+    if spec.packaging == "image":
+        listed = spec.code_dir / "layers" / "requirements-extra.txt"
+        lines = listed.read_text().splitlines() if listed.exists() else []
+        return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    packages: list[str] = []
+    for layer in spec.layer_dirs[1:]:
+        marker = layer / "onnxfn-layer.json"
+        if marker.exists():
+            packages += [f"{n}=={v}" for n, v in json.loads(marker.read_text()).get("packages", {}).items()]
+    return tuple(packages)
+
+
 def launch_plan(spec: FunctionSpec, options: RuntimeOptions) -> LaunchPlan:
     """How ``spec`` runs here: its runtime's interpreter with its staged code and layer.
 
@@ -208,6 +223,11 @@ def launch_plan(spec: FunctionSpec, options: RuntimeOptions) -> LaunchPlan:
     notes = []
     if not options.dev and (spec.packaging == "image" or spec.architecture != HOST_ARCH):
         layers = [host_layer(spec.runtime)]
+        extra = pipeline_requirements(spec)
+        if extra:
+            from stacks.assets import requirements_file
+
+            layers.append(host_layer(spec.runtime, requirements_file(ROOT, extra)))
         if spec.packaging == "image":
             notes.append("an image function runs with the layer built from the image's pinned requirements")
     plan = runtime_plan(spec.runtime, spec.architecture, spec.memory_mb, spec.code_dir.resolve(), layers, options)

@@ -199,15 +199,17 @@ def _interpreter(version: str, python: str | None) -> Any:
     return finder.find(version, given)
 
 
-def host_layer(runtime: str) -> Path:
+def host_layer(runtime: str, requirements: Path | None = None) -> Path:
     """The dependency layer of ``runtime`` for this machine's architecture, built (or cached) by
-    ``layers/build.py`` from the same pinned requirements: for image functions and for functions of
-    another architecture, which cannot load their own wheels here."""
+    ``layers/build.py`` from the same pinned requirements (or ``requirements``: a pipeline's packages):
+    for image functions and for functions of another architecture, which cannot load their own wheels here."""
     import json
     import subprocess
 
     command = [sys.executable, str(ROOT / "layers" / "build.py"), "--python-version", runtime.removeprefix("python")]
     command += ["--arch", HOST_ARCH, "--print-json"]
+    if requirements is not None:
+        command += ["--requirements", str(requirements)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeUnavailable(f"building the {runtime} {HOST_ARCH} layer failed:\n{result.stderr[-1500:]}")

@@ -33,7 +33,15 @@ def batch_axes(specs: list[dict[str, Any]]) -> dict[str, int | None]:
 
 def lambda_fit(root: Path, artifact_bytes: int, peak_mb: float, session_s: float, packaging: str) -> dict[str, Any]:
     """Package budget, recommended memory, and whether an eager load fits Lambda's 10 s init."""
-    layers = sorted((root.parent / ".cache" / "layers").glob("x86_64-py3.12-*/python"))
+    # the app's layer cache: beside the artifact folder, or this checkout's (an app folder of its own)
+    caches = [root.parent / ".cache" / "layers", Path(__file__).resolve().parents[2] / ".cache" / "layers"]
+    layers = [
+        folder
+        for cache in caches
+        for folder in sorted(cache.glob("x86_64-py3.12-*/python"))
+        if (folder.parent / "onnxfn-layer.json").exists()
+        and '"onnxruntime"' in (folder.parent / "onnxfn-layer.json").read_text(errors="replace")
+    ][:1]
     layer_bytes = sum(p.stat().st_size for p in layers[-1].rglob("*") if p.is_file()) if layers else None
     fetch_s = artifact_bytes / MB / S3_MB_PER_S
     eager_s = fetch_s + session_s

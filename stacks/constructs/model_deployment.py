@@ -32,6 +32,7 @@ class ModelDeploymentProps:
     metrics_namespace: str
     code_dir: str | None = None  # zip: a folder holding handlers/
     layer: lambda_.ILayerVersion | None = None  # zip: the dependency layer for the model's runtime
+    extra_layers: tuple[lambda_.ILayerVersion, ...] = ()  # zip: what the model's pipeline needs besides
     image_context: str | None = None  # image: a folder holding layers/Dockerfile and handlers/
 
 
@@ -94,6 +95,7 @@ class ModelDeployment(Construct):
                 environment={**self.environment(), **(extra or {})},
                 code_dir=props.code_dir,
                 layer=props.layer,
+                extra_layers=props.extra_layers,
                 image_context=props.image_context,
                 timeout_s=timeout_s,
             ),
