@@ -136,7 +136,7 @@ def test_batch_file_through_s3_notification_and_queue(served_app, tmp_path):
     assert json.loads(errors.splitlines()[0])["line"] == 8
 
 
-def test_queue_message_answered_and_bad_one_redriven_to_dead_letters(served_app):
+def test_queue_message_answered_and_a_bad_one_answered_once_not_redriven(served_app):
     client = served_app.client
     pixels = load_digits().data[:2].astype(np.float32)
     message_id = client.send_message("digits", json.dumps(_digits_request(pixels)))
@@ -148,13 +148,18 @@ def test_queue_message_answered_and_bad_one_redriven_to_dead_letters(served_app)
     bad_id = client.send_message("digits", json.dumps({"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32"}]}))
     failure = client.wait_for_result("digits", bad_id, timeout_s=60)
     assert failure is not None and not failure[0] and "nope" in json.dumps(failure[1])
+    assert failure[1]["retried"] is False  # it can never succeed: answered once, deleted
     dlq = client.model("digits")["requests_dead_letter_url"]
+    queue = client.model("digits")["requests_queue_url"]
     sqs = client.aws("sqs")
-    deadline = time.monotonic() + 60  # maxReceiveCount 3, retried after 1 s (--retry-after)
-    moved = []
-    while time.monotonic() < deadline and not moved:
-        moved = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
-    assert moved and moved[0]["MessageId"] == bad_id
+    # With --retry-after 1 and maxReceiveCount 3, a redriven message would reach the DLQ within seconds.
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", []) == []
+    attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    assert (
+        attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    )
 
 
 def test_prometheus_metrics_from_gateway_and_handlers(served_app):

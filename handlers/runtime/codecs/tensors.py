@@ -147,7 +147,8 @@ def array_from_json(spec: TensorSpec, shape: tuple[int, ...], data: Any, what: s
         low, high = int(raw.min()), int(raw.max())
         if low < info.min or high > info.max:
             raise InvalidInput(f"{label}: values must lie in [{info.min}, {info.max}] for {spec.datatype}")
-    return raw.astype(target, copy=False).reshape(shape)
+    with np.errstate(over="ignore", invalid="ignore"):  # out of range becomes inf, which check_finite refuses
+        return raw.astype(target, copy=False).reshape(shape)
 
 
 def array_from_bytes(spec: TensorSpec, shape: tuple[int, ...], raw: memoryview, what: str = "input") -> np.ndarray:
