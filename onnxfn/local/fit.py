@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from contract import environment as env
 from contract.limits import INIT_LOAD_MAX_BYTES
-from contract.manifest import Manifest
+from contract.manifest import ImagePipeline, Manifest
 from onnxfn.local.runtime import HOST_ARCH, ROOT, LaunchPlan, RuntimeOptions, host_layer, plan
 
 MEMORY_SIZES = (512, 1024, 1769, 3008)
@@ -117,18 +119,34 @@ SAMPLE_TEXT = (
 
 
 def request_body(manifest: Manifest, batch: int = 1) -> str:
-    """An Open Inference Protocol request the model accepts: ``batch`` items (free dimensions 1);
-    text is a short phrase at batch 1 and a paragraph of about 100 tokens otherwise."""
+    """An Open Inference Protocol request the model accepts: ``batch`` rows on each tensor's batch axis
+    (free dimensions 1); text is a short phrase at batch 1 and a paragraph of about 100 tokens otherwise;
+    an image pipeline gets JPEGs of the model's size."""
+    image = _sample_jpeg(manifest.pipeline) if isinstance(manifest.pipeline, ImagePipeline) else None
     inputs = []
     for spec in manifest.inputs:
         shape = [1 if size < 0 else size for size in spec.shape]
-        if spec.shape and spec.shape[0] < 0:
-            shape[0] = batch
+        if spec.batch_axis is not None and spec.shape[spec.batch_axis] < 0:
+            shape[spec.batch_axis] = batch
         count = math.prod(shape)
-        text = "onnxfn fit" if batch == 1 else SAMPLE_TEXT
+        text = image or ("onnxfn fit" if batch == 1 else SAMPLE_TEXT)
         data: list[Any] = [text] * count if spec.datatype == "BYTES" else [0] * count
         inputs.append({"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": data})
     return json.dumps({"inputs": inputs})
+
+
+def _sample_jpeg(config: ImagePipeline) -> str:
+    """A JPEG of the size the model takes, as base64 text (what a JSON client sends)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    height, width = config.size
+    gradient = np.linspace(0, 255, width * height * 3, dtype=np.float32).reshape(height, width, 3)
+    out = io.BytesIO()
+    Image.fromarray(gradient.astype(np.uint8)).save(out, format="JPEG", quality=90)
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def measure(
@@ -153,7 +171,11 @@ def measure(
     load_mode = "eager" if sum(f.bytes for f in manifest.files) <= INIT_LOAD_MAX_BYTES else "lazy"
     progress(f"{runtime}: staging the handlers and the layer")
     code_dir = stage_handlers(ROOT, runtime.removeprefix("python"))
-    layer = host_layer(runtime)
+    layers = [host_layer(runtime)]
+    if manifest.pipeline is not None and manifest.pipeline.requirements:
+        from stacks.assets import requirements_file
+
+        layers.append(host_layer(runtime, requirements_file(ROOT, manifest.pipeline.requirements)))
     event = api_gateway_event("POST", f"/v2/models/{manifest.name}/infer", body=request_body(manifest, batch))
     aws = EmbeddedAws().start()
     rows = []
@@ -163,7 +185,7 @@ def measure(
         s3.create_bucket(Bucket=BUCKET)
         model_env = {**upload_artifact(s3, BUCKET, artifact), env.LOAD_MODE: load_mode}
         for memory_mb in memory_sizes:
-            launch = plan(runtime, HOST_ARCH, memory_mb, code_dir, [layer], options)
+            launch = plan(runtime, HOST_ARCH, memory_mb, code_dir, layers, options)
             interpreter = launch.interpreter
             function = _function(manifest.name, memory_mb, runtime, code_dir, launch, model_env, aws.endpoint)
             progress(f"{manifest.name} at {memory_mb} MB: {cold_runs} cold starts, {warm_runs} warm requests each")

@@ -46,3 +46,48 @@ def test_fit_measures_each_memory_size_on_the_faithful_runtime(capsys):
 def test_fit_of_a_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main(["--root", str(tmp_path), "fit", "nothing"]) == 2
     assert "no model 'nothing'" in capsys.readouterr().err
+
+
+def test_an_image_model_is_fit_with_its_pipeline_layer_and_a_real_jpeg(tmp_path, capsys):
+    """The Lambda fit of a detector behind an image pipeline: a JPEG request, Pillow from its own layer."""
+    import base64
+
+    from tests.models.graphs import DETECTOR_PIPELINE, quadrant_detector
+
+    (tmp_path / "det.json").write_text(json.dumps(DETECTOR_PIPELINE))
+    root = tmp_path / "artifacts"
+    source = quadrant_detector(tmp_path / "det.onnx")
+    assert (
+        main(
+            [
+                "--root",
+                str(root),
+                "add",
+                str(source),
+                "--name",
+                "det",
+                "--pipeline",
+                str(tmp_path / "det.json"),
+                "--no-fit",
+            ]
+        )
+        == 0
+    )
+    body = json.loads(request_body(Manifest.load(root / "det" / "manifest.json")))["inputs"][0]
+    assert body["datatype"] == "BYTES" and base64.b64decode(body["data"][0]).startswith(b"\xff\xd8\xff")
+    capsys.readouterr()
+    args = ["fit", "det", "--memory", "512", "--cold-runs", "1", "--warm-runs", "2", "--json"]
+    assert main(["--root", str(root), *args]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["warm_ms"] > 0 and row["cold_start_ms"] > row["init_ms"] > 0
+
+
+def test_the_fit_request_follows_each_tensor_s_batch_axis(tmp_path):
+    from tests.models.graphs import silero_like
+
+    root = tmp_path / "artifacts"
+    assert main(["--root", str(root), "add", str(silero_like(tmp_path / "vad.onnx")), "--name", "vad", "--no-fit"]) == 0
+    inputs = {
+        t["name"]: t for t in json.loads(request_body(Manifest.load(root / "vad" / "manifest.json"), 3))["inputs"]
+    }
+    assert (inputs["input"]["shape"], inputs["state"]["shape"], inputs["sr"]["shape"]) == ([3, 64], [2, 3, 16], [])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import io
 import json
 import warnings
@@ -87,6 +88,8 @@ class ImagePipelineBase(ModelPipeline):
         super().__init__(manifest, session, files, options)
         config = manifest.pipeline
         assert isinstance(config, ImagePipeline)
+        if importlib.util.find_spec("PIL") is None:
+            raise ManifestError(f"{config.kind} needs Pillow, not on this function's path: its layer is missing")
         self.config = config
         inputs = {i.name: i for i in session.get_inputs()}
         self.model_input = config.model_input or (next(iter(inputs)) if len(inputs) == 1 else "")
