@@ -17,6 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import onnx
+
+from onnxfn.prepare.layout import graph_io, model_inputs, random_samples
+from onnxfn.prepare.sources import Source, SourceError, SourceOptions
+from onnxfn.prepare.validation import Task
+
 CONVERT = r"""
 import json, os, sys
 os.environ["KERAS_BACKEND"] = "torch"
@@ -56,8 +62,6 @@ print(json.dumps({"error": error, "activation": activation, "keras": keras.__ver
 
 def convert(path: Path, target: Path) -> dict[str, Any]:
     """Export ``path`` to ``target`` in a child process; the facts it printed, or the reason it failed."""
-    from onnxfn.prepare.sources import SourceError
-
     # Not imported here: Keras would pick its backend (TensorFlow by default) for this whole process.
     if importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None:
         raise SourceError("Keras sources need keras and torch: pip install keras==3.15.1 torch==2.13.0")
@@ -73,3 +77,34 @@ def convert(path: Path, target: Path) -> dict[str, Any]:
     if facts["error"] > 1e-3:
         raise SourceError(f"the exported ONNX model differs from Keras by {facts['error']:.2e} (max abs)")
     return facts
+
+
+def from_keras(path: Path, staging: Path, options: SourceOptions) -> Source:
+    """A Keras model: exported by Keras (``keras_source``); a softmax head becomes a classification."""
+    target = staging / "original.onnx"
+    facts = convert(path, target)
+    inputs, outputs = graph_io(onnx.load(str(target)))
+    source = Source(
+        kind="keras",
+        onnx_path=target,
+        inputs=inputs,
+        outputs=outputs,
+        model_inputs=model_inputs(inputs),
+        task=Task(kind="raw", output=outputs[0]["name"]),
+        samples=random_samples(inputs),
+        facts={"keras": facts["keras"], "export_max_abs_error": facts["error"], "exporter": "keras (torch backend)"},
+    )
+    classes = int(facts["classes"])
+    if options.labels and len(options.labels) != classes:
+        raise SourceError(f"--labels names {len(options.labels)} classes, the model outputs {classes} scores")
+    if facts["activation"] == "softmax" and len(outputs) == 1:
+        labels = options.labels or []
+        scores = outputs[0]["name"]
+        from handlers.runtime.pipelines.classification import classification_outputs
+
+        source.outputs = classification_outputs(labels, classes)
+        source.pipeline = {"kind": "classification", "scores_output": scores, "softmax": False, "labels": labels}
+        source.task = Task(kind="classifier", output=scores)
+    elif options.labels:
+        raise SourceError("--labels: the model's last layer is not a softmax, so it is not read as a classifier")
+    return source

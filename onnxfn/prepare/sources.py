@@ -31,7 +31,7 @@ SUPPORTED = (
     "an .onnx file; a scikit-learn estimator or pipeline (.joblib, .pkl, .pickle; with --trust-pickle); "
     "a PyTorch module saved with torch.save (.pt, .pth; with --trust-pickle and --input-shape); "
     "a BERT / sentence-transformers checkpoint folder (config.json, model.safetensors, tokenizer.json); "
-    "a Keras model (.keras, .h5)"
+    "a Keras model (.keras, .h5); a TensorFlow SavedModel folder (saved_model.pb)"
 )
 
 
@@ -284,37 +284,6 @@ def from_bert(path: Path, staging: Path) -> Source:
     )
 
 
-def from_keras(path: Path, staging: Path, options: SourceOptions) -> Source:
-    """A Keras model: exported by Keras (``keras_source``); a softmax head becomes a classification."""
-    from onnxfn.prepare.keras_source import convert
-
-    target = staging / "original.onnx"
-    facts = convert(path, target)
-    inputs, outputs = graph_io(onnx.load(str(target)))
-    source = Source(
-        kind="keras",
-        onnx_path=target,
-        inputs=inputs,
-        outputs=outputs,
-        model_inputs=model_inputs(inputs),
-        task=Task(kind="raw", output=outputs[0]["name"]),
-        samples=random_samples(inputs),
-        facts={"keras": facts["keras"], "export_max_abs_error": facts["error"], "exporter": "keras (torch backend)"},
-    )
-    classes = int(facts["classes"])
-    if options.labels and len(options.labels) != classes:
-        raise SourceError(f"--labels names {len(options.labels)} classes, the model outputs {classes} scores")
-    if facts["activation"] == "softmax" and len(outputs) == 1:
-        labels = options.labels or []
-        scores = outputs[0]["name"]
-        source.outputs = classification_outputs(labels, classes)
-        source.pipeline = {"kind": "classification", "scores_output": scores, "softmax": False, "labels": labels}
-        source.task = Task(kind="classifier", output=scores)
-    elif options.labels:
-        raise SourceError("--labels: the model's last layer is not a softmax, so it is not read as a classifier")
-    return source
-
-
 @dataclass(frozen=True)
 class SourceOptions:
     """What a user may say about a source; each kind takes some (``APPLIES``) and refuses the rest."""
@@ -343,6 +312,7 @@ APPLIES = {
     "sklearn": {"trust_pickle", "input_name", "module_path"},
     "pytorch": {"trust_pickle", "input_shape", "labels", "module_path"},
     "keras": {"labels"},
+    "savedmodel": {"labels"},
 }
 KIND_NAMES = {
     "onnx": "an ONNX file",
@@ -350,6 +320,7 @@ KIND_NAMES = {
     "sklearn": "a scikit-learn file",
     "pytorch": "a PyTorch file",
     "keras": "a Keras model",
+    "savedmodel": "a TensorFlow SavedModel",
 }
 
 
@@ -358,9 +329,15 @@ def kind_of(source: Path) -> str:
     if not source.exists():
         raise SourceError(f"{source} does not exist; expected {SUPPORTED}")
     if source.is_dir():
+        from onnxfn.prepare.tensorflow_source import is_saved_model
+
         if is_bert_checkpoint(source):
             return "bert"
-        raise SourceError(f"{source} is a folder but not a BERT checkpoint; supported sources: {SUPPORTED}")
+        if is_saved_model(source):
+            return "savedmodel"
+        raise SourceError(
+            f"{source} is a folder but neither a BERT checkpoint nor a SavedModel; supported: {SUPPORTED}"
+        )
     suffix = source.suffix.lower()
     kinds = {".onnx": "onnx", ".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".pt": "pytorch"}
     kind = kinds.get(suffix) or {".pth": "pytorch", ".keras": "keras", ".h5": "keras"}.get(suffix)
@@ -383,5 +360,11 @@ def load_source(source: Path, staging: Path, options: SourceOptions | None = Non
     if kind == "sklearn":
         return from_sklearn(source, staging, options)
     if kind == "keras":
+        from onnxfn.prepare.keras_source import from_keras
+
         return from_keras(source, staging, options)
+    if kind == "savedmodel":
+        from onnxfn.prepare.tensorflow_source import from_saved_model
+
+        return from_saved_model(source, staging, options)
     return from_pytorch(source, staging, options)
