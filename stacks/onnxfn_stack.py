@@ -66,8 +66,7 @@ class OnnxfnStack(Stack):
             if any(m.settings.packaging == "image" for m in config.models)
             else None
         )
-        self._layers: dict[tuple[str, str], tuple[Layer, lambda_.LayerVersion]] = {}
-        self._layers_extra: dict[tuple[str, ...], tuple[Layer, lambda_.LayerVersion]] = {}
+        self._layers: dict[tuple[str, ...], tuple[Layer, lambda_.LayerVersion]] = {}
         self.functions: dict[str, dict[str, ModelFunction]] = {}
         self.inboxes: dict[str, BatchInbox] = {}
         self.request_queues: dict[str, RequestQueue] = {}
@@ -89,6 +88,13 @@ class OnnxfnStack(Stack):
         self._acknowledge_cdk_internals()
         self._acknowledge_checkov()
 
+        self._outputs()
+        for line in self.budget:
+            print(f"onnxfn budget {line}", file=sys.stderr)
+        for folder, reason in config.undeployed:
+            print(f"onnxfn not deployed: {folder}: {reason}", file=sys.stderr)
+
+    def _outputs(self) -> None:
         CfnOutput(self, "ApiUrl", value=self.api.api.url, description="Base URL of the inference API")
         if self.api.api_key is not None:
             CfnOutput(
@@ -102,33 +108,21 @@ class OnnxfnStack(Stack):
             self, "DashboardName", value=self.monitoring.dashboard.dashboard_name, description="CloudWatch dashboard"
         )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn, description="SNS topic for alarms")
-        for line in self.budget:
-            print(f"onnxfn budget {line}", file=sys.stderr)
-        for folder, reason in config.undeployed:
-            print(f"onnxfn not deployed: {folder}: {reason}", file=sys.stderr)
 
     # --- per model ---------------------------------------------------------------------------------
 
     def _layer(self, model: ModelConfig) -> tuple[Layer, lambda_.LayerVersion]:
+        """The function layer (``layers/requirements.txt``) of the model's runtime and architecture."""
         settings = model.settings
         key = (settings.runtime, settings.architecture)
         if key not in self._layers:
             version = settings.runtime.removeprefix("python")
-            built = build_layer(self.config.project_root, version, settings.architecture)
-            arch_id = "Arm64" if settings.architecture == "arm64" else "X8664"
-            layer = lambda_.LayerVersion(
-                self,
-                f"Dependencies{arch_id}Py{version.replace('.', '')}",
-                code=lambda_.Code.from_asset(
-                    str(built.path), asset_hash=built.hash, asset_hash_type=AssetHashType.CUSTOM
-                ),
-                compatible_runtimes=[RUNTIMES[settings.runtime]],
-                compatible_architectures=[
-                    lambda_.Architecture.ARM_64 if settings.architecture == "arm64" else lambda_.Architecture.X86_64
-                ],
-                description=f"onnxfn dependencies for {settings.runtime} {settings.architecture}",
+            self._layers[key] = self._layer_version(
+                f"Dependencies{self._arch_id(model)}Py{version.replace('.', '')}",
+                build_layer(self.config.project_root, version, settings.architecture),
+                model,
+                f"onnxfn dependencies for {settings.runtime} {settings.architecture}",
             )
-            self._layers[key] = (built, layer)
         return self._layers[key]
 
     def _extra_layer(self, model: ModelConfig) -> tuple[Layer, lambda_.LayerVersion] | None:
@@ -138,25 +132,36 @@ class OnnxfnStack(Stack):
             return None
         settings = model.settings
         key = (settings.runtime, settings.architecture, *sorted(model.requirements))
-        if key not in self._layers_extra:
+        if key not in self._layers:
             version = settings.runtime.removeprefix("python")
             wanted = requirements_file(self.config.project_root, model.requirements)
-            built = build_layer(self.config.project_root, version, settings.architecture, wanted)
-            arch_id = "Arm64" if settings.architecture == "arm64" else "X8664"
-            layer = lambda_.LayerVersion(
-                self,
-                f"Pipeline{arch_id}Py{version.replace('.', '')}{wanted.stem}",
-                code=lambda_.Code.from_asset(
-                    str(built.path), asset_hash=built.hash, asset_hash_type=AssetHashType.CUSTOM
-                ),
-                compatible_runtimes=[RUNTIMES[settings.runtime]],
-                compatible_architectures=[
-                    lambda_.Architecture.ARM_64 if settings.architecture == "arm64" else lambda_.Architecture.X86_64
-                ],
-                description=f"onnxfn pipeline packages ({', '.join(sorted(model.requirements))[:200]})",
+            self._layers[key] = self._layer_version(
+                f"Pipeline{self._arch_id(model)}Py{version.replace('.', '')}{wanted.stem}",
+                build_layer(self.config.project_root, version, settings.architecture, wanted),
+                model,
+                f"onnxfn pipeline packages ({', '.join(sorted(model.requirements))[:200]})",
             )
-            self._layers_extra[key] = (built, layer)
-        return self._layers_extra[key]
+        return self._layers[key]
+
+    @staticmethod
+    def _arch_id(model: ModelConfig) -> str:
+        return "Arm64" if model.settings.architecture == "arm64" else "X8664"
+
+    def _layer_version(
+        self, construct_id: str, built: Layer, model: ModelConfig, description: str
+    ) -> tuple[Layer, lambda_.LayerVersion]:
+        settings = model.settings
+        layer = lambda_.LayerVersion(
+            self,
+            construct_id,
+            code=lambda_.Code.from_asset(str(built.path), asset_hash=built.hash, asset_hash_type=AssetHashType.CUSTOM),
+            compatible_runtimes=[RUNTIMES[settings.runtime]],
+            compatible_architectures=[
+                lambda_.Architecture.ARM_64 if settings.architecture == "arm64" else lambda_.Architecture.X86_64
+            ],
+            description=description,
+        )
+        return built, layer
 
     def _add_model(self, model: ModelConfig) -> ApiRoute:
         """The model's ``ModelDeployment``, with the layer of its runtime (zip: the budget checked)."""

@@ -17,10 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import onnx
-
-from onnxfn.prepare.layout import graph_io, model_inputs, random_samples
-from onnxfn.prepare.sources import Source, SourceError, SourceOptions
+from onnxfn.prepare.sources import Source, SourceError, SourceOptions, exported
 from onnxfn.prepare.validation import Task
 
 CONVERT = r"""
@@ -83,17 +80,11 @@ def from_keras(path: Path, staging: Path, options: SourceOptions) -> Source:
     """A Keras model: exported by Keras (``keras_source``); a softmax head becomes a classification."""
     target = staging / "original.onnx"
     facts = convert(path, target)
-    inputs, outputs = graph_io(onnx.load(str(target)))
-    source = Source(
-        kind="keras",
-        onnx_path=target,
-        inputs=inputs,
-        outputs=outputs,
-        model_inputs=model_inputs(inputs),
-        task=Task(kind="raw", output=outputs[0]["name"]),
-        samples=random_samples(inputs),
-        facts={"keras": facts["keras"], "export_max_abs_error": facts["error"], "exporter": "keras (torch backend)"},
+    exporter = "keras (torch backend)"
+    source = exported(
+        "keras", target, {"keras": facts["keras"], "export_max_abs_error": facts["error"], "exporter": exporter}
     )
+    outputs = source.outputs
     classes = int(facts["classes"])
     if options.labels and len(options.labels) != classes:
         raise SourceError(f"--labels names {len(options.labels)} classes, the model outputs {classes} scores")

@@ -156,14 +156,23 @@ def from_sklearn(path: Path, staging: Path, options: SourceOptions) -> Source:
 # --- PyTorch -------------------------------------------------------------------------------------------
 
 
-def from_pytorch(path: Path, staging: Path, options: SourceOptions) -> Source:
-    try:
-        import torch
-    except ImportError as exc:
-        raise SourceError("PyTorch sources need torch: pip install torch==2.13.0 (the CPU build)") from exc
-    input_shape, labels = options.input_shape, options.labels
-    if not input_shape:
-        raise SourceError("a PyTorch module has no input schema: give --input-shape, e.g. --input-shape 1,64")
+def exported(kind: str, target: Path, facts: dict[str, Any]) -> Source:
+    """A raw-tensor source of an ONNX file a framework exported into the staging folder."""
+    inputs, outputs = graph_io(onnx.load(str(target)))
+    return Source(
+        kind=kind,
+        onnx_path=target,
+        inputs=inputs,
+        outputs=outputs,
+        model_inputs=model_inputs(inputs),
+        task=Task(kind="raw", output=outputs[0]["name"]),
+        samples=random_samples(inputs),
+        facts=facts,
+    )
+
+
+def _torch_module(torch: Any, path: Path, options: SourceOptions) -> Any:
+    """The module in ``path``: a TorchScript archive, or a pickle the user trusts."""
     if pickles.is_torchscript(path):  # compiled code, no pickled classes: needs neither trust nor the class
         try:
             module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
@@ -179,6 +188,18 @@ def from_pytorch(path: Path, staging: Path, options: SourceOptions) -> Source:
         )
     if not isinstance(module, torch.nn.Module | torch.jit.ScriptModule):
         raise SourceError(f"{path.name} holds a {type(module).__name__}; save the whole module with torch.save(model)")
+    return module
+
+
+def from_pytorch(path: Path, staging: Path, options: SourceOptions) -> Source:
+    try:
+        import torch
+    except ImportError as exc:
+        raise SourceError("PyTorch sources need torch: pip install torch==2.13.0 (the CPU build)") from exc
+    input_shape, labels = options.input_shape, options.labels
+    if not input_shape:
+        raise SourceError("a PyTorch module has no input schema: give --input-shape, e.g. --input-shape 1,64")
+    module = _torch_module(torch, path, options)
     module.eval()
     example = torch.randn(*input_shape)
     target = staging / "original.onnx"
@@ -202,18 +223,12 @@ def from_pytorch(path: Path, staging: Path, options: SourceOptions) -> Source:
     error = float(np.max(np.abs(got - expected)))
     if error > 1e-3:
         raise SourceError(f"the exported ONNX model differs from the module by {error:.2e} (max abs)")
-    model = onnx.load(str(target))
-    inputs, outputs = graph_io(model)
-    source = Source(
-        kind="pytorch",
-        onnx_path=target,
-        inputs=inputs,
-        outputs=outputs,
-        model_inputs=model_inputs(inputs),
-        task=Task(kind="raw", output="output"),
-        samples=random_samples(inputs),
-        facts={"module": type(module).__name__, "export_max_abs_error": error, "exporter": "torch.onnx (TorchScript)"},
+    source = exported(
+        "pytorch",
+        target,
+        {"module": type(module).__name__, "export_max_abs_error": error, "exporter": "torch.onnx (TorchScript)"},
     )
+    outputs = source.outputs
     if labels:
         classes = int(outputs[0]["shape"][-1])
         if classes != len(labels):

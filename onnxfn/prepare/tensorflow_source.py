@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
-from onnxfn.prepare.layout import graph_io, model_inputs, random_samples
-from onnxfn.prepare.sources import Source, SourceError, SourceOptions
+from onnxfn.prepare.sources import Source, SourceError, SourceOptions, exported
 from onnxfn.prepare.validation import Task
 
 PINS = ("tensorflow-cpu==2.21.0", "tf2onnx==1.17.0")
@@ -123,17 +121,9 @@ def from_saved_model(path: Path, staging: Path, options: SourceOptions) -> Sourc
     output is read as a classifier's scores."""
     target = staging / "original.onnx"
     facts = convert(path, target)
-    inputs, outputs = graph_io(onnx.load(str(target)))
-    source = Source(
-        kind="savedmodel",
-        onnx_path=target,
-        inputs=inputs,
-        outputs=outputs,
-        model_inputs=model_inputs(inputs),
-        task=Task(kind="raw", output=outputs[0]["name"]),
-        samples=random_samples(inputs),
-        facts={"tensorflow": facts["tensorflow"], "export_max_abs_error": facts["error"], "exporter": "tf2onnx"},
-    )
+    known = {"tensorflow": facts["tensorflow"], "export_max_abs_error": facts["error"], "exporter": "tf2onnx"}
+    source = exported("savedmodel", target, known)
+    outputs = source.outputs
     if options.labels:
         classes = int(outputs[0]["shape"][-1]) if len(outputs) == 1 and outputs[0]["shape"] else 0
         if classes != len(options.labels):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contract.manifest import Limits, TensorSpec
+from contract.manifest import TensorSpec
 from handlers.runtime import jsonio
 from handlers.runtime.codecs.tensors import (
     array_from_bytes,
@@ -17,6 +17,7 @@ from handlers.runtime.codecs.tensors import (
 )
 from handlers.runtime.datatypes import OIP_TO_NUMPY, numpy_to_oip
 from handlers.runtime.errors import InvalidInput, PayloadTooLarge
+from tests.unit.test_request_checks import _manifest
 
 NUMERIC = [d for d in OIP_TO_NUMPY if d not in ("BYTES",)]
 
@@ -74,21 +75,6 @@ def test_shape_and_limits():
     with pytest.raises(InvalidInput, match="must be a list of integers"):
         check_shape(spec, [7, True])
     with pytest.raises(PayloadTooLarge, match="batch of 9"):
-        check_limits({"x": (9, 4)}, _manifest([spec], Limits(max_batch=8)))
+        check_limits({"x": (9, 4)}, _manifest([spec], max_batch=8))
     with pytest.raises(PayloadTooLarge, match="36 elements"):
-        check_limits({"x": (9, 4)}, _manifest([spec], Limits(max_batch=10, max_elements=35)))
-
-
-def _manifest(inputs, limits=None):
-    from contract.manifest import FileEntry, Manifest, OnnxFacts
-
-    return Manifest(
-        schema_version=1,
-        name="m",
-        version="1",
-        files=(FileEntry(path="model.onnx", role="model", sha256="0" * 64, bytes=1),),
-        onnx=OnnxFacts(opset=17),
-        inputs=tuple(inputs),
-        outputs=(TensorSpec(name="y", datatype="FP32", shape=(-1,)),),
-        limits=limits or Limits(),
-    )
+        check_limits({"x": (9, 4)}, _manifest([spec], max_batch=10, max_elements=35))
