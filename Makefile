@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup runtimes browser arm64-sysroot checkov load models demo serve test lint unit fuzz bench synth deploy destroy clean
+.PHONY: help setup runtimes browser arm64-sysroot checkov load models demo serve test lint unit fuzz bench synth bootstrap deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -127,10 +127,19 @@ CDK := npx --no-install cdk --no-notices
 synth: setup runtimes models ## synthesize the CloudFormation templates into cdk.out/ (cdk-nag checked)
 	$(CDK) synth -q
 
-deploy: setup runtimes models ## cdk deploy to the account and region of your AWS credentials
-	$(CDK) deploy --require-approval broadening
+# Once per account and Region: the CDK toolkit stack (asset bucket, image repository, deploy roles).
+# A custom qualifier goes in cdk.json's context as "@aws-cdk/core:bootstrapQualifier"; both bootstrap
+# and synth read it from there.
+bootstrap: setup runtimes models ## cdk bootstrap the account and region of your AWS credentials (once)
+	$(CDK) bootstrap
 
-destroy: ## cdk destroy (the model bucket is retained)
+# APPROVAL: broadening (default: stop for a prompt when IAM or security groups widen), never (CI and
+# other runs without a terminal; review `cdk diff` first), any-change.
+APPROVAL ?= broadening
+deploy: setup runtimes models ## cdk deploy to the account and region of your AWS credentials (APPROVAL=never in CI)
+	$(CDK) deploy --require-approval $(APPROVAL)
+
+destroy: ## cdk destroy (the model bucket and API Gateway's account logging role are retained)
 	$(CDK) destroy
 
 clean: ## remove built models, caches and the environment

@@ -8,6 +8,15 @@ MB_PER_VCPU = 1769
 MAX_VCPUS = 6
 # A synchronous invocation's payload; API Gateway allows 10 MB, Lambda 6 MB.
 SYNC_PAYLOAD_BYTES = 6 * MB
+# Lambda refuses a synchronous invocation whose event is larger than this.
+SYNC_REQUEST_BYTES = 6_291_456
+# The API's binary media type */* makes API Gateway base64-encode every body into the proxy event
+# (4 bytes for every 3), beside ~2 KB of headers and request context: the largest request body the
+# API can carry is 3/4 of Lambda's limit less that room: 4,716,288 bytes, about 4.5 MiB.
+EVENT_ROOM_BYTES = 3072
+API_BODY_BYTES = (SYNC_REQUEST_BYTES - EVENT_ROOM_BYTES) // 4 * 3
+# API Gateway's own limit on a request body.
+API_GATEWAY_BODY_BYTES = 10 * MB
 # Function code plus all its layers, unzipped (a container image may be 10 GB).
 ZIP_LIMIT_BYTES = 250 * MB
 IMAGE_LIMIT_BYTES = 10 * 1024 * MB

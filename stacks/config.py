@@ -52,6 +52,14 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
+# Lambda keeps 100 of an account's concurrency unreserved: reserved and provisioned concurrency
+# together may use the account's limit less 100 (1,000 by default; new accounts often get 10).
+UNRESERVED_MINIMUM = 100
+# Lambda SnapStart is offered in every commercial Region except these (AWS Lambda developer guide,
+# "Improving startup performance with Lambda SnapStart", Supported Regions).
+SNAPSTART_UNAVAILABLE_REGIONS = ("ap-southeast-6", "ap-east-2")
+SNAPSTART_PARTITION = "aws"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -89,8 +97,10 @@ class ModelSettings:
     canary: bool = False
     log_retention_days: int = 30
     batch_size: int = 10
-    max_concurrency: int = 5
+    max_concurrency: int = 5  # the request queue's event source: worker environments at most
+    batch_max_concurrency: int = 5  # the inbox's event source: batch environments at most
     reply_queue_arns: tuple[str, ...] = ()
+    reply_queue_kms_key_arns: tuple[str, ...] = ()  # the KMS keys of reply queues encrypted with one
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
 
 
@@ -116,11 +126,17 @@ class ModelConfig:
 
     @property
     def load_mode(self) -> str:
-        """What the functions' LOAD_MODE says: eager under SnapStart or provisioned concurrency (init is
-        pre-paid) and, for ``auto``, when the artifact fits the init window; otherwise lazy."""
-        settings = self.settings
-        if settings.snapstart or settings.provisioned_concurrency:
+        """The API function's LOAD_MODE: eager under SnapStart or provisioned concurrency (init is
+        pre-paid; both apply to the API function only) and otherwise as for the others."""
+        if self.settings.snapstart or self.settings.provisioned_concurrency:
             return "eager"
+        return self.queue_load_mode
+
+    @property
+    def queue_load_mode(self) -> str:
+        """The batch and worker functions' LOAD_MODE: for ``auto``, eager when the artifact fits the
+        init window, otherwise lazy."""
+        settings = self.settings
         if settings.load_mode == "auto":
             return "eager" if self.artifact_bytes <= INIT_LOAD_MAX_BYTES else "lazy"
         return settings.load_mode
@@ -141,6 +157,7 @@ class AppConfig:
     metrics_namespace: str = "onnxfn"
     throttle_rate: float = 50.0
     throttle_burst: int = 100
+    account_concurrency: int = 1000  # the account's Lambda concurrency quota in the deploy Region
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -210,6 +227,7 @@ def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
         "log_retention_days": lambda k, v: _choice(k, v, LOG_RETENTION_DAYS),
         "batch_size": lambda k, v: _int(k, v, 1, 10),
         "max_concurrency": lambda k, v: _int(k, v, 2, 1000),
+        "batch_max_concurrency": lambda k, v: _int(k, v, 2, 1000),
     }
     for name, value in raw.items():
         if name == "alarms":
@@ -219,6 +237,13 @@ def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
                 raise ConfigError(
                     f"{key}.reply_queue_arns: {value!r} is not allowed; expected a list of SQS queue ARNs "
                     "(arn:aws:sqs:<region>:<account>:<name>)"
+                )
+            values[name] = tuple(value)
+        elif name == "reply_queue_kms_key_arns":
+            if not isinstance(value, list) or not all(isinstance(a, str) and KMS_KEY_ARN.match(a) for a in value):
+                raise ConfigError(
+                    f"{key}.reply_queue_kms_key_arns: {value!r} is not allowed; expected a list of KMS key ARNs "
+                    "(arn:aws:kms:<region>:<account>:key/<key id>), the keys the reply queues are encrypted with"
                 )
             values[name] = tuple(value)
         else:
@@ -303,6 +328,7 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
             "metrics_namespace",
             "throttle_rate",
             "throttle_burst",
+            "account_concurrency",
         ],
     )
     artifacts = project_root / str(raw.get("artifacts_dir", "model_artifacts"))
@@ -316,6 +342,8 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
         _model(project_root, artifacts, name, _settings(f"onnxfn.models.{name}", value or {}, defaults))
         for name, value in sorted(overrides.items())
     )
+    account_concurrency = _int("onnxfn.account_concurrency", raw.get("account_concurrency", 1000), 10, 1_000_000)
+    _check_concurrency(models, account_concurrency)
     email = raw.get("alarm_email")
     if email is not None and (not isinstance(email, str) or not EMAIL.match(email)):
         raise ConfigError(f"onnxfn.alarm_email: {email!r} is not allowed; expected an e-mail address or null")
@@ -329,4 +357,27 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
         metrics_namespace=str(raw.get("metrics_namespace", "onnxfn")),
         throttle_rate=_number("onnxfn.throttle_rate", raw.get("throttle_rate", 50.0), 1, 10_000),
         throttle_burst=_int("onnxfn.throttle_burst", raw.get("throttle_burst", 100), 1, 5_000),
+        account_concurrency=account_concurrency,
     )
+
+
+def committed_concurrency(model: ModelConfig) -> int:
+    """What the model takes out of the account's pool: its API function's reserved concurrency, or its
+    provisioned concurrency where none is reserved (provisioned environments come out of the reserve)."""
+    settings = model.settings
+    return settings.reserved_concurrency or settings.provisioned_concurrency
+
+
+def _check_concurrency(models: tuple[ModelConfig, ...], account: int) -> None:
+    """Lambda refuses reserved or provisioned concurrency that leaves fewer than 100 unreserved: fail
+    at synth with the figures rather than halfway through a deploy."""
+    taken = {m.name: committed_concurrency(m) for m in models if committed_concurrency(m)}
+    allowed = account - UNRESERVED_MINIMUM
+    if taken and sum(taken.values()) > allowed:
+        each = ", ".join(f"{name} {count}" for name, count in sorted(taken.items()))
+        raise ConfigError(
+            f"reserved/provisioned concurrency: {sum(taken.values())} ({each}) is more than the account allows; "
+            f"Lambda keeps {UNRESERVED_MINIMUM} of the account's {account} (onnxfn.account_concurrency) unreserved, "
+            f"so at most {max(allowed, 0)} can be reserved or provisioned; raise the quota in Service Quotas "
+            "(and onnxfn.account_concurrency) or lower the settings"
+        )

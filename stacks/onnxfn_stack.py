@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from aws_cdk import Aspects, AssetHashType, CfnOutput, Stack
+from aws_cdk import Aspects, AssetHashType, Aws, CfnOutput, CfnRule, CfnRuleAssertion, Fn, Stack, Token
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
@@ -19,7 +19,7 @@ from stacks.assets import (
     tree_bytes,
 )
 from stacks.checkov import CheckovAcknowledgments, skip
-from stacks.config import AppConfig, ModelConfig
+from stacks.config import SNAPSTART_PARTITION, SNAPSTART_UNAVAILABLE_REGIONS, AppConfig, ConfigError, ModelConfig
 from stacks.constructs.event_sources import BatchInbox, RequestQueue
 from stacks.constructs.inference_api import ApiRoute, InferenceApi, InferenceApiProps
 from stacks.constructs.model_deployment import ModelDeployment, ModelDeploymentProps
@@ -28,9 +28,14 @@ from stacks.constructs.model_storage import ModelStorage, ModelStorageProps
 from stacks.constructs.monitoring import Monitoring, MonitoringProps
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
 
-ASSET_BUCKET_FINDING = (
-    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]"
-)
+# CDK's own singleton functions: the artifact upload, the bucket notifications, the manifest lookup.
+CDK_HELPERS = ("Custom::CDKBucketDeployment", "BucketNotificationsHandler", "AWS679f53fac002430cb0da5b7982bd2287")
+
+
+def asset_bucket_finding(qualifier: str) -> str:
+    """cdk-nag's finding for the upload helper reading the bootstrap asset bucket of ``qualifier``."""
+    bucket = f"cdk-{qualifier}-assets-<AWS::AccountId>-<AWS::Region>"
+    return f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{bucket}/*]"
 
 
 class OnnxfnStack(Stack):
@@ -83,6 +88,7 @@ class OnnxfnStack(Stack):
                 docs=config.docs,
             ),
         )
+        self._check_snapstart_region()
         self.monitoring.watch_api("Api", self.api.api, config.models[0].settings.alarms)
         self.monitoring.finish()
         self._acknowledge_cdk_internals()
@@ -102,6 +108,13 @@ class OnnxfnStack(Stack):
                 "ApiKeyId",
                 value=self.api.api_key.key_id,
                 description="aws apigateway get-api-key --include-value --api-key <id>",
+            )
+        if self.api.invoke_policy is not None:
+            CfnOutput(
+                self,
+                "InvokePolicyArn",
+                value=self.api.invoke_policy.managed_policy_arn,
+                description="Attach to the roles that call the IAM (SigV4) routes: execute-api:Invoke on them",
             )
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name, description="Model and data bucket")
         CfnOutput(
@@ -191,6 +204,7 @@ class OnnxfnStack(Stack):
                 monitoring=self.monitoring,
                 service_name=f"{self.config.service_name}-{model.name}",
                 metrics_namespace=self.config.metrics_namespace,
+                account_concurrency=self.config.account_concurrency,
                 code_dir=str(code_dir) if code_dir else None,
                 layer=layer,
                 extra_layers=extra,
@@ -201,6 +215,35 @@ class OnnxfnStack(Stack):
         self.inboxes[model.name] = deployment.inbox
         self.request_queues[model.name] = deployment.requests
         return deployment.route
+
+    def _check_snapstart_region(self) -> None:
+        """SnapStart is not offered everywhere: a known Region is checked at synth, an environment-agnostic
+        stack carries a CloudFormation rule that stops the deploy before any resource is created."""
+        snapping = [m.name for m in self.config.models if m.settings.snapstart]
+        if not snapping:
+            return
+        unavailable = ", ".join(SNAPSTART_UNAVAILABLE_REGIONS)
+        if not Token.is_unresolved(self.region) and self.region in SNAPSTART_UNAVAILABLE_REGIONS:
+            raise ConfigError(
+                f"onnxfn.models.{snapping[0]}.snapstart: true is not allowed in {self.region}; Lambda SnapStart "
+                f"is offered in every commercial Region except {unavailable}"
+            )
+        CfnRule(
+            self,
+            "SnapStartRegion",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_and(
+                        Fn.condition_equals(Aws.PARTITION, SNAPSTART_PARTITION),
+                        Fn.condition_not(Fn.condition_contains(list(SNAPSTART_UNAVAILABLE_REGIONS), Aws.REGION)),
+                    ),
+                    assert_description=(
+                        f"Lambda SnapStart ({', '.join(snapping)}) is offered in every commercial Region "
+                        f"except {unavailable}; set snapstart: false to deploy here"
+                    ),
+                )
+            ],
+        )
 
     # --- CDK's own helper functions -----------------------------------------------------------------
 
@@ -226,13 +269,17 @@ class OnnxfnStack(Stack):
             "AwsSolutions-L1": "CDK pins the runtime of its own deploy-time helper functions.",
             "AwsSolutions-IAM5[Resource::*]": "CDK's notification helper configures the bucket it is given.",
             f"AwsSolutions-IAM5[Resource::{arn_finding(bucket, '/*')}]": "CDK's upload helper fills the model bucket.",
-            ASSET_BUCKET_FINDING: "CDK's upload helper reads the staged artifacts from the bootstrap asset bucket.",
         }
+        qualifier = self.synthesizer.bootstrap_qualifier
+        if qualifier:  # the bootstrap of the deploy account: cdk.json's @aws-cdk/core:bootstrapQualifier
+            helper_findings[asset_bucket_finding(qualifier)] = (
+                "CDK's upload helper reads the staged artifacts from the bootstrap asset bucket."
+            )
         for action in ("s3:GetBucket*", "s3:GetObject*", "s3:List*", "s3:Abort*", "s3:DeleteObject*"):
             helper_findings[f"AwsSolutions-IAM5[Action::{action}]"] = "CDK's upload helper syncs artifact files."
         for child in self.node.children:
             name = child.node.id
-            if name.startswith("Custom::CDKBucketDeployment") or name.startswith("BucketNotificationsHandler"):
+            if name.startswith(CDK_HELPERS):
                 for rule, reason in helper_findings.items():
                     acknowledge(child, rule, reason)
         acknowledge(

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from onnxfn.errors import UnknownName
+from onnxfn.local.assembly import LOCAL_REGION
 from onnxfn.local.cloud import LOCAL_CREDENTIALS
 from onnxfn.local.runtime import RuntimeOptions
 from onnxfn.local.serve import LocalApp, ServeOptions, read_state
@@ -52,12 +53,20 @@ class AppClient:
         headers: Mapping[str, str] | None = None,
         *,
         api_key: bool = True,
+        signed: bool = True,
     ) -> HttpReply:
-        """One request through the local API (the API key added unless ``api_key=False``)."""
+        """One request through the local API: the API key added unless ``api_key=False``, signed with
+        SigV4 by the local credentials (for routes with ``auth: iam``) unless ``signed=False``."""
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if api_key and self.state.get("api_key"):
             all_headers.setdefault("x-api-key", self.state["api_key"])
         data = body.encode("utf-8") if isinstance(body, str) else body
+        if signed and not path.startswith("/2015-03-31/"):
+            from onnxfn.local.sigv4 import sign  # botocore's signer, imported when first needed
+
+            url = f"http://{self._host}:{self._port}{path}"
+            region = self.state.get("region", LOCAL_REGION)
+            all_headers = sign(method, url, all_headers, data, LOCAL_CREDENTIALS, region)
         for attempt in range(2):  # a kept-alive connection the server closed is retried once
             if self._connection is None:
                 self._connection = http.client.HTTPConnection(self._host, self._port, timeout=120)

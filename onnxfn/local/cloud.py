@@ -168,10 +168,29 @@ def provision(aws: EmbeddedAws, assembly: CloudAssembly) -> Provisioned:
                 s3.put_object(Bucket=buckets[deployment.bucket_id], Key=f"{deployment.prefix}{key}", Body=body)
                 count += 1
         uploaded[deployment.logical_id] = count
+    _sdk_calls(s3, assembly, resolver)
     for spec in assembly.functions:
         resolver.refs[spec.logical_id] = spec.name
         resolver.attributes[(spec.logical_id, "Arn")] = _arn("lambda", f"function:{spec.name}")
     return Provisioned(resolver, buckets, urls, arns, uploaded)
+
+
+def _sdk_calls(s3: Any, assembly: CloudAssembly, resolver: Resolver) -> None:
+    """The stack's S3 ``headObject`` lookups (the manifest's version id), run as CDK's AwsCustomResource
+    runs them after the upload; their outputs become ``Fn::GetAtt`` attributes. Other calls stay
+    unresolved and show up as such in the environment."""
+    for logical_id, create in assembly.sdk_calls.items():
+        resolved = resolver.resolve(create)
+        call = json.loads(resolved) if isinstance(resolved, str) else resolved
+        if not isinstance(call, dict) or call.get("service") not in ("S3", "@aws-sdk/client-s3"):
+            continue
+        if str(call.get("action", "")).lower() != "headobject":
+            continue
+        parameters = call.get("parameters", {})
+        head = s3.head_object(Bucket=parameters["Bucket"], Key=parameters["Key"])
+        for path in call.get("outputPaths", []):
+            if head.get(path) is not None:
+                resolver.attributes[(logical_id, path)] = str(head[path])
 
 
 def lambda_environment(

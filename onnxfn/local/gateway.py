@@ -2,10 +2,12 @@
 
 Resources, methods, the API key requirement and binary media types come from the cloud assembly.
 Routing follows API Gateway's precedence (a literal segment before ``{param}`` before
-``{proxy+}``; a method before ``ANY``); an unknown resource or method answers 403 ``Missing
-Authentication Token`` and a missing or wrong key 403 ``Forbidden``, as API Gateway does. A
-function error, crash or timeout answers 502, the integration timeout 504. The stage prefix
-(``/prod``) is optional, so the deployed URLs and Swagger UI's requests both work.
+``{proxy+}``; a method before ``ANY``). API Gateway's own answers (an unknown resource or method, a
+missing or wrong key, an unsigned or wrongly signed IAM request, a body too large for Lambda's
+event, a function error, crash or timeout, the integration timeout) are rendered from the
+template's gateway responses (``gateway_answers``). SigV4 is checked against the local credentials
+(``sigv4``). The stage prefix (``/prod``) is optional, so the deployed URLs and Swagger UI's
+requests both work.
 
 Also served, outside the API: ``GET /_local/metrics`` (Prometheus), ``GET /_local/health`` and
 Lambda's Invoke API (``POST /2015-03-31/functions/<name>/invocations``) for direct invocations.
@@ -25,16 +27,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from onnxfn.local.assembly import ApiSpec, RouteSpec
+from contract.limits import API_GATEWAY_BODY_BYTES, SYNC_REQUEST_BYTES
+from onnxfn.local import gateway_answers as answers
+from onnxfn.local.assembly import LOCAL_REGION, ApiSpec, RouteSpec
+from onnxfn.local.cloud import LOCAL_CREDENTIALS
 from onnxfn.local.events import api_gateway_event
 from onnxfn.local.functions import FunctionPool, Invocation
 from onnxfn.local.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from onnxfn.local.metrics import MetricsRegistry
+from onnxfn.local.sigv4 import verify
 from onnxfn.local.worker import dumps, loads
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
-MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
-MAX_INVOKE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
+MAX_REQUEST_BYTES = API_GATEWAY_BODY_BYTES
 DEFAULT_INTEGRATION_TIMEOUT_S = 29.0
 INVOKE_PREFIX = "/2015-03-31/functions/"
 
@@ -82,22 +87,6 @@ class Router:
                 if route:
                     return route, {**params, key[1:-2]: "/".join(segments)}
         return None
-
-
-def _gateway_error(
-    request_id: str, status: int, document: Any, extra: dict[str, list[str]] | None = None
-) -> tuple[int, dict[str, list[str]], bytes]:
-    """An answer API Gateway makes itself: JSON, its request id, and the error type header."""
-    headers = {"Content-Type": ["application/json"], "x-amzn-RequestId": [request_id], **(extra or {})}
-    return status, headers, dumps(document)
-
-
-def _error_type(name: str) -> dict[str, list[str]]:
-    return {"x-amzn-ErrorType": [name]}
-
-
-# API Gateway's answer to a route it does not have, or to an IAM route called without SigV4.
-_MISSING_TOKEN = (403, {"message": "Missing Authentication Token"}, _error_type("MissingAuthenticationTokenException"))
 
 
 @dataclass
@@ -211,11 +200,11 @@ class Gateway:
             multi.setdefault(key, []).append(value)
         lowered = {k.lower(): v for k, v in single.items()}
         if api is None or match is None:
-            return _gateway_error(request_id, *_MISSING_TOKEN)
+            return self._error(answers.MISSING_ROUTE, request_id)
         route, params = match
-        denied = self._denied(route, lowered)
+        denied = self._denied(route, method, path, query, lowered, body)
         if denied is not None:
-            return _gateway_error(request_id, *denied)
+            return self._error(denied, request_id)
         pool = self.pools[route.function_id]
         log.function = pool.runtime.name
         event = api_gateway_event(
@@ -232,22 +221,32 @@ class Gateway:
             request_id=request_id,
             multi_value_headers=multi,
         )
-        if body is not None and len(body) * (4 / 3 if event["isBase64Encoded"] else 1) > MAX_INVOKE_BYTES:
-            too_long = {"message": "Request Too Long: a Lambda proxy request must stay under 6 MB"}
-            return _gateway_error(request_id, 413, too_long)
+        if body is not None and len(dumps(event)) > SYNC_REQUEST_BYTES:  # Lambda refuses the invocation
+            return self._error(answers.TOO_LARGE, request_id)
         invocation = self._invoke(pool, event)
         log.invocation = invocation
         return self._integration_answer(invocation, lowered.get("accept", ""), request_id)
 
-    def _denied(self, route: Any, lowered: Mapping[str, str]) -> tuple[int, Any, dict[str, list[str]]] | None:
-        """API Gateway's answer when the caller may not call ``route``: no SigV4 for IAM, no key."""
-        if route.authorization == "AWS_IAM" and not lowered.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
-            return _MISSING_TOKEN
+    def _error(self, error: answers.GatewayError, request_id: str) -> tuple[int, dict[str, list[str]], bytes]:
+        return answers.render(self.api.gateway_responses if self.api else {}, error, request_id)
+
+    def _denied(
+        self, route: Any, method: str, path: str, query: str, lowered: Mapping[str, str], body: bytes | None
+    ) -> answers.GatewayError | None:
+        """API Gateway's answer when the caller may not call ``route``: no or a wrong SigV4 signature
+        for IAM, no or a wrong API key."""
+        if route.authorization == "AWS_IAM":
+            if not lowered.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
+                return answers.MISSING_ROUTE  # API Gateway answers an unsigned request like a missing route
+            url = f"http://{lowered.get('host', '')}{path}" + (f"?{query}" if query else "")
+            problem = verify(method, url, lowered, body, LOCAL_CREDENTIALS, LOCAL_REGION)
+            if problem is not None:
+                return answers.signature_error(problem)
         given = lowered.get("x-api-key")
         if route.api_key_required and (
             self.api_key is None or given is None or not hmac.compare_digest(given.encode(), self.api_key.encode())
         ):
-            return 403, {"message": "Forbidden"}, _error_type("ForbiddenException")
+            return answers.INVALID_API_KEY
         return None
 
     def _integration_answer(
@@ -255,18 +254,12 @@ class Gateway:
     ) -> tuple[int, dict[str, list[str]], bytes]:
         """The function's answer as API Gateway returns it, or the gateway's own error."""
         if invocation is None:
-            return _gateway_error(
-                request_id, 504, {"message": "Endpoint request timed out"}, _error_type("GatewayTimeoutException")
-            )
+            return self._error(answers.TIMED_OUT, request_id)
         if invocation.status == "throttled":
-            return _gateway_error(
-                request_id, 429, {"message": "Too Many Requests"}, _error_type("TooManyRequestsException")
-            )
+            return self._error(answers.FUNCTION_THROTTLED, request_id)
         mapped = self._map_response(invocation.payload, accept) if invocation.ok else None
         if mapped is None:  # a function error, or API Gateway's "Malformed Lambda proxy response"
-            return _gateway_error(
-                request_id, 502, {"message": "Internal server error"}, _error_type("InternalServerErrorException")
-            )
+            return self._error(answers.FUNCTION_FAILED, request_id)
         status, out_headers, data = mapped
         out_headers.setdefault("x-amzn-RequestId", [request_id])
         return status, out_headers, data
@@ -364,8 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is False:
             self.close_connection = True
-            message = {"message": f"Request Too Long: the limit is {MAX_REQUEST_BYTES} bytes"}
-            self._send(413, {"Content-Type": ["application/json"]}, dumps(message))
+            self._send(*self.gateway._error(answers.TOO_LARGE, str(uuid.uuid4())))
             return
         assert body is not True
         if path == "/_local/metrics" and self.command == "GET":

@@ -40,6 +40,7 @@ class BatchInboxProps:
     prefix: str  # "inbox/<model>/"
     function: lambda_.IFunction
     timeout_s: int
+    max_concurrency: int = 5  # batch environments at most: a burst of files cannot take the account's pool
     max_receive_count: int = 3
 
 
@@ -58,7 +59,9 @@ class BatchInbox(Construct):
             s3.NotificationKeyFilter(prefix=props.prefix),
         )
         props.function.add_event_source(
-            sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)
+            sources.SqsEventSource(
+                self.queue, batch_size=1, report_batch_item_failures=True, max_concurrency=props.max_concurrency
+            )
         )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from stacks.constructs.gateway_responses import GatewayResponsesProps, add_gateway_responses
 from stacks.nag import acknowledge
 
 # Binary tensors arrive with or without a Content-Type (tritonclient sends none), so every body is
@@ -35,12 +37,18 @@ class InferenceApiProps:
 
 
 class InferenceApi(Construct):
-    """REST API with access logs, request validation, binary media types, API key + usage plan (or IAM).
+    """REST API with access logs, binary media types, API key + usage plan (or IAM), and API Gateway's
+    own error answers in the project's JSON shape.
 
     Server-level routes (``/v2``, ``/v2/health/*``, ``/swagger``) go to the first model's function;
     ``/swagger`` is open to anyone (``docs="public"``), has the first model's auth (``"private"``) or
     is left out (``"off"``). Attributes: ``api``, ``access_logs``, ``api_key`` (or None),
-    ``usage_plan`` (or None), ``docs_method`` (or None).
+    ``usage_plan`` (or None), ``docs_method`` (or None), ``gateway_responses`` (type -> response),
+    ``invoke_policy`` (a managed policy allowing ``execute-api:Invoke`` on the IAM routes, or None).
+
+    No request validator: with binary media type ``*/*`` every body reaches API Gateway as binary,
+    which a JSON-schema model cannot check, and tritonclient's binary requests carry no Content-Type.
+    The function checks each request against the manifest before anything is allocated.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: InferenceApiProps) -> None:
@@ -49,13 +57,6 @@ class InferenceApi(Construct):
             self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
         )
         self.api = self._rest_api(props)
-        self.validator = apigw.RequestValidator(
-            self,
-            "Validator",
-            rest_api=self.api,
-            validate_request_parameters=True,
-            validate_request_body=True,
-        )
         self.api_key: apigw.IApiKey | None = None
         self.usage_plan: apigw.UsagePlan | None = None
         if any(route.auth == "api_key" for route in props.routes):
@@ -70,7 +71,53 @@ class InferenceApi(Construct):
         v1 = self.api.root.add_resource("v1")
         self.docs_method: apigw.Method | None = self._server_routes(v2, props)
         self._model_routes(v2.add_resource("models"), v1.add_resource("models"), props.routes)
+        self.gateway_responses = add_gateway_responses(
+            self.api,
+            GatewayResponsesProps(
+                models=tuple(route.model for route in props.routes),
+                iam=any(route.auth == "iam" for route in props.routes),
+                throttle_rate=props.throttle_rate,
+                throttle_burst=props.throttle_burst,
+            ),
+        )
+        self.invoke_policy = self._invoke_policy(props)
         self._acknowledge(props)
+
+    def _invoke_policy(self, props: InferenceApiProps) -> iam.ManagedPolicy | None:
+        """What a caller's role needs for the models with ``auth: iam``: ``execute-api:Invoke`` on their
+        routes (and the server routes when they share that auth), nothing else."""
+        signed = [route.model for route in props.routes if route.auth == "iam"]
+        if not signed:
+            return None
+        stage = props.stage_name
+        routes = []
+        for model in signed:
+            for path in (f"/v2/models/{model}", f"/v2/models/{model}/*", f"/v1/models/{model}", f"/v1/models/{model}*"):
+                routes.append(("*", path))
+        if props.routes[0].auth == "iam":
+            routes += [("GET", "/v2"), ("GET", "/v2/health/*")]
+            if props.docs == "private":
+                routes.append(("GET", "/swagger"))
+        policy = iam.ManagedPolicy(
+            self,
+            "InvokePolicy",
+            description="onnxfn: call the inference API's IAM routes (attach to the callers' roles)",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["execute-api:Invoke"],
+                    resources=[self.api.arn_for_execute_api(verb, path, stage) for verb, path in routes],
+                )
+            ],
+        )
+        api_id = Stack.of(self).resolve(Stack.of(self).get_logical_id(self.api.node.default_child))  # type: ignore[arg-type]
+        for verb, path in routes:
+            arn = f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<{api_id}>/{stage}/{verb}{path}"
+            acknowledge(
+                policy,
+                f"AwsSolutions-IAM5[Resource::{arn}]",
+                "Invoke on this model's own routes (any method, any sub-path of the model): what its callers need.",
+            )
+        return policy
 
     def _rest_api(self, props: InferenceApiProps) -> apigw.RestApi:
         return apigw.RestApi(
@@ -78,8 +125,10 @@ class InferenceApi(Construct):
             "Api",
             description="onnxfn: Open Inference Protocol (KServe V2) and TF Serving / KServe V1 predict",
             binary_media_types=BINARY_MEDIA_TYPES,
+            # API Gateway logs through one role per account and Region, shared by every REST API
+            # there: `cdk destroy` must leave it in place.
             cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             deploy_options=apigw.StageOptions(
                 stage_name=props.stage_name,
@@ -149,6 +198,12 @@ class InferenceApi(Construct):
             "AwsSolutions-COG4",
             "Clients are services and Triton/KServe clients: API keys or IAM (SigV4), not Cognito users.",
         )
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG2",
+            "Bodies are binary to API Gateway (binary media type */*; tritonclient sends no Content-Type), so a "
+            "JSON-schema validator cannot check them; the function checks every request against the manifest.",
+        )
         if any(route.auth == "api_key" for route in props.routes):
             acknowledge(
                 self.api,
@@ -166,5 +221,4 @@ class InferenceApi(Construct):
             integration,
             api_key_required=auth == "api_key",
             authorization_type=apigw.AuthorizationType.IAM if auth == "iam" else apigw.AuthorizationType.NONE,
-            request_validator=self.validator,
         )

@@ -30,6 +30,7 @@ class ModelDeploymentProps:
     monitoring: Monitoring  # where the functions', queues' and model loads' alarms go
     service_name: str  # Powertools service, one per model: its metrics never mix with another's
     metrics_namespace: str
+    account_concurrency: int = 1000  # the account's quota: the API function's limit where none is reserved
     code_dir: str | None = None  # zip: a folder holding handlers/
     layer: lambda_.ILayerVersion | None = None  # zip: the dependency layer for the model's runtime
     extra_layers: tuple[lambda_.ILayerVersion, ...] = ()  # zip: what the model's pipeline needs besides
@@ -63,7 +64,7 @@ class ModelDeployment(Construct):
             env.MODEL_BUCKET: bucket,
             env.MODEL_PREFIX: model.prefix,
             env.MANIFEST_SHA256: model.manifest_sha256,
-            env.LOAD_MODE: model.load_mode,
+            env.MANIFEST_VERSION_ID: props.storage.manifest_versions[model.name],
             env.DATA_BUCKET: bucket,
             env.INBOX_PREFIX: layout.inbox_prefix(model.name),
             env.OUTBOX_PREFIX: layout.outbox_prefix(model.name),
@@ -83,8 +84,13 @@ class ModelDeployment(Construct):
         description: str,
         timeout_s: int | None = None,
         extra: dict[str, str] | None = None,
+        serves_api: bool = False,
     ) -> ModelFunction:
+        """``serves_api``: the function gets the model's reserved and provisioned concurrency, SnapStart
+        and the load mode that goes with them; the queue-fed functions get neither."""
         props, model = self._props, self._props.model
+        settings = model.settings
+        load_mode = {env.LOAD_MODE: model.load_mode if serves_api else model.queue_load_mode}
         return ModelFunction(
             self,
             role,
@@ -92,12 +98,15 @@ class ModelDeployment(Construct):
                 model=model,
                 handler=handler,
                 description=f"onnxfn {model.name} v{model.version}: {description}",
-                environment={**self.environment(), **(extra or {})},
+                environment={**self.environment(), **load_mode, **(extra or {})},
                 code_dir=props.code_dir,
                 layer=props.layer,
                 extra_layers=props.extra_layers,
                 image_context=props.image_context,
                 timeout_s=timeout_s,
+                reserved_concurrency=settings.reserved_concurrency if serves_api else None,
+                provisioned_concurrency=settings.provisioned_concurrency if serves_api else 0,
+                snapstart=settings.snapstart and serves_api,
             ),
         )
 
@@ -110,6 +119,7 @@ class ModelDeployment(Construct):
             "Open Inference Protocol and V1 predict",
             # the OpenAPI document declares how callers authenticate (Swagger UI's Authorize)
             extra={env.API_AUTH: settings.auth},
+            serves_api=True,
         )
         batch = self._function(
             "Batch", "handlers.s3_batch.lambda_handler", "S3 batch files", max(settings.timeout_s, BATCH_TIMEOUT_S)
@@ -140,6 +150,14 @@ class ModelDeployment(Construct):
             self.worker.function.add_to_role_policy(
                 iam.PolicyStatement(actions=["sqs:SendMessage"], resources=list(model.settings.reply_queue_arns))
             )
+        if model.settings.reply_queue_kms_key_arns:
+            # SendMessage to a queue encrypted with a customer managed key needs the data key from KMS.
+            self.worker.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                    resources=list(model.settings.reply_queue_kms_key_arns),
+                )
+            )
         for fn in (self.api, self.batch, self.worker):
             fn.function.node.add_dependency(self._props.storage.deployments[model.name])
 
@@ -155,6 +173,7 @@ class ModelDeployment(Construct):
                 prefix=layout.inbox_prefix(model.name),
                 function=self.batch.alias,
                 timeout_s=max(settings.timeout_s, BATCH_TIMEOUT_S),
+                max_concurrency=settings.batch_max_concurrency,
             ),
         )
         self.requests = RequestQueue(
@@ -175,16 +194,17 @@ class ModelDeployment(Construct):
         label = model.construct_id
         thresholds = settings.alarms
         watched = {}
-        for role, fn, timeout_s in (
-            ("Api", self.api, settings.timeout_s),
-            ("Batch", self.batch, max(settings.timeout_s, BATCH_TIMEOUT_S)),
-            ("Worker", self.worker, settings.timeout_s),
+        api_limit = settings.reserved_concurrency or self._props.account_concurrency
+        for role, fn, timeout_s, limit in (
+            ("Api", self.api, settings.timeout_s, api_limit),
+            ("Batch", self.batch, max(settings.timeout_s, BATCH_TIMEOUT_S), settings.batch_max_concurrency),
+            ("Worker", self.worker, settings.timeout_s, settings.max_concurrency),
         ):
             watched[role] = monitoring.watch_function(
                 f"{label}{role}",
                 fn.function,
                 timeout_s=timeout_s,
-                reserved_concurrency=settings.reserved_concurrency,
+                concurrency_limit=limit,
                 thresholds=thresholds,
             )
         monitoring.watch_queue(f"{label}Inbox", self.inbox.queue, self.inbox.dead_letters, thresholds)

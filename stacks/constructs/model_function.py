@@ -32,6 +32,11 @@ class ModelFunctionProps:
     image_context: str | None = None  # image: a folder holding layers/Dockerfile and handlers/
     timeout_s: int | None = None
     extra_layers: tuple[lambda_.ILayerVersion, ...] = field(default_factory=tuple)
+    # The API function's alone: the batch and worker functions scale by their queues' maximum
+    # concurrency, so the model's settings are not multiplied by three.
+    reserved_concurrency: int | None = None
+    provisioned_concurrency: int = 0
+    snapstart: bool = False
 
 
 class ModelFunction(Construct):
@@ -58,7 +63,7 @@ class ModelFunction(Construct):
             # X-Ray costs its SDK's import at every cold start; on only when the model asks for it.
             "tracing": lambda_.Tracing.ACTIVE if settings.tracing else lambda_.Tracing.PASS_THROUGH,
             "log_group": self.log_group,
-            "reserved_concurrent_executions": settings.reserved_concurrency,
+            "reserved_concurrent_executions": props.reserved_concurrency,
         }
         if settings.packaging == "image":
             assert props.image_context is not None
@@ -84,7 +89,7 @@ class ModelFunction(Construct):
                 handler=props.handler,
                 code=lambda_.Code.from_asset(props.code_dir),
                 layers=[props.layer, *props.extra_layers],
-                snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snapstart else None,
+                snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if props.snapstart else None,
                 **common,
             )
         self.alias = lambda_.Alias(
@@ -92,7 +97,7 @@ class ModelFunction(Construct):
             "Live",
             alias_name="live",
             version=self.function.current_version,
-            provisioned_concurrent_executions=settings.provisioned_concurrency or None,
+            provisioned_concurrent_executions=props.provisioned_concurrency or None,
         )
         self.deployment_group: codedeploy.LambdaDeploymentGroup | None = None
 

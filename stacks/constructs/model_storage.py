@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from contract import layout
 from stacks.config import ModelConfig
 from stacks.nag import acknowledge
 
@@ -24,7 +27,8 @@ class ModelStorageProps:
 class ModelStorage(Construct):
     """Versioned, encrypted, SSL-only, private bucket with server access logs; artifacts uploaded on deploy.
 
-    Attributes: ``bucket``, ``access_logs``, ``deployments`` (one per model, by name).
+    Attributes: ``bucket``, ``access_logs``, ``deployments`` (one per model, by name),
+    ``manifest_versions`` (model name -> the S3 version id of its uploaded manifest, a deploy-time token).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: ModelStorageProps) -> None:
@@ -63,6 +67,7 @@ class ModelStorage(Construct):
             removal_policy=props.removal_policy,
         )
         self.deployments: dict[str, s3deploy.BucketDeployment] = {}
+        self.manifest_versions: dict[str, str] = {}
         for model in props.models:
             self.deployments[model.name] = s3deploy.BucketDeployment(
                 self,
@@ -74,3 +79,29 @@ class ModelStorage(Construct):
                 retain_on_delete=True,
                 memory_limit=1024,
             )
+            self.manifest_versions[model.name] = self._manifest_version(model)
+
+    def _manifest_version(self, model: ModelConfig) -> str:
+        """The version id S3 gave the uploaded manifest (a HEAD after the upload), so each function
+        reads exactly the object its deploy put there, besides checking its sha256."""
+        key = f"{model.prefix}{layout.MANIFEST_FILE}"
+        call = cr.AwsSdkCall(
+            service="S3",
+            action="headObject",
+            parameters={"Bucket": self.bucket.bucket_name, "Key": key},
+            # the prefix holds the manifest's sha256: a new artifact is a new lookup
+            physical_resource_id=cr.PhysicalResourceId.of(key),
+            output_paths=["VersionId"],
+        )
+        lookup = cr.AwsCustomResource(
+            self,
+            f"ManifestVersion{model.construct_id}",
+            on_create=call,
+            on_update=call,
+            policy=cr.AwsCustomResourcePolicy.from_statements(
+                [iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects(key)])]
+            ),
+            install_latest_aws_sdk=False,
+        )
+        lookup.node.add_dependency(self.deployments[model.name])
+        return lookup.get_response_field("VersionId")

@@ -18,7 +18,6 @@ from constructs import Construct
 
 from stacks.config import AlarmThresholds
 
-ACCOUNT_CONCURRENCY = 1000  # the default regional limit when no reserved concurrency is set
 PERIOD = Duration.minutes(1)
 
 
@@ -77,11 +76,12 @@ class Monitoring(Construct):
         function: lambda_.IFunction,
         *,
         timeout_s: int,
-        reserved_concurrency: int | None,
+        concurrency_limit: int,
         thresholds: AlarmThresholds,
     ) -> list[cw.Alarm]:
-        """Errors, throttles, p99 duration against the timeout, concurrency near its limit."""
-        limit = reserved_concurrency or ACCOUNT_CONCURRENCY
+        """Errors, throttles, p99 duration against the timeout, concurrency near ``concurrency_limit``
+        (its reserve, its queue's maximum concurrency, or the account's quota)."""
+        limit = concurrency_limit
         errors = function.metric_errors(period=PERIOD, statistic="Sum")
         throttles = function.metric_throttles(period=PERIOD, statistic="Sum")
         duration = function.metric_duration(period=PERIOD, statistic="p99")

@@ -14,6 +14,9 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
 
 ROOT = Path(__file__).resolve().parents[2]
+QUALIFIER = "onnxfn42"
+REPLY_QUEUE = "arn:aws:sqs:us-east-1:123456789012:replies"
+REPLY_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -39,6 +42,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                     "canary": True,
                     "batch_size": 8,
                     "max_concurrency": 4,
+                    "batch_max_concurrency": 3,
+                    "reply_queue_arns": [REPLY_QUEUE],
+                    "reply_queue_kms_key_arns": [REPLY_KEY],
                 },
             },
         }
@@ -46,6 +52,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Every route signed with IAM: no API key, so the public /swagger's own acknowledgments must hold.
     "iam": {"onnxfn": {"defaults": {"auth": "iam"}}},
     "docs_off": {"onnxfn": {"docs": "off"}},
+    # A bootstrap with a qualifier of its own (cdk bootstrap --qualifier, read from this context key).
+    "qualifier": {"@aws-cdk/core:bootstrapQualifier": QUALIFIER},
+    "arm64": {"onnxfn": {"defaults": {"architecture": "arm64"}}},
     "image": {
         "onnxfn": {
             "models": {
@@ -86,7 +95,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Synth]:
     def _synth(variant: str) -> Synth:
         if variant not in _CACHE:
             outdir = tmp_path_factory.mktemp(f"cdk-{variant}")
-            app, stack = build_app(VARIANTS[variant], outdir=str(outdir))
+            # the asset metadata the CDK CLI asks for: where an image function's build context is staged
+            context = {**VARIANTS[variant], "aws:cdk:enable-asset-metadata": True}
+            app, stack = build_app(context, outdir=str(outdir))
             app.synth()
             _CACHE[variant] = Synth(app, stack, Template.from_stack(stack), outdir)
         return _CACHE[variant]

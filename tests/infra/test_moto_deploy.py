@@ -1,184 +1,213 @@
-"""The synthesized template deployed to moto's CloudFormation (moto server on 127.0.0.1).
+"""Every variant's synthesized template deployed into moto (``moto_cloud``), then one request through
+each path against what was deployed: the API route to its function's ``live`` alias, an S3 file
+through the inbox's notification and queue to the batch function, a queued request to the worker.
 
-moto creates buckets, roles, functions, layers, versions, aliases, queues, event source mappings,
-REST API resources and methods, SNS topics, log groups and dashboards. It cannot create the types in
-``NOT_IN_MOTO`` (see DESIGN.md); those are removed before the deploy, references to them become
-placeholders, and they are covered by the template assertions in test_stack.py instead.
+The functions run as ``onnxfn serve`` runs them (the runtime's interpreter, the staged code, the
+built layer; an image or arm64 function on the host layer built from the same requirements) with the
+environment moto's Lambda holds for the alias's version, against the moto server they were deployed
+into. Nothing is taken from the template at request time: routes, aliases, versions, permissions,
+event source mappings, queues and the notification configuration are read back from moto.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import zipfile
+import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-NOT_IN_MOTO = {
-    "AWS::S3::BucketPolicy",
-    "AWS::ApiGateway::Account",
-    "AWS::ApiGateway::Stage",
-    "AWS::ApiGateway::ApiKey",
-    "AWS::ApiGateway::UsagePlan",
-    "AWS::ApiGateway::UsagePlanKey",
-    "AWS::CloudWatch::Alarm",
-    "Custom::S3BucketNotifications",  # runs CDK's notification Lambda: needs Lambda execution
-    "Custom::CDKBucketDeployment",  # runs CDK's upload Lambda: needs Lambda execution (Docker)
-    "AWS::Lambda::Alias",
-    "AWS::SQS::QueuePolicy",
-    "AWS::SNS::TopicPolicy",
-    "AWS::ApiGateway::RequestValidator",
-}
-# Resources that only exist to point at a removed one: API Gateway's invoke permissions and the SQS
-# event source mappings, both on the `live` alias (asserted on the template in test_stack.py).
-CASCADE = {"AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping"}
+from onnxfn.local.assembly import load_assembly
+from onnxfn.local.cloud import lambda_environment, launch_plan, local_aws_environment
+from onnxfn.local.events import api_gateway_event, sqs_event
+from onnxfn.local.functions import FunctionPool, FunctionRuntime
+from onnxfn.local.runtime import RuntimeOptions
+from tests.infra import moto_cloud
+from tests.infra.conftest import QUALIFIER
+
+DEPLOYED_VARIANTS = ["default", "options", "image", "arm64", "qualifier"]
+PIXELS = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
+REQUEST = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": PIXELS}]}
 
 
-def _strip(template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Remove the types moto cannot create; turn references to them into placeholder strings."""
-    resources = template["Resources"]
-    removed = {lid: r["Type"] for lid, r in resources.items() if r["Type"] in NOT_IN_MOTO}
-
-    def rewrite(node: Any) -> Any:
-        if isinstance(node, dict):
-            if set(node) == {"Ref"} and node["Ref"] in removed:
-                return f"removed-{node['Ref']}"
-            if set(node) == {"Fn::GetAtt"} and node["Fn::GetAtt"][0] in removed:
-                return f"removed-{node['Fn::GetAtt'][0]}"
-            return {k: rewrite(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [rewrite(v) for v in node]
-        return node
-
-    for lid, resource in resources.items():
-        if resource["Type"] in CASCADE and json.dumps(rewrite(resource)) != json.dumps(resource):
-            removed[lid] = resource["Type"]
-    kept = {}
-    for lid, original in resources.items():
-        if lid in removed:
-            continue
-        resource = rewrite(original)
-        depends = resource.get("DependsOn")
-        if depends:
-            depends = [d for d in ([depends] if isinstance(depends, str) else depends) if d not in removed]
-            resource["DependsOn"] = depends
-            if not depends:
-                del resource["DependsOn"]
-        kept[lid] = resource
-    stripped = {**template, "Resources": kept, "Outputs": rewrite(template.get("Outputs", {}))}
-    return stripped, removed
-
-
-def _zip_dir(source: Path, target: Path) -> Path:
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
-        for path in sorted(source.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(source))
-    return target
-
-
-def _publish_assets(s3: Any, outdir: Path, stack_name: str, tmp: Path) -> int:
-    """What `cdk deploy` does first (cdk-assets): put every file asset where the template expects it."""
-    assets = json.loads((outdir / f"{stack_name}.assets.json").read_text())
-    count = 0
-    for asset_id, asset in assets["files"].items():
-        source = outdir / asset["source"]["path"]
-        for destination in asset["destinations"].values():
-            bucket = destination["bucketName"].replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", REGION)
-            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-                s3.create_bucket(Bucket=bucket)
-            body = source if asset["source"]["packaging"] == "file" else _zip_dir(source, tmp / f"{asset_id}.zip")
-            s3.upload_file(str(body), bucket, destination["objectKey"])
-            count += 1
-    return count
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
+@pytest.fixture
+def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("MOTO_LAMBDA_STUB_ECR", "false")  # an image function's ImageUri must exist in ECR
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    requests.post(f"{url}/moto-api/reset", timeout=30)  # moto's backends live in this process: a clean account
     try:
-        yield f"http://{host}:{port}"
+        yield url
     finally:
+        requests.post(f"{url}/moto-api/reset", timeout=30)
         server.stop()
 
 
-def _client(service: str, endpoint: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-def test_template_deploys_to_moto_cloudformation(synth, moto_endpoint, tmp_path):
-    s = synth("default")
+def _deploy(synth: Any, variant: str, endpoint: str) -> tuple[Any, moto_cloud.Deployed]:
+    s = synth(variant)
     template = json.loads(s.template_file.read_text())
-    stripped, removed = _strip(template)
-    assert set(removed.values()) == NOT_IN_MOTO | CASCADE  # the default stack uses every one of them
+    qualifier = QUALIFIER if variant == "qualifier" else "hnb659fds"
+    return s, moto_cloud.deploy(endpoint, template, s.outdir, s.stack.stack_name, qualifier)
 
-    ssm = _client("ssm", moto_endpoint)
-    ssm.put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="30", Type="String", Overwrite=True)
-    s3 = _client("s3", moto_endpoint)
-    assert _publish_assets(s3, s.outdir, s.stack.stack_name, tmp_path) >= 5
 
-    cfn = _client("cloudformation", moto_endpoint)
-    cfn.create_stack(StackName="Onnxfn", TemplateBody=json.dumps(stripped), Capabilities=["CAPABILITY_IAM"])
-    stack = cfn.describe_stacks(StackName="Onnxfn")["Stacks"][0]
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+class Function:
+    """A deployed function as Lambda runs its ``live`` alias: moto's configuration of that version."""
 
-    created = {
-        r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName="Onnxfn")["StackResourceSummaries"]
-    }
-    assert set(created) == set(stripped["Resources"])
-    assert all(r["ResourceStatus"] == "CREATE_COMPLETE" for r in created.values())
+    def __init__(self, deployed: moto_cloud.Deployed, outdir: Any, alias_arn: str) -> None:
+        name = alias_arn.split(":")[6]
+        lambda_ = deployed.client("lambda")
+        version = lambda_.get_alias(FunctionName=name, Name="live")["FunctionVersion"]
+        config = lambda_.get_function_configuration(FunctionName=name, Qualifier=version)
+        self.config = config
+        spec = load_assembly(outdir).function(name.removeprefix("Onnxfn-"))
+        handler = config.get("Handler") or config["ImageConfigResponse"]["ImageConfig"]["Command"][0]
+        environment = {
+            **config["Environment"]["Variables"],
+            **lambda_environment(
+                name, config["MemorySize"], spec.runtime, handler, spec.code_dir, config["FunctionArn"]
+            ),
+            **local_aws_environment(deployed.endpoint),
+        }
+        runtime = FunctionRuntime(
+            logical_id=spec.logical_id,
+            name=name,
+            handler=handler,
+            code_dir=spec.code_dir.resolve(),
+            environment=environment,
+            memory_mb=config["MemorySize"],
+            timeout_s=float(config["Timeout"]),
+            arn=config["FunctionArn"],
+            launch=launch_plan(spec, RuntimeOptions()),
+            kind=spec.kind,
+        )
+        self.logs: list[str] = []
+        self.pool = FunctionPool(runtime, 1, lambda _name, line: self.logs.append(line))
 
-    def physical(construct: Any) -> str:
-        return str(created[s.logical_id(construct)]["PhysicalResourceId"])
+    def invoke(self, event: dict[str, Any]) -> Any:
+        invocation = self.pool.invoke(event, wait_s=60)
+        assert invocation.ok, (invocation.error, self.logs[-20:])
+        return invocation.payload
 
-    bucket = physical(s.stack.storage.bucket)
-    # moto's CloudFormation applies encryption (versioning and logging are asserted on the template)
-    encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
-    assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    def close(self) -> None:
+        self.pool.close()
 
-    lambda_ = _client("lambda", moto_endpoint)
-    sqs = _client("sqs", moto_endpoint)
 
-    for model in ("digits", "minilm"):
-        for role, handler in (("api", "api"), ("batch", "s3_batch"), ("worker", "queue_worker")):
-            fn = s.stack.functions[model][role]
-            config = lambda_.get_function_configuration(FunctionName=physical(fn.function))
-            assert config["Handler"] == f"handlers.{handler}.lambda_handler"
-            assert config["Environment"]["Variables"]["MODEL_BUCKET"] == bucket
-            assert config["Environment"]["Variables"]["MODEL_NAME"] == model
-            assert config["Runtime"] == "python3.12" and config["MemorySize"] == (512 if model == "digits" else 1769)
-    for model in ("digits", "minilm"):
-        for owner in (s.stack.inboxes[model], s.stack.request_queues[model]):
-            url = physical(owner.queue)
-            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-            assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == 3
+def _api_route(deployed: moto_cloud.Deployed, path: str) -> tuple[str, dict[str, Any]]:
+    api = deployed.client("apigateway")
+    (rest,) = api.get_rest_apis()["items"]
+    resources = {r["path"]: r for r in api.get_resources(restApiId=rest["id"], limit=500)["items"]}
+    method = api.get_method(restApiId=rest["id"], resourceId=resources[path]["id"], httpMethod="ANY")
+    return rest["id"], method
 
-    apigw = _client("apigateway", moto_endpoint)
-    api_id = physical(s.stack.api.api)
-    paths = {r["path"] for r in apigw.get_resources(restApiId=api_id, limit=500)["items"]}
-    assert {"/v2/models/digits/{proxy+}", "/v1/models/minilm:predict", "/v2/health/ready", "/swagger"} <= paths
 
-    runtimes = [layer["LatestMatchingVersion"].get("CompatibleRuntimes") for layer in lambda_.list_layers()["Layers"]]
-    assert ["python3.12"] in runtimes  # the dependency layer (the other is CDK's own awscli layer)
+def _queue_of(deployed: moto_cloud.Deployed, alias_arn: str) -> tuple[str, str]:
+    """The queue feeding the alias's event source mapping. The mapping is then switched off: moto
+    would run the function itself on each new message, which it can do only in Docker; the test
+    delivers the messages as the mapping does."""
+    lambda_ = deployed.client("lambda")
+    mappings = lambda_.list_event_source_mappings()["EventSourceMappings"]
+    name = alias_arn.split(":")[6]
+    version = lambda_.get_alias(FunctionName=name, Name="live")["FunctionVersion"]
+    # moto records the version the alias points at where AWS keeps the alias's ARN
+    targets = {alias_arn, f"{alias_arn.rsplit(':', 1)[0]}:{version}"}
+    found = [m for m in mappings if m["FunctionArn"] in targets]
+    assert len(found) == 1, (alias_arn, [m["FunctionArn"] for m in mappings])
+    (mapping,) = found
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and mapping["ScalingConfig"]
+    lambda_.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    arn = mapping["EventSourceArn"]
+    url = deployed.client("sqs").get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
+    return arn, url
 
-    sns = _client("sns", moto_endpoint)
-    assert physical(s.stack.monitoring.topic) in {t["TopicArn"] for t in sns.list_topics()["Topics"]}
-    cloudwatch = _client("cloudwatch", moto_endpoint)
-    assert physical(s.stack.monitoring.dashboard) in {
-        d["DashboardName"] for d in cloudwatch.list_dashboards()["DashboardEntries"]
-    }
+
+def _receive(deployed: moto_cloud.Deployed, url: str, wanted: int = 1) -> list[dict[str, Any]]:
+    sqs, found, deadline = deployed.client("sqs"), [], time.monotonic() + 20
+    while len(found) < wanted and time.monotonic() < deadline:
+        found += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+    return found
+
+
+@pytest.mark.parametrize("variant", DEPLOYED_VARIANTS)
+def test_every_resource_is_deployed_and_each_path_answers(synth, endpoint, variant):
+    s, deployed = _deploy(synth, variant, endpoint)
+    template = json.loads(s.template_file.read_text())
+    created = {**deployed.by_cloudformation, **deployed.by_apis}
+    assert set(created) == set(template["Resources"])  # every resource, one way or the other
+    assert set(deployed.by_apis.values()) >= moto_cloud.CFN_CANNOT & {r["Type"] for r in template["Resources"].values()}
+
+    # --- the API: route -> method -> alias -> version -> configuration, and the invoke permission
+    rest_id, method = _api_route(deployed, "/v2/models/digits/{proxy+}")
+    uri = method["methodIntegration"]["uri"]
+    alias_arn = uri.split("/functions/")[1].removesuffix("/invocations")
+    assert alias_arn.endswith(":live")
+    digits_iam = variant == "options"
+    assert method["authorizationType"] == ("AWS_IAM" if digits_iam else "NONE")
+    assert method["apiKeyRequired"] is (not digits_iam)
+    policy = json.loads(deployed.client("lambda").get_policy(FunctionName=alias_arn)["Policy"])
+    assert any(
+        st["Principal"] == {"Service": "apigateway.amazonaws.com"} and rest_id in json.dumps(st.get("Condition"))
+        for st in policy["Statement"]
+    )
+    apigw = deployed.client("apigateway")
+    assert apigw.get_stage(restApiId=rest_id, stageName="prod")["deploymentId"]
+    missing = apigw.get_gateway_response(restApiId=rest_id, responseType="MISSING_AUTHENTICATION_TOKEN")
+    assert missing["statusCode"] == ("403" if digits_iam else "404")
+    if not digits_iam:
+        (plan,) = apigw.get_usage_plans()["items"]
+        assert plan["apiStages"] == [{"apiId": rest_id, "stage": "prod"}]
+        assert apigw.get_usage_plan_keys(usagePlanId=plan["id"])["items"]
+
+    api = Function(deployed, s.outdir, alias_arn)
+    batch = worker = None
+    try:
+        assert api.config["Environment"]["Variables"]["MANIFEST_VERSION_ID"] not in ("", "null")
+        event = api_gateway_event(
+            "POST", "/v2/models/digits/infer", json.dumps(REQUEST), {"Content-Type": "application/json"}
+        )
+        reply = api.invoke(event)
+        assert reply["statusCode"] == 200, reply
+        (output,) = [o for o in json.loads(reply["body"])["outputs"] if o["name"] == "label"]
+        assert output["shape"] == [1] and 0 <= output["data"][0] <= 9
+
+        # --- S3 inbox -> notification -> queue -> batch function -> outbox
+        bucket = api.config["Environment"]["Variables"]["DATA_BUCKET"]
+        batch_alias = alias_arn.replace(
+            s.logical_id(s.stack.functions["digits"]["api"].function),
+            s.logical_id(s.stack.functions["digits"]["batch"].function),
+        )
+        inbox_arn, inbox_url = _queue_of(deployed, batch_alias)
+        s3 = deployed.client("s3")
+        s3.put_object(Bucket=bucket, Key="inbox/digits/rows.jsonl", Body=(json.dumps(REQUEST) + "\n") * 3)
+        messages = [m for m in _receive(deployed, inbox_url, 2) if "rows.jsonl" in m["Body"]]
+        assert messages, "the inbox notification did not reach the batch queue"
+        batch = Function(deployed, s.outdir, batch_alias)
+        assert batch.invoke(sqs_event(messages[:1], inbox_arn)) == {"batchItemFailures": []}
+        summary = json.loads(s3.get_object(Bucket=bucket, Key="outbox/digits/rows.jsonl.summary.json")["Body"].read())
+        assert summary["records_in"] == summary["scored"] == 3 and summary["failed"] == 0
+
+        # --- request queue -> worker function -> results
+        worker_alias = batch_alias.replace(
+            s.logical_id(s.stack.functions["digits"]["batch"].function),
+            s.logical_id(s.stack.functions["digits"]["worker"].function),
+        )
+        requests_arn, requests_url = _queue_of(deployed, worker_alias)
+        deployed.client("sqs").send_message(QueueUrl=requests_url, MessageBody=json.dumps(REQUEST))
+        worker = Function(deployed, s.outdir, worker_alias)
+        assert worker.invoke(sqs_event(_receive(deployed, requests_url), requests_arn)) == {"batchItemFailures": []}
+        results = s3.list_objects_v2(Bucket=bucket, Prefix="results/digits/")["Contents"]
+        assert len(results) == 1
+    finally:
+        for function in (api, batch, worker):
+            if function is not None:
+                function.close()
+
+
+def test_what_neither_cloudformation_nor_the_apis_can_exercise_is_named_with_its_reason():
+    assert all(len(reason) > 30 for reason in moto_cloud.ASSERTED_ONLY.values())
+    assert not moto_cloud.CFN_CANNOT & moto_cloud.CFN_LOSSY
+    assert set(moto_cloud.CREATORS) >= moto_cloud.CFN_CANNOT | moto_cloud.CFN_LOSSY

@@ -195,13 +195,9 @@ def test_rest_api_routes_auth_logging_and_binary(synth):
     methods = s.template.find_resources("AWS::ApiGateway::Method")
     docs = s.logical_id(s.stack.api.docs_method)  # public by cdk.json's docs setting: test_docs_route.py
     assert methods and all(m["Properties"]["ApiKeyRequired"] is True for lid, m in methods.items() if lid != docs)
-    assert all(m["Properties"]["RequestValidatorId"] for m in methods.values())
     assert all(m["Properties"]["Integration"]["Type"] == "AWS_PROXY" for m in methods.values())
     s.template.has_resource_properties("AWS::ApiGateway::UsagePlan", {"Throttle": {"RateLimit": 50, "BurstLimit": 100}})
     s.template.resource_count_is("AWS::ApiGateway::ApiKey", 1)
-    s.template.has_resource_properties(
-        "AWS::ApiGateway::RequestValidator", {"ValidateRequestParameters": True, "ValidateRequestBody": True}
-    )
     # every integration targets a `live` alias
     for method in methods.values():
         uri = json.dumps(method["Properties"]["Integration"]["Uri"])

@@ -82,7 +82,7 @@ def kinds(models: list[str]) -> list[Kind]:
         Kind("wrong shape (400)", "POST", "/v2/models/digits/infer", 400, wrong_shape, connections=8),
         Kind("broken JSON (400)", "POST", "/v2/models/digits/infer", 400, '{"inputs": [', connections=6),
         Kind("no API key (403)", "POST", "/v2/models/digits/infer", 403, digits, key=False, connections=4),
-        Kind("unknown route (403)", "GET", "/v9/nothing", 403, content_type="", connections=4),
+        Kind("unknown route (404)", "GET", "/v9/nothing", 404, content_type="", connections=4),
     ]
     if "minilm" in models:
         found.append(Kind("minilm infer (valid)", "POST", "/v2/models/minilm/infer", 200, text, connections=8))

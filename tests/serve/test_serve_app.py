@@ -46,17 +46,21 @@ def test_state_file_describes_the_running_app(served_app):
     assert len(state["functions"]) == 6
 
 
-def test_api_key_stage_prefix_and_unknown_routes_as_api_gateway(served_app):
+def test_api_key_stage_prefix_and_unknown_routes_as_the_templates_gateway_responses(served_app):
     url = served_app.url
     assert requests.get(f"{url}/v2/models/digits", headers=KEY, timeout=60).status_code == 200
     missing = requests.get(f"{url}/v2/models/digits", timeout=10)
-    assert (missing.status_code, missing.json()) == (403, {"message": "Forbidden"})
+    assert missing.status_code == 403 and "x-api-key" in missing.json()["error"]
+    assert missing.headers["x-amzn-ErrorType"] == "ForbiddenException"
     wrong = requests.get(f"{url}/v2/models/digits", headers={"x-api-key": "nope"}, timeout=10)
-    assert wrong.status_code == 403
-    unknown = requests.get(f"{url}/v3/anything", headers=KEY, timeout=10)
-    assert (unknown.status_code, unknown.json()) == (403, {"message": "Missing Authentication Token"})
+    assert wrong.status_code == 403 and set(wrong.json()) == {"error"}
+    for path in ("/v2/models/resnet/infer", "/v1/models/resnet:predict", "/v3/anything"):
+        unknown = requests.post(f"{url}{path}", headers=KEY, json={"inputs": []}, timeout=10)
+        assert unknown.status_code == 404, (path, unknown.text)
+        message = unknown.json()["error"]
+        assert "digits" in message and "minilm" in message and "/v2/models/<name>/infer" in message
     wrong_method = requests.get(f"{url}/v1/models/digits:predict", headers=KEY, timeout=10)
-    assert wrong_method.status_code == 403
+    assert wrong_method.status_code == 404
     staged = requests.get(f"{url}/prod/v2/models/minilm", headers=KEY, timeout=60)
     assert staged.status_code == 200 and staged.json()["name"] == "minilm"
     assert staged.headers["x-amzn-RequestId"]

@@ -117,8 +117,9 @@ def test_binary_media_type_is_base64_encoded_and_decoded(faulty):
 
 
 def test_oversized_request_is_refused_with_413(faulty):
+    # no gateway responses in this app: API Gateway's built-in answer
     reply = requests.post(f"{faulty.url}/echo", data=b"x" * (7 * 1024 * 1024), timeout=60)
-    assert reply.status_code == 413 and "6 MB" in reply.json()["message"]
+    assert reply.status_code == 413 and reply.json() == {"message": "Request Too Long"}
 
 
 def test_partial_batch_failures_are_redriven_and_the_rest_deleted(faulty):

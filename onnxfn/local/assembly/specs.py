@@ -63,6 +63,8 @@ class ApiSpec:
     binary_media_types: tuple[str, ...]
     routes: tuple[RouteSpec, ...]
     has_api_key: bool
+    # API Gateway's own answers, by response type: (status code or None, application/json template)
+    gateway_responses: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class CloudAssembly:
     notifications: tuple[NotificationSpec, ...]
     deployments: tuple[DeploymentSpec, ...]
     outputs: Mapping[str, Any]
+    # Custom::AWS resources (CDK's AwsCustomResource): logical id -> their unresolved Create call
+    sdk_calls: Mapping[str, Any] = field(default_factory=dict)
 
     def function(self, logical_id: str) -> FunctionSpec:
         for spec in self.functions:

@@ -189,8 +189,20 @@ def _api(template: _Template) -> tuple[ApiSpec | None, set[str]]:
         binary_media_types=tuple(str(t).replace("~1", "/") for t in props.get("BinaryMediaTypes", [])),
         routes=tuple(sorted(routes, key=lambda r: (r.resource_path, r.method))),
         has_api_key=bool(template.of_type("AWS::ApiGateway::ApiKey")),
+        gateway_responses=_gateway_responses(template),
     )
     return spec, functions
+
+
+def _gateway_responses(template: _Template) -> dict[str, tuple[str | None, str]]:
+    found: dict[str, tuple[str | None, str]] = {}
+    for resource in template.of_type("AWS::ApiGateway::GatewayResponse").values():
+        props = resource.get("Properties", {})
+        status = props.get("StatusCode")
+        body = (props.get("ResponseTemplates") or {}).get("application/json")
+        if body is not None:
+            found[str(props["ResponseType"])] = (str(status) if status is not None else None, str(body))
+    return found
 
 
 def _queues(template: _Template, stack: str) -> tuple[QueueSpec, ...]:
@@ -302,4 +314,5 @@ def load_assembly(directory: Path) -> CloudAssembly:
         notifications=_notifications(template),
         deployments=_deployments(template, assets),
         outputs=raw.get("Outputs", {}),
+        sdk_calls={lid: r.get("Properties", {}).get("Create") for lid, r in template.of_type("Custom::AWS").items()},
     )
