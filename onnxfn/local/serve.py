@@ -192,6 +192,8 @@ class LocalApp:
                 ("OUTBOX_PREFIX", "outbox_prefix"),
                 ("RESULTS_PREFIX", "results_prefix"),
                 ("REQUESTS_PREFIX", "requests_prefix"),
+                ("MODEL_PREFIX", "model_prefix"),
+                ("MANIFEST_VERSION_ID", "manifest_version_id"),
             ):
                 if key in env:
                     entry[name] = env[key]

@@ -40,6 +40,10 @@ def test_state_file_describes_the_running_app(served_app):
         assert set(entry["functions"]) == {"api", "batch", "worker"}
         assert entry["requests_queue_url"].startswith(state["aws_endpoint"])
         assert entry["inbox_prefix"].startswith("inbox/")
+    s3 = served_app.client.aws("s3")
+    for entry in state["models"].values():  # each function reads the manifest version the upload made
+        head = s3.head_object(Bucket=entry["bucket"], Key=f"{entry['model_prefix']}manifest.json")
+        assert entry["manifest_version_id"] == head["VersionId"] not in ("", "null")
     sqs = served_app.client.aws("sqs")
     urls = sqs.list_queues()["QueueUrls"]
     assert state["models"]["digits"]["requests_dead_letter_url"] in urls
