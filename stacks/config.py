@@ -53,6 +53,13 @@ LOG_RETENTION_DAYS = (
 )
 QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
+ARN_LISTS = {
+    "reply_queue_arns": (QUEUE_ARN, "SQS queue ARNs (arn:aws:sqs:<region>:<account>:<name>)"),
+    "reply_queue_kms_key_arns": (
+        KMS_KEY_ARN,
+        "KMS key ARNs (arn:aws:kms:<region>:<account>:key/<key id>), the keys the reply queues are encrypted with",
+    ),
+}
 # Lambda keeps 100 of an account's concurrency unreserved: reserved and provisioned concurrency
 # together may use the account's limit less 100 (1,000 by default; new accounts often get 10).
 UNRESERVED_MINIMUM = 100
@@ -232,19 +239,10 @@ def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
     for name, value in raw.items():
         if name == "alarms":
             values[name] = _alarms(f"{key}.alarms", value, base.alarms)
-        elif name == "reply_queue_arns":
-            if not isinstance(value, list) or not all(isinstance(a, str) and QUEUE_ARN.match(a) for a in value):
-                raise ConfigError(
-                    f"{key}.reply_queue_arns: {value!r} is not allowed; expected a list of SQS queue ARNs "
-                    "(arn:aws:sqs:<region>:<account>:<name>)"
-                )
-            values[name] = tuple(value)
-        elif name == "reply_queue_kms_key_arns":
-            if not isinstance(value, list) or not all(isinstance(a, str) and KMS_KEY_ARN.match(a) for a in value):
-                raise ConfigError(
-                    f"{key}.reply_queue_kms_key_arns: {value!r} is not allowed; expected a list of KMS key ARNs "
-                    "(arn:aws:kms:<region>:<account>:key/<key id>), the keys the reply queues are encrypted with"
-                )
+        elif name in ARN_LISTS:
+            pattern, expected = ARN_LISTS[name]
+            if not isinstance(value, list) or not all(isinstance(a, str) and pattern.match(a) for a in value):
+                raise ConfigError(f"{key}.{name}: {value!r} is not allowed; expected a list of {expected}")
             values[name] = tuple(value)
         else:
             values[name] = checks[name](f"{key}.{name}", value)

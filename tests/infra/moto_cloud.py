@@ -425,18 +425,12 @@ def _dashboard(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, Any]) ->
 @creates("AWS::ApiGateway::Method")
 def _method(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, Any]) -> None:
     api = d.client("apigateway")
-    api.put_method(
-        restApiId=p["RestApiId"],
-        resourceId=p["ResourceId"],
-        httpMethod=p["HttpMethod"],
-        authorizationType=p.get("AuthorizationType", "NONE"),
-        apiKeyRequired=bool(p.get("ApiKeyRequired", False)),
-    )
+    where = {"restApiId": p["RestApiId"], "resourceId": p["ResourceId"], "httpMethod": p["HttpMethod"]}
+    auth = {"authorizationType": p.get("AuthorizationType", "NONE"), "apiKeyRequired": bool(p.get("ApiKeyRequired"))}
+    api.put_method(**where, **auth)
     integration = p["Integration"]
     api.put_integration(
-        restApiId=p["RestApiId"],
-        resourceId=p["ResourceId"],
-        httpMethod=p["HttpMethod"],
+        **where,
         type=integration["Type"],
         integrationHttpMethod=integration["IntegrationHttpMethod"],
         uri=integration["Uri"],
