@@ -12,13 +12,16 @@ event source mappings, queues and the notification configuration are read back f
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from onnxfn.local.assembly import load_assembly
 from onnxfn.local.cloud import lambda_environment, launch_plan, local_aws_environment
@@ -34,18 +37,33 @@ REQUEST = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "
 
 
 @pytest.fixture
-def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("MOTO_LAMBDA_STUB_ECR", "false")  # an image function's ImageUri must exist in ECR
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    requests.post(f"{url}/moto-api/reset", timeout=30)  # moto's backends live in this process: a clean account
+def endpoint() -> Iterator[str]:
+    """A moto server of its own (a process: moto's backends are per process, and the other tests'
+    in-process moto must not see these resources), on a free port of 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MOTO_LAMBDA_STUB_ECR": "false"}  # an image function's ImageUri must exist in ECR
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
     try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.1)
         yield url
     finally:
-        requests.post(f"{url}/moto-api/reset", timeout=30)
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _deploy(synth: Any, variant: str, endpoint: str) -> tuple[Any, moto_cloud.Deployed]:
