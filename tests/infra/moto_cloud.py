@@ -63,6 +63,8 @@ WAITS_MATTER = {"AWS::ApiGateway::Deployment"}
 ASSERTED_ONLY = {
     "AWS::S3::BucketPolicy (conditional Deny)": "moto ignores policy conditions: the SSL-only Deny would "
     "refuse every request, so each policy is put whole and read back, then kept without that statement",
+    "Rules.CheckBootstrapVersion": "moto ignores CloudFormation rules; the deploy puts the bootstrap version "
+    "parameter the rule reads (/cdk-bootstrap/<qualifier>/version), with the template's qualifier",
     "Rules.SnapStartRegion": "CloudFormation rules are evaluated before a deploy; moto ignores them "
     "(test_first_deploy evaluates the assertion for each Region)",
     "AWS::Lambda::Alias.ProvisionedConcurrencyConfig": "moto has no provisioned concurrency API",
