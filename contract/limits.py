@@ -31,3 +31,6 @@ INIT_LOAD_MAX_BYTES = 128 * MB
 API_INTEGRATION_TIMEOUT_S = 29.0
 # An SQS message body.
 SQS_MESSAGE_BYTES = 256 * 1024
+# CloudFormation: resources in one stack, and a template's size when deployed from S3.
+STACK_RESOURCES = 500
+TEMPLATE_BYTES = 1_000_000

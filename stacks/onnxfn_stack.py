@@ -5,10 +5,22 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from aws_cdk import Aspects, AssetHashType, Aws, CfnOutput, CfnRule, CfnRuleAssertion, Fn, Stack, Token
+from aws_cdk import (
+    Aspects,
+    AssetHashType,
+    Aws,
+    CfnOutput,
+    CfnResource,
+    CfnRule,
+    CfnRuleAssertion,
+    Fn,
+    Stack,
+    Token,
+)
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from contract.limits import STACK_RESOURCES
 from stacks.assets import (
     Layer,
     build_layer,
@@ -95,6 +107,7 @@ class OnnxfnStack(Stack):
         self._acknowledge_checkov()
 
         self._outputs()
+        self.budget.append(self._resource_budget())
         for line in self.budget:
             print(f"onnxfn budget {line}", file=sys.stderr)
         for folder, reason in config.undeployed:
@@ -215,6 +228,21 @@ class OnnxfnStack(Stack):
         self.inboxes[model.name] = deployment.inbox
         self.request_queues[model.name] = deployment.requests
         return deployment.route
+
+    def resource_count(self) -> int:
+        """The CloudFormation resources this stack holds (what the template's Resources will list)."""
+        return sum(1 for c in self.node.find_all() if isinstance(c, CfnResource) and Stack.of(c) is self)
+
+    def _resource_budget(self) -> str:
+        """CloudFormation takes at most 500 resources a stack: fail with the figures before the deploy
+        does, and warn past 80%."""
+        used, models = self.resource_count(), len(self.config.models)
+        line = f"resources: {used} of CloudFormation's {STACK_RESOURCES} a stack ({models} models)"
+        if used > STACK_RESOURCES:
+            raise ConfigError(f"{line}: too many; deploy some models from an app of their own")
+        if used > 0.8 * STACK_RESOURCES:
+            line += " — past 80%: a few more models will not fit"
+        return line
 
     def _check_snapstart_region(self) -> None:
         """SnapStart is not offered everywhere: a known Region is checked at synth, an environment-agnostic
