@@ -122,11 +122,11 @@ class OnnxfnStack(Stack):
                 value=self.api.api_key.key_id,
                 description="aws apigateway get-api-key --include-value --api-key <id>",
             )
-        if self.api.invoke_policy is not None:
+        for index, policy in enumerate(self.api.invoke_policies):
             CfnOutput(
                 self,
-                "InvokePolicyArn",
-                value=self.api.invoke_policy.managed_policy_arn,
+                f"InvokePolicyArn{index + 1 if index else ''}",
+                value=policy.managed_policy_arn,
                 description="Attach to the roles that call the IAM (SigV4) routes: execute-api:Invoke on them",
             )
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name, description="Model and data bucket")

@@ -105,6 +105,20 @@ def test_pinned_version_id_is_fetched_even_after_overwrite(serve, s3):
     assert served.client.get("/v2/models/digits").status == 200
 
 
+def test_a_pinned_version_that_is_gone_falls_back_to_the_current_one_still_checked_by_sha256(serve, s3):
+    served = serve("digits", private=True)
+    key = served.environment["MODEL_PREFIX"] + "manifest.json"
+    version_id = served.environment["MANIFEST_VERSION_ID"]
+    manifest = s3.get_object(Bucket=BUCKET, Key=key, VersionId=version_id)["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=manifest)  # the upload ran again: same bytes, a new version
+    s3.delete_object(Bucket=BUCKET, Key=key, VersionId=version_id)  # the lifecycle expired the pinned one
+    assert served.client.get("/v2/models/digits").status == 200
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}")  # and the current one is still held to the pin
+    fresh = serve("digits", dict(served.environment))  # a new cold start of the same function
+    reply = fresh.client.get("/v2/models/digits")
+    assert reply.status == 503 and "does not match the pinned" in reply.json()["error"]
+
+
 def test_concurrent_first_requests_load_once(serve):
     served = serve("digits")
     results: list[int] = []

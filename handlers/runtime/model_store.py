@@ -81,6 +81,14 @@ RANGE_PART_BYTES = PART_BYTES
 MAX_PARALLEL_RANGES = MAX_PARALLEL_PARTS
 
 
+def _error_code(exc: BaseException) -> str:
+    """S3's error code from botocore's ClientError or the standard-library reader's S3ReadError."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return str(getattr(exc, "code", ""))
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -186,7 +194,7 @@ class ModelStore:
             raise ModelUnavailable(
                 "MANIFEST_SHA256 is not set: the function cannot verify its model, so it serves none"
             )
-        raw, digest = self._read(self.settings.manifest_key, version_id=self.settings.manifest_version_id)
+        raw, digest = self._read_manifest()
         if digest != pinned:
             raise IntegrityError(f"manifest sha256 {digest[:12]}… does not match the pinned {pinned[:12]}…")
         manifest = Manifest.loads(raw)
@@ -194,6 +202,20 @@ class ModelStore:
             raise ManifestError(f"manifest names model {manifest.name!r}, function serves {self.settings.model_name!r}")
         logger.append_keys(model=manifest.name, model_version=manifest.version)
         return manifest
+
+    def _read_manifest(self) -> tuple[bytes, str]:
+        """The manifest version the deploy pinned. Should that version be gone (an upload run again
+        makes the pinned one noncurrent, and the bucket's lifecycle expires noncurrent versions), the
+        current one: the sha256 pin still decides whether it is served."""
+        key, version = self.settings.manifest_key, self.settings.manifest_version_id
+        try:
+            return self._read(key, version_id=version)
+        except Exception as exc:
+            if not version or _error_code(exc) not in ("NoSuchVersion", "InvalidArgument"):
+                raise
+            logger.warning("pinned manifest version is gone; reading the current one", extra={"version_id": version})
+            metrics.add_metric(name="ManifestVersionGone", unit=MetricUnit.Count, value=1)
+            return self._read(key)
 
     def _get_ranges(self, key: str, size: int) -> bytes:
         """``key`` in parallel ranged GETs of ``RANGE_PART_BYTES``, joined in order.

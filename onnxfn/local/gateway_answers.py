@@ -45,7 +45,6 @@ def render(
     responses: Mapping[str, tuple[str | None, str]],
     error: GatewayError,
     request_id: str,
-    context: Mapping[str, str] | None = None,
 ) -> Answer:
     """The answer API Gateway gives for ``error`` with the API's gateway ``responses``."""
     fallback = "DEFAULT_5XX" if error.status >= 500 else "DEFAULT_4XX"
@@ -63,7 +62,6 @@ def render(
         "error.messageString": json.dumps(error.message),
         "error.responseType": error.response_type or fallback,
         "requestId": request_id,
-        **(context or {}),
     }
     body = _VARIABLE.sub(lambda match: variables.get(match.group(1), ""), template)
     return int(status) if status else error.status, headers, body.encode()

@@ -5,6 +5,7 @@ botocore's signer recomputing it from the request as received."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 SERVICE = "execute-api"
-MAX_SKEW = datetime.timedelta(minutes=15)
+MAX_SKEW = datetime.timedelta(minutes=5)  # API Gateway's: "Signature expired: ... (- 5 min.)"
 _AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
     r"\s*SignedHeaders=(?P<signed>[a-z0-9;-]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
@@ -46,11 +47,15 @@ def verify(
         return "Authorization requires an X-Amz-Date header (YYYYMMDD'T'HHMMSS'Z')"
     now = now or datetime.datetime.now(datetime.UTC)
     if abs(now - signed_at) > MAX_SKEW:
-        return f"Signature expired: {amz_date} is more than 15 minutes from the server's time"
+        return f"Signature expired: {amz_date} is more than 5 minutes from the server's time"
     signed = match["signed"].split(";")
     missing = [name for name in signed if name not in headers]
     if missing or "host" not in signed:
         return f"The request signature covers headers it does not carry ({', '.join(missing) or 'host'})"
+    declared = headers.get("x-amz-content-sha256")
+    if declared is not None and declared != hashlib.sha256(body or b"").hexdigest():
+        # botocore would sign the declared hash as given (UNSIGNED-PAYLOAD too): the body must match it
+        return "The request's x-amz-content-sha256 does not match its body."
     request = AWSRequest(method=method, url=url, data=body or b"", headers={name: headers[name] for name in signed})
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(

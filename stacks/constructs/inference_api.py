@@ -17,6 +17,7 @@ from stacks.nag import acknowledge
 # Binary tensors arrive with or without a Content-Type (tritonclient sends none), so every body is
 # passed base64-encoded and the handler decodes it; responses flagged isBase64Encoded go back as bytes.
 BINARY_MEDIA_TYPES = ["*/*"]
+MODELS_PER_POLICY = 10  # five route ARNs a model, ~100 characters each once resolved
 PUBLIC = "none"  # a method that needs neither an API key nor IAM: only the public Swagger UI
 
 
@@ -44,7 +45,8 @@ class InferenceApi(Construct):
     ``/swagger`` is open to anyone (``docs="public"``), has the first model's auth (``"private"``) or
     is left out (``"off"``). Attributes: ``api``, ``access_logs``, ``api_key`` (or None),
     ``usage_plan`` (or None), ``docs_method`` (or None), ``gateway_responses`` (type -> response),
-    ``invoke_policy`` (a managed policy allowing ``execute-api:Invoke`` on the IAM routes, or None).
+    ``invoke_policies`` (managed policies allowing ``execute-api:Invoke`` on the IAM routes; none
+    without them).
 
     No request validator: with binary media type ``*/*`` every body reaches API Gateway as binary,
     which a JSON-schema model cannot check, and tritonclient's binary requests carry no Content-Type.
@@ -80,44 +82,50 @@ class InferenceApi(Construct):
                 throttle_burst=props.throttle_burst,
             ),
         )
-        self.invoke_policy = self._invoke_policy(props)
+        self.invoke_policies = self._invoke_policies(props)
         self._acknowledge(props)
 
-    def _invoke_policy(self, props: InferenceApiProps) -> iam.ManagedPolicy | None:
+    def _invoke_policies(self, props: InferenceApiProps) -> list[iam.ManagedPolicy]:
         """What a caller's role needs for the models with ``auth: iam``: ``execute-api:Invoke`` on their
-        routes (and the server routes when they share that auth), nothing else."""
+        exact routes (and the server routes when they share that auth), nothing else; one managed
+        policy per ``MODELS_PER_POLICY`` models, within IAM's 6,144 characters a policy."""
         signed = [route.model for route in props.routes if route.auth == "iam"]
-        if not signed:
-            return None
-        stage = props.stage_name
-        routes = []
-        for model in signed:
-            for path in (f"/v2/models/{model}", f"/v2/models/{model}/*", f"/v1/models/{model}", f"/v1/models/{model}*"):
-                routes.append(("*", path))
-        if props.routes[0].auth == "iam":
-            routes += [("GET", "/v2"), ("GET", "/v2/health/*")]
+        groups: list[list[tuple[str, str]]] = []
+        for start in range(0, len(signed), MODELS_PER_POLICY):
+            routes = []
+            for model in signed[start : start + MODELS_PER_POLICY]:
+                routes += [("*", f"/v2/models/{model}"), ("*", f"/v2/models/{model}/*")]
+                routes += [("*", f"/v1/models/{model}"), ("*", f"/v1/models/{model}/*")]
+                routes.append(("POST", f"/v1/models/{model}:predict"))
+            groups.append(routes)
+        if signed and props.routes[0].auth == "iam":
+            groups[0] += [("GET", "/v2"), ("GET", "/v2/health/*")]
             if props.docs == "private":
-                routes.append(("GET", "/swagger"))
-        policy = iam.ManagedPolicy(
-            self,
-            "InvokePolicy",
-            description="onnxfn: call the inference API's IAM routes (attach to the callers' roles)",
-            statements=[
-                iam.PolicyStatement(
-                    actions=["execute-api:Invoke"],
-                    resources=[self.api.arn_for_execute_api(verb, path, stage) for verb, path in routes],
-                )
-            ],
-        )
-        api_id = Stack.of(self).resolve(Stack.of(self).get_logical_id(self.api.node.default_child))  # type: ignore[arg-type]
-        for verb, path in routes:
-            arn = f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<{api_id}>/{stage}/{verb}{path}"
-            acknowledge(
-                policy,
-                f"AwsSolutions-IAM5[Resource::{arn}]",
-                "Invoke on this model's own routes (any method, any sub-path of the model): what its callers need.",
+                groups[0].append(("GET", "/swagger"))
+        stack = Stack.of(self)
+        api_id = stack.resolve(stack.get_logical_id(self.api.node.default_child))  # type: ignore[arg-type]
+        policies = []
+        for index, routes in enumerate(groups):
+            policy = iam.ManagedPolicy(
+                self,
+                f"InvokePolicy{index + 1 if index else ''}",
+                description="onnxfn: call the inference API's IAM routes (attach to the callers' roles)",
+                statements=[
+                    iam.PolicyStatement(
+                        actions=["execute-api:Invoke"],
+                        resources=[self.api.arn_for_execute_api(verb, path, props.stage_name) for verb, path in routes],
+                    )
+                ],
             )
-        return policy
+            for verb, path in routes:
+                arn = f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<{api_id}>"
+                acknowledge(
+                    policy,
+                    f"AwsSolutions-IAM5[Resource::{arn}/{props.stage_name}/{verb}{path}]",
+                    "Invoke on this model's own routes (any method, any sub-path of the model): what its callers need.",
+                )
+            policies.append(policy)
+        return policies
 
     def _rest_api(self, props: InferenceApiProps) -> apigw.RestApi:
         return apigw.RestApi(

@@ -197,8 +197,8 @@ class ModelDeployment(Construct):
         api_limit = settings.reserved_concurrency or self._props.account_concurrency
         for role, fn, timeout_s, limit in (
             ("Api", self.api, settings.timeout_s, api_limit),
-            ("Batch", self.batch, max(settings.timeout_s, BATCH_TIMEOUT_S), settings.batch_max_concurrency),
-            ("Worker", self.worker, settings.timeout_s, settings.max_concurrency),
+            ("Batch", self.batch, max(settings.timeout_s, BATCH_TIMEOUT_S), None),
+            ("Worker", self.worker, settings.timeout_s, None),
         ):
             watched[role] = monitoring.watch_function(
                 f"{label}{role}",

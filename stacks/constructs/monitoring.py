@@ -76,12 +76,12 @@ class Monitoring(Construct):
         function: lambda_.IFunction,
         *,
         timeout_s: int,
-        concurrency_limit: int,
+        concurrency_limit: int | None,
         thresholds: AlarmThresholds,
     ) -> list[cw.Alarm]:
-        """Errors, throttles, p99 duration against the timeout, concurrency near ``concurrency_limit``
-        (its reserve, its queue's maximum concurrency, or the account's quota)."""
-        limit = concurrency_limit
+        """Errors, throttles, p99 duration against the timeout, and concurrency near
+        ``concurrency_limit`` (its reserve or the account's quota); None for a function its queue
+        holds to a maximum concurrency, which a backlog reaches by design (its queue's age is watched)."""
         errors = function.metric_errors(period=PERIOD, statistic="Sum")
         throttles = function.metric_throttles(period=PERIOD, statistic="Sum")
         duration = function.metric_duration(period=PERIOD, statistic="p99")
@@ -95,13 +95,16 @@ class Monitoring(Construct):
                 timeout_s * 1000 * thresholds.duration_p99_ratio,
                 f"{label}: p99 duration at {thresholds.duration_p99_ratio:.0%} of the {timeout_s} s timeout",
             ),
-            self._alarm(
-                f"{label}Concurrency",
-                concurrency,
-                max(1, int(limit * thresholds.concurrency_ratio)),
-                f"{label}: concurrency at {thresholds.concurrency_ratio:.0%} of its limit ({limit})",
-            ),
         ]
+        if concurrency_limit is not None:
+            alarms.append(
+                self._alarm(
+                    f"{label}Concurrency",
+                    concurrency,
+                    max(1, int(concurrency_limit * thresholds.concurrency_ratio)),
+                    f"{label}: concurrency at {thresholds.concurrency_ratio:.0%} of its limit ({concurrency_limit})",
+                )
+            )
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title=f"{label} invocations / errors / throttles",

@@ -161,7 +161,8 @@ def test_iam_callers_get_a_managed_policy_for_exactly_the_signed_routes(synth):
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "execute-api:Invoke"
     resources = json.dumps(statement["Resource"])
-    assert "/v2/models/digits" in resources and "/v1/models/digits" in resources and "minilm" not in resources
+    assert "/v2/models/digits" in resources and "/v1/models/digits:predict" in resources and "minilm" not in resources
+    assert "digits*" not in resources  # exact routes: granting "resnet" must not grant "resnet50"
     assert "InvokePolicyArn" in s.template.to_json()["Outputs"]
     assert "InvokePolicyArn" not in synth("default").template.to_json()["Outputs"]
 

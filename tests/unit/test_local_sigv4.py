@@ -36,8 +36,13 @@ def test_other_credentials_regions_and_old_signatures_are_refused():
     other = {**CREDENTIALS, "AWS_ACCESS_KEY_ID": "AKIAOTHER"}
     assert "security token" in verify("POST", URL, _signed(), BODY, other, "us-east-1")
     assert "region" in verify("POST", URL, _signed(), BODY, CREDENTIALS, "eu-west-1")
-    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=20)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=6)
     assert "expired" in verify("POST", URL, _signed(), BODY, CREDENTIALS, "us-east-1", now=later)
     assert "Credential" in verify(
         "POST", URL, {"authorization": "AWS4-HMAC-SHA256 nonsense"}, BODY, CREDENTIALS, "us-east-1"
     )
+
+
+def test_a_declared_payload_hash_must_be_the_bodys():
+    unsigned = _signed(**{"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    assert "x-amz-content-sha256" in verify("POST", URL, unsigned, BODY, CREDENTIALS, "us-east-1")
