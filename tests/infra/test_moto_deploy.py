@@ -31,7 +31,7 @@ from onnxfn.local.runtime import RuntimeOptions
 from tests.infra import moto_cloud
 from tests.infra.conftest import QUALIFIER
 
-DEPLOYED_VARIANTS = ["default", "options", "image", "arm64", "qualifier"]
+DEPLOYED_VARIANTS = ["default", "options", "iam", "docs_off", "image", "arm64", "qualifier"]
 PIXELS = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 REQUEST = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": PIXELS}]}
 
@@ -163,7 +163,7 @@ def test_every_resource_is_deployed_and_each_path_answers(synth, endpoint, varia
     uri = method["methodIntegration"]["uri"]
     alias_arn = uri.split("/functions/")[1].removesuffix("/invocations")
     assert alias_arn.endswith(":live")
-    digits_iam = variant == "options"
+    digits_iam = variant in ("options", "iam")
     assert method["authorizationType"] == ("AWS_IAM" if digits_iam else "NONE")
     assert method["apiKeyRequired"] is (not digits_iam)
     policy = json.loads(deployed.client("lambda").get_policy(FunctionName=alias_arn)["Policy"])
