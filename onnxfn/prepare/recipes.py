@@ -58,6 +58,18 @@ def weight_ops(model: onnx.ModelProto) -> Counter[str]:
     )
 
 
+def _nested_weight_ops(graph: onnx.GraphProto) -> Counter[str]:
+    """MatMul, Gemm and Conv nodes inside ``graph``'s subgraphs (the branches of If, bodies of Loop
+    and Scan), at any depth."""
+    found: Counter[str] = Counter()
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
+                found.update(n.op_type for n in sub.node if n.op_type in STATIC_OPS)
+                found.update(_nested_weight_ops(sub))
+    return found
+
+
 def choose(model: onnx.ModelProto) -> Recipe:
     """The default recipe for ``model`` (see the module's docstring)."""
     ops = Counter(node.op_type for node in model.graph.node)
@@ -75,6 +87,15 @@ def choose(model: onnx.ModelProto) -> Recipe:
     if weights["MatMul"]:
         return Recipe("dynamic", MATMUL_OPS, f"dynamic int8 for the weights of {weights['MatMul']} MatMul")
     common = ", ".join(op for op, _ in ops.most_common(3)) or "no nodes"
+    nested = _nested_weight_ops(model.graph)
+    if nested:
+        held = ", ".join(f"{count} {op}" for op, count in sorted(nested.items()))
+        return Recipe(
+            "none",
+            (),
+            f"nothing quantized: the weights ({held}) sit inside control-flow subgraphs (If, Loop, Scan), "
+            f"which the default recipes leave as they are (the top-level graph holds {common})",
+        )
     return Recipe(
         "none",
         (),

@@ -50,3 +50,26 @@ def test_an_already_quantized_graph_is_left_as_it_is():
     model.graph.node.insert(0, helper.make_node("QuantizeLinear", ["x", "s"], ["q"]))
     recipe = choose(model)
     assert recipe.mode == "none" and recipe.reason == "already quantized (1 int8 nodes in the graph)"
+
+
+def test_weights_inside_control_flow_are_named_as_the_reason_nothing_was_quantized():
+    """silero-vad keeps its LSTM and convolutions inside If branches (one per sample rate)."""
+    inner = _graph("MatMul", (8, 4), ["n", 8]).graph
+    then_branch = helper.make_graph(list(inner.node), "then", [], list(inner.output), list(inner.initializer))
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["out"], then_branch=then_branch, else_branch=else_branch)],
+        "branches",
+        [
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+    )
+    recipe = choose(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert recipe.mode == "none" and "1 MatMul" in recipe.reason and "control-flow subgraphs" in recipe.reason
