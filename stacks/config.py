@@ -63,6 +63,7 @@ ARN_LISTS = {
 # Lambda keeps 100 of an account's concurrency unreserved: reserved and provisioned concurrency
 # together may use the account's limit less 100 (1,000 by default; new accounts often get 10).
 UNRESERVED_MINIMUM = 100
+DEFAULT_ACCOUNT_CONCURRENCY = 1000  # Lambda's default quota per Region
 # Lambda SnapStart is offered in every commercial Region except these (AWS Lambda developer guide,
 # "Improving startup performance with Lambda SnapStart", Supported Regions).
 SNAPSTART_UNAVAILABLE_REGIONS = ("ap-southeast-6", "ap-east-2")
@@ -164,7 +165,7 @@ class AppConfig:
     metrics_namespace: str = "onnxfn"
     throttle_rate: float = 50.0
     throttle_burst: int = 100
-    account_concurrency: int = 1000  # the account's Lambda concurrency quota in the deploy Region
+    account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY  # the account's Lambda quota in the deploy Region
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -340,7 +341,9 @@ def load_config(context: Mapping[str, Any] | None, project_root: Path) -> AppCon
         _model(project_root, artifacts, name, _settings(f"onnxfn.models.{name}", value or {}, defaults))
         for name, value in sorted(overrides.items())
     )
-    account_concurrency = _int("onnxfn.account_concurrency", raw.get("account_concurrency", 1000), 10, 1_000_000)
+    account_concurrency = _int(
+        "onnxfn.account_concurrency", raw.get("account_concurrency", DEFAULT_ACCOUNT_CONCURRENCY), 10, 1_000_000
+    )
     _check_concurrency(models, account_concurrency)
     email = raw.get("alarm_email")
     if email is not None and (not isinstance(email, str) or not EMAIL.match(email)):

@@ -30,7 +30,7 @@ class ModelDeploymentProps:
     monitoring: Monitoring  # where the functions', queues' and model loads' alarms go
     service_name: str  # Powertools service, one per model: its metrics never mix with another's
     metrics_namespace: str
-    account_concurrency: int = 1000  # the account's quota: the API function's limit where none is reserved
+    account_concurrency: int  # the account's quota: the API function's limit where none is reserved
     code_dir: str | None = None  # zip: a folder holding handlers/
     layer: lambda_.ILayerVersion | None = None  # zip: the dependency layer for the model's runtime
     extra_layers: tuple[lambda_.ILayerVersion, ...] = ()  # zip: what the model's pipeline needs besides
