@@ -4,6 +4,7 @@ SigV4 on the IAM routes, verified against the local credentials."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,18 @@ def _signed(url: str, body: str, *, credentials=LOCAL_CREDENTIALS) -> dict[str, 
     return sign("POST", url, headers, body.encode(), credentials, LOCAL_REGION)
 
 
+def _startup_deliveries_done(served, deadline_s: float = 30.0) -> None:
+    """Wait until S3's test events (sent when the inbox notifications are configured) have reached
+    both batch functions: stopping the server while one of those first invocations is starting has
+    once kept it from exiting within 30 s, a race in the server's stop that is not this test's subject."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and served.output().count("SQS → ") < 2:
+        time.sleep(0.2)
+
+
 def test_iam_routes_verify_sigv4_against_the_local_credentials(iam_assembly, start_serve):
     with start_serve(iam_assembly) as served:
+        _startup_deliveries_done(served)
         assert served.state.get("api_key") is None  # no key: every route is signed
         url = f"{served.url}/v2/models/digits/infer"
         signed = requests.post(url, data=DIGITS, headers=_signed(url, DIGITS), timeout=60)
