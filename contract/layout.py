@@ -8,14 +8,15 @@ and each function's role is scoped to its own.
 from __future__ import annotations
 
 MANIFEST_FILE = "manifest.json"
+MODELS_PREFIX = "models/"
 
 
 def model_prefix(name: str, version: str | None = None, manifest_sha256: str | None = None) -> str:
     """``models/<name>/`` or, pinned, ``models/<name>/<version>-<sha256[:12]>/``."""
     if version is None:
-        return f"models/{name}/"
+        return f"{MODELS_PREFIX}{name}/"
     pin = f"-{manifest_sha256[:12]}" if manifest_sha256 else ""
-    return f"models/{name}/{version}{pin}/"
+    return f"{MODELS_PREFIX}{name}/{version}{pin}/"
 
 
 def inbox_prefix(name: str) -> str:

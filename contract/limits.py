@@ -34,3 +34,9 @@ SQS_MESSAGE_BYTES = 256 * 1024
 # CloudFormation: resources in one stack, and a template's size when deployed from S3.
 STACK_RESOURCES = 500
 TEMPLATE_BYTES = 1_000_000
+
+# API Gateway: resources (paths) a REST API may have by default (an adjustable quota).
+API_RESOURCES = 300
+# CloudWatch: widgets a dashboard may hold; alarms an alarm status widget may show.
+DASHBOARD_WIDGETS = 500
+ALARM_STATUS_ALARMS = 100

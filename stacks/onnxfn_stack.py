@@ -17,10 +17,11 @@ from aws_cdk import (
     Stack,
     Token,
 )
+from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from contract.limits import STACK_RESOURCES
+from contract.limits import API_RESOURCES, STACK_RESOURCES
 from stacks.assets import (
     Layer,
     build_layer,
@@ -34,8 +35,9 @@ from stacks.checkov import CheckovAcknowledgments, skip
 from stacks.config import SNAPSTART_PARTITION, SNAPSTART_UNAVAILABLE_REGIONS, AppConfig, ConfigError, ModelConfig
 from stacks.constructs.event_sources import BatchInbox, RequestQueue
 from stacks.constructs.inference_api import ApiRoute, InferenceApi, InferenceApiProps
-from stacks.constructs.model_deployment import ModelDeployment, ModelDeploymentProps
+from stacks.constructs.model_deployment import ModelDeploymentProps
 from stacks.constructs.model_function import RUNTIMES, ModelFunction
+from stacks.constructs.model_stack import ModelStack, ModelStackProps
 from stacks.constructs.model_storage import ModelStorage, ModelStorageProps
 from stacks.constructs.monitoring import Monitoring, MonitoringProps
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
@@ -87,27 +89,31 @@ class OnnxfnStack(Stack):
         self.functions: dict[str, dict[str, ModelFunction]] = {}
         self.inboxes: dict[str, BatchInbox] = {}
         self.request_queues: dict[str, RequestQueue] = {}
+        self.model_stacks: dict[str, ModelStack] = {}
         self.budget: list[str] = []
-        routes = [self._add_model(model) for model in config.models]
-
         self.api = InferenceApi(
             self,
             "Inference",
             props=InferenceApiProps(
-                routes=tuple(routes),
+                models=tuple((m.name, m.settings.auth) for m in config.models),
                 throttle_rate=config.throttle_rate,
                 throttle_burst=config.throttle_burst,
                 docs=config.docs,
             ),
         )
+        routes = [self._add_model(model) for model in config.models]
+        self.api.add_server_routes(routes[0])
         self._check_snapstart_region()
         self.monitoring.watch_api("Api", self.api.api, config.models[0].settings.alarms)
-        self.monitoring.finish()
+        self.monitoring.finish(
+            summaries=tuple(stack.monitoring.health for stack in self.model_stacks.values() if stack.monitoring.health)
+        )
         self._acknowledge_cdk_internals()
         self._acknowledge_checkov()
 
         self._outputs()
         self.budget.append(self._resource_budget())
+        self.budget.append(self._api_budget())
         for line in self.budget:
             print(f"onnxfn budget {line}", file=sys.stderr)
         for folder, reason in config.undeployed:
@@ -208,40 +214,67 @@ class OnnxfnStack(Stack):
                     f"{model.name} ({settings.architecture}, {settings.runtime})", tree_bytes(code_dir), layers
                 )
             )
-        deployment = ModelDeployment(
+        stack = ModelStack(
             self,
             model.construct_id,
-            props=ModelDeploymentProps(
-                model=model,
-                storage=self.storage,
-                monitoring=self.monitoring,
-                service_name=f"{self.config.service_name}-{model.name}",
-                metrics_namespace=self.config.metrics_namespace,
-                account_concurrency=self.config.account_concurrency,
-                code_dir=str(code_dir) if code_dir else None,
-                layer=layer,
-                extra_layers=extra,
-                image_context=str(self._image_context) if self._image_context else None,
+            props=ModelStackProps(
+                deployment=ModelDeploymentProps(
+                    model=model,
+                    storage=self.storage,
+                    service_name=f"{self.config.service_name}-{model.name}",
+                    metrics_namespace=self.config.metrics_namespace,
+                    account_concurrency=self.config.account_concurrency,
+                    code_dir=str(code_dir) if code_dir else None,
+                    layer=layer,
+                    extra_layers=extra,
+                    image_context=str(self._image_context) if self._image_context else None,
+                ),
+                api=self.api,
+                topic=self.monitoring.topic,
             ),
         )
+        deployment = stack.deployment
+        self.model_stacks[model.name] = stack
         self.functions[model.name] = {"api": deployment.api, "batch": deployment.batch, "worker": deployment.worker}
         self.inboxes[model.name] = deployment.inbox
         self.request_queues[model.name] = deployment.requests
         return deployment.route
 
-    def resource_count(self) -> int:
-        """The CloudFormation resources this stack holds (what the template's Resources will list)."""
-        return sum(1 for c in self.node.find_all() if isinstance(c, CfnResource) and Stack.of(c) is self)
+    def resource_counts(self) -> dict[str, int]:
+        """The CloudFormation resources each template holds: this stack's, then each model's stack."""
+        counts = {self.stack_name: 0, **{name: 0 for name in self.model_stacks}}
+        owner = {stack: name for name, stack in self.model_stacks.items()}
+        for construct in self.node.find_all():
+            if isinstance(construct, CfnResource):
+                counts[owner.get(Stack.of(construct), self.stack_name)] += 1  # type: ignore[call-overload]
+        return counts
 
     def _resource_budget(self) -> str:
-        """CloudFormation takes at most 500 resources a stack: fail with the figures before the deploy
-        does, and warn past 80%."""
-        used, models = self.resource_count(), len(self.config.models)
-        line = f"resources: {used} of CloudFormation's {STACK_RESOURCES} a stack ({models} models)"
-        if used > STACK_RESOURCES:
+        """CloudFormation takes at most 500 resources a template: fail with the figures before the
+        deploy does, and warn past 80%."""
+        counts, models = self.resource_counts(), len(self.config.models)
+        own = counts.pop(self.stack_name)
+        largest = max(counts, key=counts.__getitem__)
+        line = (
+            f"resources: {own} in the app's stack, at most {counts[largest]} in a model's ({largest}), "
+            f"of CloudFormation's {STACK_RESOURCES} a template ({models} models)"
+        )
+        worst = max(own, counts[largest])
+        if worst > STACK_RESOURCES:
             raise ConfigError(f"{line}: too many; deploy some models from an app of their own")
-        if used > 0.8 * STACK_RESOURCES:
-            line += " — past 80%: a few more models will not fit"
+        if worst > 0.8 * STACK_RESOURCES:
+            line += " — past 80%"
+        return line
+
+    def _api_budget(self) -> str:
+        """API Gateway allows 300 resources (paths) a REST API unless the quota is raised: count them."""
+        paths = sum(1 for c in self.node.find_all() if isinstance(c, apigw.CfnResource))
+        line = f"API resources: {paths} of API Gateway's default quota of {API_RESOURCES} a REST API"
+        if paths > API_RESOURCES:
+            line += (
+                " — over it: ask for a higher 'Resources per API' quota (Service Quotas, API Gateway) before "
+                "deploying, or deploy some models from an app of their own"
+            )
         return line
 
     def _check_snapstart_region(self) -> None:

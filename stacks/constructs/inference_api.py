@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from aws_cdk import RemovalPolicy, Stack
@@ -9,7 +10,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from stacks.constructs.gateway_responses import GatewayResponsesProps, add_gateway_responses
 from stacks.nag import acknowledge
@@ -30,7 +31,7 @@ class ApiRoute:
 
 @dataclass(frozen=True, kw_only=True)
 class InferenceApiProps:
-    routes: tuple[ApiRoute, ...]
+    models: tuple[tuple[str, str], ...]  # (model, auth) in the app's order; the first serves the server routes
     throttle_rate: float
     throttle_burst: int
     stage_name: str = "prod"
@@ -55,13 +56,14 @@ class InferenceApi(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, props: InferenceApiProps) -> None:
         super().__init__(scope, construct_id)
+        self._props = props
         self.access_logs = logs.LogGroup(
             self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
         )
         self.api = self._rest_api(props)
         self.api_key: apigw.IApiKey | None = None
         self.usage_plan: apigw.UsagePlan | None = None
-        if any(route.auth == "api_key" for route in props.routes):
+        if any(auth == "api_key" for _, auth in props.models):
             self.api_key = self.api.add_api_key("ApiKey")
             self.usage_plan = self.api.add_usage_plan(
                 "UsagePlan",
@@ -69,15 +71,16 @@ class InferenceApi(Construct):
                 api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
             )
             self.usage_plan.add_api_key(self.api_key)
-        v2 = self.api.root.add_resource("v2")
+        self.v2 = self.api.root.add_resource("v2")
         v1 = self.api.root.add_resource("v1")
-        self.docs_method: apigw.Method | None = self._server_routes(v2, props)
-        self._model_routes(v2.add_resource("models"), v1.add_resource("models"), props.routes)
+        self.v2_models = self.v2.add_resource("models")
+        self.v1_models = v1.add_resource("models")
+        self.docs_method: apigw.Method | None = None
         self.gateway_responses = add_gateway_responses(
             self.api,
             GatewayResponsesProps(
-                models=tuple(route.model for route in props.routes),
-                iam=any(route.auth == "iam" for route in props.routes),
+                models=tuple(model for model, _ in props.models),
+                iam=any(auth == "iam" for _, auth in props.models),
                 throttle_rate=props.throttle_rate,
                 throttle_burst=props.throttle_burst,
             ),
@@ -85,11 +88,25 @@ class InferenceApi(Construct):
         self.invoke_policies = self._invoke_policies(props)
         self._acknowledge(props)
 
+    def add_model_routes(self, scope: Construct, route: ApiRoute) -> None:
+        """``/v2/models/NAME[/...]``, ``/v1/models/NAME[/...]`` and ``/v1/models/NAME:predict``, created
+        in ``scope`` (the model's own stack) under this API's ``/v2/models`` and ``/v1/models``."""
+        model = apigw.Resource(scope, "V2Model", parent=self.v2_models, path_part=route.model)
+        status = apigw.Resource(scope, "V1Model", parent=self.v1_models, path_part=route.model)
+        predict = apigw.Resource(scope, "V1Predict", parent=self.v1_models, path_part=f"{route.model}:predict")
+        self._method(model, "GET", route, route.auth)
+        self._method(model.add_resource("{proxy+}"), "ANY", route, route.auth)
+        self._method(status, "GET", route, route.auth)
+        self._method(status.add_resource("{proxy+}"), "ANY", route, route.auth)
+        self._method(predict, "POST", route, route.auth)
+        for resource in (model, status, predict):
+            self._acknowledge_methods(resource, route.auth)
+
     def _invoke_policies(self, props: InferenceApiProps) -> list[iam.ManagedPolicy]:
         """What a caller's role needs for the models with ``auth: iam``: ``execute-api:Invoke`` on their
         exact routes (and the server routes when they share that auth), nothing else; one managed
         policy per ``MODELS_PER_POLICY`` models, within IAM's 6,144 characters a policy."""
-        signed = [route.model for route in props.routes if route.auth == "iam"]
+        signed = [model for model, auth in props.models if auth == "iam"]
         groups: list[list[tuple[str, str]]] = []
         for start in range(0, len(signed), MODELS_PER_POLICY):
             routes = []
@@ -98,7 +115,7 @@ class InferenceApi(Construct):
                 routes += [("*", f"/v1/models/{model}"), ("*", f"/v1/models/{model}/*")]
                 routes.append(("POST", f"/v1/models/{model}:predict"))
             groups.append(routes)
-        if signed and props.routes[0].auth == "iam":
+        if signed and props.models[0][1] == "iam":
             groups[0] += [("GET", "/v2"), ("GET", "/v2/health/*")]
             if props.docs == "private":
                 groups[0].append(("GET", "/swagger"))
@@ -160,20 +177,19 @@ class InferenceApi(Construct):
             ),
         )
 
-    def _server_routes(self, v2: apigw.Resource, props: InferenceApiProps) -> apigw.Method | None:
-        """``/v2``, ``/v2/health/{live,ready}`` and ``/swagger`` on the first model's function; returns
-        the ``/swagger`` method (None when docs are off)."""
-        first = props.routes[0]
-        server = self._integration(first)
-        self._method(v2, "GET", server, first.auth)
-        health = v2.add_resource("health")
+    def add_server_routes(self, first: ApiRoute) -> None:
+        """``/v2``, ``/v2/health/{live,ready}`` and ``/swagger`` on the first model's function; sets
+        ``docs_method`` (None when docs are off)."""
+        props = self._props
+        self._method(self.v2, "GET", first, first.auth)
+        health = self.v2.add_resource("health")
         for leaf in ("live", "ready"):
-            self._method(health.add_resource(leaf), "GET", server, first.auth)
+            self._method(health.add_resource(leaf), "GET", first, first.auth)
         if props.docs == "off":
-            return None
+            return
         public = props.docs == "public"
         swagger = self.api.root.add_resource("swagger")
-        docs = self._method(swagger, "GET", server, PUBLIC if public else first.auth)
+        docs = self._method(swagger, "GET", first, PUBLIC if public else first.auth)
         if public:
             reason = (
                 "GET /swagger is public on purpose (onnxfn.docs: public): Swagger UI and the OpenAPI "
@@ -181,19 +197,7 @@ class InferenceApi(Construct):
             )
             acknowledge(docs, "AwsSolutions-APIG4", reason)
             acknowledge(docs, "AwsSolutions-COG4", reason)
-        return docs
-
-    def _model_routes(self, v2_models: apigw.Resource, v1_models: apigw.Resource, routes: tuple[ApiRoute, ...]) -> None:
-        """Per model: ``/v2/models/NAME[/...]``, ``/v1/models/NAME[/...]`` and ``/v1/models/NAME:predict``."""
-        for route in routes:
-            integration = self._integration(route)
-            model = v2_models.add_resource(route.model)
-            self._method(model, "GET", integration, route.auth)
-            self._method(model.add_resource("{proxy+}"), "ANY", integration, route.auth)
-            status = v1_models.add_resource(route.model)
-            self._method(status, "GET", integration, route.auth)
-            self._method(status.add_resource("{proxy+}"), "ANY", integration, route.auth)
-            self._method(v1_models.add_resource(f"{route.model}:predict"), "POST", integration, route.auth)
+        self.docs_method = docs
 
     def _acknowledge(self, props: InferenceApiProps) -> None:
         acknowledge(
@@ -203,30 +207,47 @@ class InferenceApi(Construct):
         )
         acknowledge(
             self.api,
-            "AwsSolutions-COG4",
-            "Clients are services and Triton/KServe clients: API keys or IAM (SigV4), not Cognito users.",
-        )
-        acknowledge(
-            self.api,
             "AwsSolutions-APIG2",
             "Bodies are binary to API Gateway (binary media type */*; tritonclient sends no Content-Type), so a "
             "JSON-schema validator cannot check them; the function checks every request against the manifest.",
         )
-        if any(route.auth == "api_key" for route in props.routes):
+        self._acknowledge_methods(self.api, props.models[0][1])
+
+    @staticmethod
+    def _acknowledge_methods(scope: IConstruct, auth: str) -> None:
+        """The methods under ``scope`` (the API's own, or a model's routes in its stack)."""
+        acknowledge(
+            scope,
+            "AwsSolutions-COG4",
+            "Clients are services and Triton/KServe clients: API keys or IAM (SigV4), not Cognito users.",
+        )
+        if auth == "api_key":
             acknowledge(
-                self.api,
+                scope,
                 "AwsSolutions-APIG4",
                 "Methods require an API key bound to a throttled usage plan; set auth: iam for SigV4.",
             )
 
-    def _integration(self, route: ApiRoute) -> apigw.LambdaIntegration:
-        return apigw.LambdaIntegration(route.target, proxy=True)
-
-    def _method(self, resource: apigw.IResource, verb: str, integration: apigw.Integration, auth: str) -> apigw.Method:
-        """``auth``: "api_key", "iam" or ``PUBLIC``."""
-        return resource.add_method(
+    def _method(self, resource: apigw.IResource, verb: str, route: ApiRoute, auth: str) -> apigw.Method:
+        """``auth``: "api_key", "iam" or ``PUBLIC``. The invoke permission names the stage by its name, not
+        the Stage resource: a model's stack must not depend on the Stage, whose Deployment depends on
+        every model's methods."""
+        # LambdaIntegration without its own permission, which would name the Stage (or any stage)
+        integration = apigw.AwsIntegration(
+            proxy=True, service="lambda", path=f"2015-03-31/functions/{route.target.function_arn}/invocations"
+        )
+        method = resource.add_method(
             verb,
             integration,
             api_key_required=auth == "api_key",
             authorization_type=apigw.AuthorizationType.IAM if auth == "iam" else apigw.AuthorizationType.NONE,
         )
+        route.target.add_permission(
+            f"Invoke{verb}{re.sub(r'[^A-Za-z0-9]', '', resource.path.title())}",
+            principal=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            scope=method,
+            source_arn=self.api.arn_for_execute_api(
+                "*" if verb == "ANY" else verb, re.sub(r"\{[^}]*\}", "*", resource.path), self._props.stage_name
+            ),
+        )
+        return method

@@ -27,7 +27,6 @@ BATCH_TIMEOUT_S = 300  # a batch file may hold many thousand rows
 class ModelDeploymentProps:
     model: ModelConfig
     storage: ModelStorage  # the bucket the artifact and the data live in, and the artifact's upload
-    monitoring: Monitoring  # where the functions', queues' and model loads' alarms go
     service_name: str  # Powertools service, one per model: its metrics never mix with another's
     metrics_namespace: str
     account_concurrency: int  # the account's quota: the API function's limit where none is reserved
@@ -45,9 +44,13 @@ class ModelDeployment(Construct):
     ``requests`` (``RequestQueue``), ``route`` (the ``ApiRoute`` for ``InferenceApi``).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, props: ModelDeploymentProps) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, props: ModelDeploymentProps, monitoring: Monitoring
+    ) -> None:
+        """``monitoring``: where the functions', queues' and model loads' alarms and widgets go."""
         super().__init__(scope, construct_id)
         self._props = props
+        self._monitoring = monitoring
         model = props.model
         self.api, self.batch, self.worker = self._functions()
         self._grant()
@@ -189,7 +192,7 @@ class ModelDeployment(Construct):
 
     def _watch(self) -> None:
         """Alarms and dashboard widgets for the three functions, the two queues and the model loads."""
-        model, monitoring = self._props.model, self._props.monitoring
+        model, monitoring = self._props.model, self._monitoring
         settings = model.settings
         label = model.construct_id
         thresholds = settings.alarms
@@ -232,7 +235,7 @@ class ModelDeployment(Construct):
             )
             acknowledge(
                 fn,
-                f"AwsSolutions-IAM5[Resource::{arn_finding(bucket, f'/{prefix}*')}]",
+                f"AwsSolutions-IAM5[Resource::{arn_finding(bucket, f'/{prefix}*', seen_from=self)}]",
                 f"Objects under {prefix} only: the artifact or data prefix of this one model.",
             )
         acknowledge(

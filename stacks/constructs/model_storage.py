@@ -13,7 +13,7 @@ from constructs import Construct
 
 from contract import layout
 from stacks.config import ModelConfig
-from stacks.nag import acknowledge
+from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +68,31 @@ class ModelStorage(Construct):
         )
         self.deployments: dict[str, s3deploy.BucketDeployment] = {}
         self.manifest_versions: dict[str, str] = {}
+        # One role for every manifest lookup (a policy each would cost a resource per model).
+        self.lookup_role = iam.Role(
+            self,
+            "ManifestLookupRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaBasicExecutionRole")
+            ],
+        )
+        manifests = f"{layout.MODELS_PREFIX}*/{layout.MANIFEST_FILE}"
+        self.lookup_role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects(manifests)])
+        )
+        acknowledge(
+            self.lookup_role,
+            f"AwsSolutions-IAM5[Resource::{arn_finding(self.bucket, f'/{manifests}')}]",
+            "The manifest lookup reads (HEAD) the uploaded manifests only, whatever the model and version.",
+        )
+        acknowledge(
+            self.lookup_role,
+            f"AwsSolutions-IAM4[{BASIC_EXECUTION_ROLE}]",
+            "CDK's SDK-call helper writes only its own logs.",
+        )
         for model in props.models:
-            self.deployments[model.name] = s3deploy.BucketDeployment(
+            deployment = s3deploy.BucketDeployment(
                 self,
                 f"Deploy{model.construct_id}",
                 sources=[s3deploy.Source.asset(str(model.artifact_dir))],
@@ -79,6 +102,11 @@ class ModelStorage(Construct):
                 retain_on_delete=True,
                 memory_limit=1024,
             )
+            if self.deployments:
+                # Each BucketDeployment makes an AWS CLI layer, but their one shared handler uses only
+                # the first: the others would be unused layer versions, one a model.
+                deployment.node.try_remove_child("AwsCliLayer")
+            self.deployments[model.name] = deployment
             self.manifest_versions[model.name] = self._manifest_version(model)
 
     def _manifest_version(self, model: ModelConfig) -> str:
@@ -98,9 +126,7 @@ class ModelStorage(Construct):
             f"ManifestVersion{model.construct_id}",
             on_create=call,
             on_update=call,
-            policy=cr.AwsCustomResourcePolicy.from_statements(
-                [iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects(key)])]
-            ),
+            role=self.lookup_role,
             install_latest_aws_sdk=False,
         )
         lookup.node.add_dependency(self.deployments[model.name])

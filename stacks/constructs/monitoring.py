@@ -16,6 +16,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from contract.limits import ALARM_STATUS_ALARMS
 from stacks.config import AlarmThresholds
 
 PERIOD = Duration.minutes(1)
@@ -26,17 +27,28 @@ class MonitoringProps:
     alarm_email: str | None
     metrics_namespace: str
     service_name: str
+    topic: sns.ITopic | None = None  # a model's stack: the app's alarm topic; None: create it here
 
 
 class Monitoring(Construct):
     """Alarms go to ``topic``; every ``watch_*`` call adds alarms and dashboard widgets.
 
-    Attributes: ``topic``, ``dashboard``, ``alarms`` (id -> alarm).
+    The app's Monitoring creates the topic (and its key) and the overview dashboard; each model's
+    stack has a Monitoring of its own on that topic, with its own dashboard (CloudWatch allows 500
+    widgets a dashboard, and a model adds 13). Attributes: ``topic``, ``dashboard``, ``alarms``
+    (id -> alarm), ``health`` (after ``finish(health=True)``: one composite alarm of them all).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: MonitoringProps) -> None:
         super().__init__(scope, construct_id)
         self._props = props
+        self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
+        self.alarms: dict[str, cw.Alarm] = {}
+        self.health: cw.CompositeAlarm | None = None
+        self.topic = props.topic or self._topic(props)
+        self._action = actions.SnsAction(self.topic)
+
+    def _topic(self, props: MonitoringProps) -> sns.Topic:
         # A customer-managed key: CloudWatch alarms cannot publish to a topic under the AWS-managed
         # SNS key, whose policy cannot grant the CloudWatch service principal any use of it.
         self.key = kms.Key(self, "AlarmKey", enable_key_rotation=True, description="onnxfn alarm topic")
@@ -47,12 +59,10 @@ class Monitoring(Construct):
                 resources=["*"],
             )
         )
-        self.topic = sns.Topic(self, "Alarms", display_name="onnxfn alarms", master_key=self.key, enforce_ssl=True)
+        topic = sns.Topic(self, "Alarms", display_name="onnxfn alarms", master_key=self.key, enforce_ssl=True)
         if props.alarm_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(props.alarm_email))
-        self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
-        self.alarms: dict[str, cw.Alarm] = {}
-        self._action = actions.SnsAction(self.topic)
+            topic.add_subscription(subscriptions.EmailSubscription(props.alarm_email))
+        return topic
 
     def _alarm(self, alarm_id: str, metric: cw.Metric, threshold: float, description: str) -> cw.Alarm:
         alarm = metric.create_alarm(
@@ -202,6 +212,25 @@ class Monitoring(Construct):
             ),
         ]
 
-    def finish(self) -> None:
-        """Add the alarm status widget once every alarm exists."""
-        self.dashboard.add_widgets(cw.AlarmStatusWidget(title="alarms", alarms=list(self.alarms.values()), width=24))
+    def finish(self, *, health: str | None = None, summaries: tuple[cw.IAlarm, ...] = ()) -> None:
+        """Add the alarm status widgets once every alarm exists: this stack's alarms, then ``summaries``
+        (the models' health alarms, on the overview). ``health``: also one composite alarm, in alarm
+        when any of this stack's alarms is, named by ``health``, with no action of its own (each alarm
+        notifies the topic already)."""
+        alarms: list[cw.IAlarm] = list(self.alarms.values())
+        if health is not None and alarms:
+            self.health = cw.CompositeAlarm(
+                self,
+                "Health",
+                alarm_rule=cw.AlarmRule.any_of(*alarms),
+                alarm_description=f"{health}: any of its {len(alarms)} alarms",
+            )
+        for title, group in (("alarms", alarms), ("models", list(summaries))):
+            # an alarm status widget shows at most 100 alarms
+            for start in range(0, len(group), ALARM_STATUS_ALARMS):
+                part = f" ({start // ALARM_STATUS_ALARMS + 1})" if len(group) > ALARM_STATUS_ALARMS else ""
+                self.dashboard.add_widgets(
+                    cw.AlarmStatusWidget(
+                        title=f"{title}{part}", alarms=group[start : start + ALARM_STATUS_ALARMS], width=24
+                    )
+                )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,17 +71,36 @@ VARIANTS: dict[str, dict[str, Any]] = {
 class Synth:
     app: Any
     stack: Any
-    template: Any  # aws_cdk.assertions.Template
+    template: Any  # aws_cdk.assertions.Template of the app: its stack with each model's stack read in
     outdir: Path
+    own_template: Any  # the app's stack alone
+
+    def model_template(self, model: str) -> Any:
+        """The ``Template`` of one model's nested stack."""
+        from aws_cdk.assertions import Template
+
+        return Template.from_stack(self.stack.model_stacks[model])
 
     @property
     def template_file(self) -> Path:
         return self.outdir / f"{self.stack.stack_name}.template.json"
 
+    @property
+    def template_files(self) -> list[Path]:
+        """The app's template, then each model's nested template."""
+        from onnxfn.local.assembly import nested_templates
+
+        own = json.loads(self.template_file.read_text())
+        return [self.template_file, *nested_templates(own, self.outdir).values()]
+
     def logical_id(self, construct: Any) -> str:
-        """The logical id CDK computed for ``construct`` (never written into a test by hand)."""
-        cfn = construct.node.default_child
-        return str(self.stack.resolve(self.stack.get_logical_id(cfn)))
+        """The logical id CDK computed for ``construct`` (never written into a test by hand), in its
+        own template; the app's ids stay unique across templates, so also in ``template``."""
+        from aws_cdk import Stack
+
+        cfn = construct if construct.node.default_child is None else construct.node.default_child
+        stack = Stack.of(cfn)
+        return str(stack.resolve(stack.get_logical_id(cfn)))
 
 
 _CACHE: dict[str, Synth] = {}
@@ -91,6 +111,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Synth]:
     from aws_cdk.assertions import Template
 
     from app import build_app
+    from onnxfn.local.assembly import flatten
 
     def _synth(variant: str) -> Synth:
         if variant not in _CACHE:
@@ -99,7 +120,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Synth]:
             context = {**VARIANTS[variant], "aws:cdk:enable-asset-metadata": True}
             app, stack = build_app(context, outdir=str(outdir))
             app.synth()
-            _CACHE[variant] = Synth(app, stack, Template.from_stack(stack), outdir)
+            own = Template.from_stack(stack)
+            flat = Template.from_json(flatten(own.to_json(), outdir))
+            _CACHE[variant] = Synth(app, stack, flat, outdir, own)
         return _CACHE[variant]
 
     return _synth

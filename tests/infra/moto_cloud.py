@@ -44,6 +44,7 @@ CFN_CANNOT = {
     "AWS::ApiGateway::UsagePlanKey",
     "AWS::ApiGateway::GatewayResponse",
     "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::CompositeAlarm",
     "AWS::Lambda::Alias",
     "AWS::CodeDeploy::Application",
     "AWS::CodeDeploy::DeploymentGroup",
@@ -71,6 +72,8 @@ ASSERTED_ONLY = {
     "AWS::Lambda::Alias.UpdatePolicy": "CodeDeploy's traffic shifting runs only during an update of a deployed stack",
     "AWS::Lambda::Function.SnapStart": "moto's Lambda accepts SnapStart but always reports it off",
     "AWS::ApiGateway::Method.AuthorizationType=AWS_IAM": "moto does not enforce IAM; onnxfn serve checks SigV4",
+    "AWS::CloudWatch::CompositeAlarm": "moto has no PutCompositeAlarm; the deploy checks that every alarm its "
+    "rule names was created, then records it",
 }
 
 
@@ -413,6 +416,15 @@ def _subscription(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, Any])
 @creates("AWS::CloudWatch::Alarm")
 def _alarm(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, Any]) -> None:
     d.client("cloudwatch").put_metric_alarm(AlarmName=_name(lid, 255), **p)
+    d.refs[lid] = _name(lid, 255)
+    d.attributes[(lid, "Arn")] = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{_name(lid, 255)}"
+
+
+@creates("AWS::CloudWatch::CompositeAlarm")
+def _composite_alarm(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, Any]) -> None:
+    names = re.findall(r'ALARM\("?arn:aws:cloudwatch:[^:]+:\d+:alarm:([^")]+)"?\)', p["AlarmRule"])
+    alarms = d.client("cloudwatch").describe_alarms(AlarmNames=names)["MetricAlarms"]
+    assert names and {a["AlarmName"] for a in alarms} == set(names), p["AlarmRule"]
     d.refs[lid] = _name(lid, 255)
     d.attributes[(lid, "Arn")] = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{_name(lid, 255)}"
 

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from onnxfn.local.assembly import flatten, nested_templates
 from tests.infra.conftest import ROOT
 
 HAS_UNSHARE = shutil.which("unshare") is not None and (
@@ -52,7 +53,10 @@ def test_cli_synth_offline_without_credentials(layers_built, tmp_path, packaging
         command = ["unshare", "-n", *command]  # a network namespace with no interfaces up: truly offline
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    template = json.loads((tmp_path / "out" / "Onnxfn.template.json").read_text())
+    out = tmp_path / "out"
+    own = json.loads((out / "Onnxfn.template.json").read_text())
+    assert len(nested_templates(own, out)) == 2  # named by the asset metadata the CLI writes
+    template = flatten(own, out)
     functions = [
         r["Properties"]
         for r in template["Resources"].values()

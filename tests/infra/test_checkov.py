@@ -17,11 +17,12 @@ from tests.infra.conftest import ROOT, VARIANTS
 CHECKOV = ROOT / ".cache" / "checkov" / "bin" / "checkov"
 
 
-def _checkov(template: Path) -> dict:
+def _checkov(*templates: Path) -> dict:
     if not CHECKOV.exists():
         pytest.fail(f"{CHECKOV} is missing: `make test` installs checkov into .cache/checkov (make checkov)")
+    files = [arg for template in templates for arg in ("-f", str(template))]
     result = subprocess.run(
-        [str(CHECKOV), "-f", str(template), "--framework", "cloudformation", "--compact", "-o", "json"],
+        [str(CHECKOV), *files, "--framework", "cloudformation", "--compact", "-o", "json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -34,8 +35,12 @@ def _checkov(template: Path) -> dict:
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_checkov_finds_nothing_unacknowledged(synth, variant):
-    report = _checkov(synth(variant).template_file)
+    """The app's template and every model's."""
+    files = synth(variant).template_files
+    report = _checkov(*files)
     assert report["summary"]["parsing_errors"] == 0
+    checked = {Path(c["file_path"]).name for c in report["results"]["passed_checks"]}
+    assert checked == {f.name for f in files}
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert failed == []
     assert report["summary"]["passed"] > 100
@@ -47,7 +52,7 @@ def test_checkov_finds_nothing_unacknowledged(synth, variant):
 
 def test_checkov_is_live_without_the_acknowledgments_it_fails(synth, tmp_path):
     """A negative control: the same template with the reasons removed fails the same checks."""
-    template = json.loads(synth("default").template_file.read_text())
+    template = json.loads(synth("default").template_files[1].read_text())
     for resource in template["Resources"].values():
         resource.get("Metadata", {}).pop("checkov", None)
     bare = tmp_path / "bare.template.json"

@@ -267,7 +267,25 @@ def test_alarms_for_every_function_api_queue_and_model_load(synth):
     assert any(a["Properties"].get("MetricName") == "ModelLoadFailures" for a in alarms)
     assert api_name  # the API exists
     s.template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
-    s.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+    s.template.resource_count_is("AWS::SNS::Topic", 1)  # one topic: the models' stacks alarm to the app's
+    # the overview dashboard, and one a model in its own stack
+    s.template.resource_count_is("AWS::CloudWatch::Dashboard", 3)
+    s.own_template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+
+
+def test_each_model_has_one_health_alarm_of_all_its_alarms_on_the_overview(synth):
+    """A composite alarm per model (no action: each alarm notifies already), shown on the overview."""
+    s = synth("default")
+    overview = json.dumps(s.template.to_json()["Resources"][s.logical_id(s.stack.monitoring.dashboard)])
+    for model, stack in s.stack.model_stacks.items():
+        template = s.model_template(model).to_json()["Resources"]
+        alarms = [lid for lid, r in template.items() if r["Type"] == "AWS::CloudWatch::Alarm"]
+        (health,) = [r["Properties"] for r in template.values() if r["Type"] == "AWS::CloudWatch::CompositeAlarm"]
+        assert "AlarmActions" not in health
+        rule = json.dumps(health["AlarmRule"])
+        # errors, throttles, duration of three functions; API concurrency; two queues' DLQ and age; loads
+        assert all(alarm in rule for alarm in alarms) and len(alarms) == 15
+        assert s.logical_id(stack.monitoring.health) in overview
 
 
 def test_outputs(synth):

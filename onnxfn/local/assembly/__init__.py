@@ -8,6 +8,7 @@ would create. References (``Ref``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``) st
 here; :class:`Resolver` resolves them once the local resources exist.
 """
 
+from onnxfn.local.assembly.nested import flatten, nested_templates
 from onnxfn.local.assembly.resolver import Resolver
 from onnxfn.local.assembly.specs import (
     LOCAL_ACCOUNT,
@@ -38,6 +39,8 @@ __all__ = [
     "QueueSpec",
     "Resolver",
     "RouteSpec",
+    "flatten",
     "load_assembly",
     "local_name",
+    "nested_templates",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from onnxfn.local.assembly.nested import flatten
 from onnxfn.local.assembly.specs import (
     ApiSpec,
     AssemblyError,
@@ -294,9 +295,9 @@ def _deployments(template: _Template, assets: Mapping[str, Path]) -> tuple[Deplo
 
 
 def load_assembly(directory: Path) -> CloudAssembly:
-    """Read the one stack of the cloud assembly in ``directory``."""
+    """Read the one stack of the cloud assembly in ``directory``, its nested stacks read in."""
     stack, template_file = _stack_artifact(directory)
-    raw = json.loads(template_file.read_text())
+    raw = flatten(json.loads(template_file.read_text()), directory)
     template = _Template(raw)
     assets = _asset_paths(directory, stack)
     api, api_functions = _api(template)
