@@ -24,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from contract.manifest import Manifest
 from onnxfn.cli import main
+from onnxfn.local.assembly import flatten
 from tests.models.graphs import DETECTOR_PIPELINE, fixed_batch_cnn, jpeg, quadrant_detector, silero_like
 from tests.prepare.test_keras import _saved as saved_keras
 from tests.serve.conftest import ROOT, _serve
@@ -116,7 +117,7 @@ def test_every_added_model_is_registered_and_synthesized(app):
     folder, artifacts, out, seconds, stderr = app
     listed = json.loads((folder / "cdk.json").read_text())["context"]["onnxfn"]["models"]
     assert sorted(listed) == sorted(MODELS) and all("memory_mb" in listed[name] for name in MODELS)
-    template = json.loads((out / "Onnxfn.template.json").read_text())
+    template = flatten(json.loads((out / "Onnxfn.template.json").read_text()), out)  # each model's stack read in
     served = {
         r["Properties"]["Environment"]["Variables"]["MODEL_NAME"]
         for r in template["Resources"].values()

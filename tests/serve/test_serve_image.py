@@ -9,6 +9,7 @@ import json
 import pytest
 import requests
 
+from onnxfn.local.assembly import flatten
 from onnxfn.local.synth import synthesize
 from tests.serve.conftest import ROOT, _serve
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_an_image_function_serves_faithfully_without_docker(tmp_path_factory):
     out = tmp_path_factory.mktemp("image") / "cdk.out"
     synthesize(ROOT, out, {"onnxfn:packaging": "image"})
-    template = json.loads((out / "Onnxfn.template.json").read_text())
+    template = flatten(json.loads((out / "Onnxfn.template.json").read_text()), out)  # each model's stack read in
     images = [r for r in template["Resources"].values() if r["Properties"].get("PackageType") == "Image"]
     assert len(images) == 6  # three functions per model, all images
     context = out / images[0]["Metadata"]["aws:asset:path"]
