@@ -52,7 +52,9 @@ def decode(data: bytes) -> tuple[CatalogEntry, ...]:
             raise ManifestError(f"catalog.models[{index}]: expected name, auth ({', '.join(API_AUTH_MODES)}), manifest")
         manifest = Manifest.loads(json.dumps(item.get("manifest")))
         if manifest.name != item.get("name"):
-            raise ManifestError(f"catalog.models[{index}]: the manifest is of {manifest.name!r}, not {item.get('name')!r}")
+            raise ManifestError(
+                f"catalog.models[{index}]: the manifest is of {manifest.name!r}, not {item.get('name')!r}"
+            )
         entries.append(CatalogEntry(name=manifest.name, auth=str(item["auth"]), manifest=manifest))
     if not entries:
         raise ManifestError("catalog.models: expected at least one model")

@@ -18,6 +18,7 @@ SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 TRACE_DISABLED = "POWERTOOLS_TRACE_DISABLED"
+CATALOG_KEY = "CATALOG_KEY"  # the function serving /swagger: the S3 key of the API's catalog (contract/catalog.py)
 API_AUTH = "API_AUTH"  # how callers authenticate to the API: one of API_AUTH_MODES
 
 # Event-driven functions (S3 batch files, request queue): where inputs and outputs live.

@@ -32,8 +32,9 @@ def swagger_ui() -> Reply:
     """Swagger UI, or the OpenAPI document with ``?format=json``; built on the first request."""
     event = app.current_event
     want_json = (event.query_string_parameters or {}).get("format") == "json"
+    store = get_store()
     content_type, body = openapi.swagger(
-        app, event.request_context.stage, want_json, model=get_store().settings.model_name
+        app, event.request_context.stage, want_json, model=store.settings.model_name, catalog=store.catalog()
     )
     return Response(status_code=200, content_type=content_type, body=body)
 

@@ -228,6 +228,8 @@ class OnnxfnStack(Stack):
                     layer=layer,
                     extra_layers=extra,
                     image_context=str(self._image_context) if self._image_context else None,
+                    # the first model's function serves /swagger (InferenceApi.add_server_routes)
+                    serves_docs=model is self.config.models[0] and self.config.docs != "off",
                 ),
                 api=self.api,
                 topic=self.monitoring.topic,

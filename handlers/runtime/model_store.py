@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from contract.catalog import CatalogEntry
+from contract.catalog import decode as decode_catalog
 from contract.manifest import Manifest, ManifestError
 from handlers.runtime import prefetch, retries
 from handlers.runtime.aws import model_s3_client
@@ -102,6 +104,7 @@ class ModelStore:
         self._s3: Any = None
         self._manifest: Manifest | None = None
         self._model: LoadedModel | None = None
+        self._catalog: tuple[CatalogEntry, ...] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -119,6 +122,22 @@ class ModelStore:
             if self._manifest is None:
                 self._manifest = self._guard("manifest", self._fetch_manifest)
             return self._manifest
+
+    def catalog(self) -> tuple[CatalogEntry, ...] | None:
+        """Every model of the API (``CATALOG_KEY``), for the OpenAPI document; None where it is not set."""
+        key = self.settings.catalog_key
+        if key is None:
+            return None
+        if self._catalog is None:
+            try:
+                self._catalog = decode_catalog(self._get(key))
+            except ManifestError as exc:
+                logger.error("catalog rejected", extra={"key": key, "reason": str(exc)})
+                raise ModelUnavailable(f"the API's catalog is unreadable: {exc}") from exc
+            except Exception as exc:  # S3 after its retries: the document is served once it can be read
+                logger.warning("catalog not read", extra={"key": key, "error": type(exc).__name__})
+                raise ModelUnavailable("the API's catalog cannot be read now; retry") from exc
+        return self._catalog
 
     def get_model(self) -> LoadedModel:
         """The loaded model; the first caller loads it, concurrent callers wait for that load."""

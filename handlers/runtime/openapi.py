@@ -8,9 +8,11 @@ moves that cost to the one request that needs it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from contract.catalog import CatalogEntry
 from contract.environment import API_AUTH
 from contract.manifest import OIP_DATATYPES
 from handlers.runtime.settings import load_api_auth
@@ -142,7 +144,13 @@ def _pin_model(spec: str, model: str | None) -> str:
     return json.dumps(document)
 
 
-def document(app: Any, stage: str | None, auth: str | None = None, model: str | None = None) -> str:
+def document(
+    app: Any,
+    stage: str | None,
+    auth: str | None = None,
+    model: str | None = None,
+    catalog: Sequence[CatalogEntry] | None = None,
+) -> str:
     """The OpenAPI document (JSON) of ``app``'s routes, served under ``stage``.
 
     ``auth`` (``API_AUTH``'s value when None) says how callers authenticate: ``api_key`` declares the
@@ -153,7 +161,10 @@ def document(app: Any, stage: str | None, auth: str | None = None, model: str | 
 
     from handlers.runtime.version import __version__
 
-    with_key = load_api_auth({API_AUTH: auth} if auth is not None else None) == "api_key"
+    if catalog:
+        with_key = any(entry.auth == "api_key" for entry in catalog)
+    else:
+        with_key = load_api_auth({API_AUTH: auth} if auth is not None else None) == "api_key"
     # `in_` populates the field aliased "in" (populate_by_name); mypy only sees the alias
     api_key = APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)  # type: ignore[call-arg]
     spec: str = app.get_openapi_json_schema(
@@ -164,17 +175,28 @@ def document(app: Any, stage: str | None, auth: str | None = None, model: str | 
         security_schemes={API_KEY_SCHEME: api_key} if with_key else None,
         security=[{API_KEY_SCHEME: []}] if with_key else None,
     )
+    if catalog:
+        import json
+
+        from handlers.runtime.openapi_models import expand
+
+        return json.dumps(expand(json.loads(spec), catalog, with_key))
     return _pin_model(spec, model)
 
 
 def swagger(
-    app: Any, stage: str | None, want_json: bool, auth: str | None = None, model: str | None = None
+    app: Any,
+    stage: str | None,
+    want_json: bool,
+    auth: str | None = None,
+    model: str | None = None,
+    catalog: Sequence[CatalogEntry] | None = None,
 ) -> tuple[str, str]:
     """``(content type, body)`` of the OpenAPI document (``want_json``) or the Swagger UI page."""
     from aws_lambda_powertools import event_handler
     from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
 
-    spec = document(app, stage, auth, model)
+    spec = document(app, stage, auth, model, catalog)
     if want_json:
         return "application/json", spec
     assets = Path(event_handler.__file__).parent / "openapi" / "swagger_ui"

@@ -16,6 +16,7 @@ from contract import layout
 from contract.environment import (
     API_AUTH,
     API_AUTH_MODES,
+    CATALOG_KEY,
     DATA_BUCKET,
     FUNCTION_MEMORY_MB,
     INBOX_PREFIX,
@@ -52,6 +53,7 @@ class Settings:
     max_request_bytes: int
     memory_mb: int | None
     intra_op_threads: int
+    catalog_key: str | None = None  # set on the function that serves /swagger: every model's routes
 
     @property
     def manifest_key(self) -> str:
@@ -150,4 +152,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=_int(env, MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_BYTES) or DEFAULT_MAX_REQUEST_BYTES,
         memory_mb=memory_mb,
         intra_op_threads=threads,
+        catalog_key=env.get(CATALOG_KEY, "").strip() or None,
     )

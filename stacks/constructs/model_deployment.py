@@ -34,6 +34,7 @@ class ModelDeploymentProps:
     layer: lambda_.ILayerVersion | None = None  # zip: the dependency layer for the model's runtime
     extra_layers: tuple[lambda_.ILayerVersion, ...] = ()  # zip: what the model's pipeline needs besides
     image_context: str | None = None  # image: a folder holding layers/Dockerfile and handlers/
+    serves_docs: bool = False  # the API function serves /swagger: it reads the API's catalog
 
 
 class ModelDeployment(Construct):
@@ -113,6 +114,10 @@ class ModelDeployment(Construct):
             ),
         )
 
+    def _docs_environment(self) -> dict[str, str]:
+        props = self._props
+        return {env.CATALOG_KEY: props.storage.catalog_key} if props.serves_docs else {}
+
     def _functions(self) -> tuple[ModelFunction, ModelFunction, ModelFunction]:
         """The API, batch and worker functions, zip or image."""
         settings = self._props.model.settings
@@ -121,7 +126,7 @@ class ModelDeployment(Construct):
             "handlers.api.lambda_handler",
             "Open Inference Protocol and V1 predict",
             # the OpenAPI document declares how callers authenticate (Swagger UI's Authorize)
-            extra={env.API_AUTH: settings.auth},
+            extra={env.API_AUTH: settings.auth, **self._docs_environment()},
             serves_api=True,
         )
         batch = self._function(
@@ -163,6 +168,14 @@ class ModelDeployment(Construct):
             )
         for fn in (self.api, self.batch, self.worker):
             fn.function.node.add_dependency(self._props.storage.deployments[model.name])
+        if self._props.serves_docs:
+            storage = self._props.storage
+            self.api.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[storage.bucket.arn_for_objects(storage.catalog_key)]
+                )
+            )
+            self.api.function.node.add_dependency(storage.catalog_deployment)
 
     def _event_sources(self) -> None:
         """The inbox's notifications and the request queue, each with its dead-letter queue."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
@@ -11,7 +12,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from contract import layout
+from contract import catalog, layout
 from stacks.config import ModelConfig
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
 
@@ -28,7 +29,8 @@ class ModelStorage(Construct):
     """Versioned, encrypted, SSL-only, private bucket with server access logs; artifacts uploaded on deploy.
 
     Attributes: ``bucket``, ``access_logs``, ``deployments`` (one per model, by name),
-    ``manifest_versions`` (model name -> the S3 version id of its uploaded manifest, a deploy-time token).
+    ``manifest_versions`` (model name -> the S3 version id of its uploaded manifest, a deploy-time token),
+    ``catalog_key`` and ``catalog_deployment`` (the API's catalog: every model's auth and manifest).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: ModelStorageProps) -> None:
@@ -108,6 +110,25 @@ class ModelStorage(Construct):
                 deployment.node.try_remove_child("AwsCliLayer")
             self.deployments[model.name] = deployment
             self.manifest_versions[model.name] = self._manifest_version(model)
+        self.catalog_key, self.catalog_deployment = self._catalog(props.models)
+
+    def _catalog(self, models: tuple[ModelConfig, ...]) -> tuple[str, s3deploy.BucketDeployment]:
+        """Every model's name, auth and manifest in one object, for the API's one OpenAPI document."""
+        key, data = catalog.encode(
+            [(m.name, m.settings.auth, json.loads((m.artifact_dir / layout.MANIFEST_FILE).read_text())) for m in models]
+        )
+        deployment = s3deploy.BucketDeployment(
+            self,
+            "DeployCatalog",
+            sources=[s3deploy.Source.data(key.removeprefix(catalog.CATALOG_PREFIX), data.decode())],
+            destination_bucket=self.bucket,
+            destination_key_prefix=catalog.CATALOG_PREFIX,
+            prune=False,
+            retain_on_delete=True,
+            memory_limit=1024,
+        )
+        deployment.node.try_remove_child("AwsCliLayer")  # the models' deployments made the handler's
+        return key, deployment
 
     def _manifest_version(self, model: ModelConfig) -> str:
         """The version id S3 gave the uploaded manifest (a HEAD after the upload), so each function

@@ -82,3 +82,44 @@ def test_public_docs_findings_are_acknowledged_on_that_method_alone(synth):
         for finding in at_method:
             assert [c["constructPath"] for c in finding["violatingConstructs"]] == [f"{method_path}/Resource"]
             assert "GET /swagger is public on purpose" in finding["reason"]
+
+
+def _environments(s):
+    return {
+        lid: r["Properties"].get("Environment", {}).get("Variables", {})
+        for lid, r in s.template.find_resources("AWS::Lambda::Function").items()
+        if "MODEL_NAME" in r["Properties"].get("Environment", {}).get("Variables", {})
+    }
+
+
+def test_the_docs_function_reads_the_catalog_of_every_model(synth):
+    """The first model's API function serves /swagger: it alone gets the catalog's key and may read that
+    one object, which the deploy uploads with every model's auth and manifest."""
+    from contract.catalog import decode
+
+    s = synth("options")
+    key = s.stack.storage.catalog_key
+    docs_function = s.logical_id(s.stack.functions["digits"]["api"].function)
+    readers = {lid for lid, variables in _environments(s).items() if "CATALOG_KEY" in variables}
+    assert readers == {docs_function} and _environments(s)[docs_function]["CATALOG_KEY"] == key
+    role = s.logical_id(s.stack.functions["digits"]["api"].function.role)
+    grants = [
+        statement
+        for policy in s.template.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if key in json.dumps(statement)
+    ]
+    assert [g["Action"] for g in grants] == ["s3:GetObject"] and f"/{key}" in json.dumps(grants[0]["Resource"])
+    (upload,) = s.template.find_resources(
+        "Custom::CDKBucketDeployment", {"Properties": {"DestinationBucketKeyPrefix": "catalog/"}}
+    ).values()
+    (asset_key,) = upload["Properties"]["SourceObjectKeys"]
+    staged = s.outdir / f"asset.{asset_key.removesuffix('.zip')}" / key.removeprefix("catalog/")
+    entries = decode(staged.read_bytes())
+    assert [(e.name, e.auth) for e in entries] == [("digits", "iam"), ("minilm", "api_key")]
+
+
+def test_docs_off_reads_no_catalog(synth):
+    s = synth("docs_off")
+    assert not [v for v in _environments(s).values() if "CATALOG_KEY" in v]

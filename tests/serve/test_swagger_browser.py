@@ -1,5 +1,6 @@
-"""Swagger UI in a real browser against ``onnxfn serve``: Authorize with the API key, then "Try it out"
-on POST /v2/models/{model}/infer with a real scikit-learn digits image.
+"""Swagger UI in a real browser against ``onnxfn serve``: one document for every model (a section a
+model, filtered by name), Authorize with the API key, then "Try it out" on POST
+/v2/models/digits/infer with a real scikit-learn digits image.
 
 Headless Debian Chromium driven by Selenium through Debian's chromedriver (never Selenium Manager,
 which would download a browser). The page is public (cdk.json: ``docs: public``); the inference
@@ -17,7 +18,7 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WAIT_S = 30
-INFER_PATH = "/v2/models/{model}/infer"
+INFER_PATH = "/v2/models/digits/infer"
 FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -74,7 +75,7 @@ def test_swagger_ui_authorizes_and_runs_digits_inference(browser, served_app, tm
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
     # Swagger UI re-renders as state changes: a found element may go stale, so conditions look again
@@ -100,7 +101,19 @@ def test_swagger_ui_authorizes_and_runs_digits_inference(browser, served_app, tm
         wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, ".dialog-ux")))
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".scheme-container button.authorize.locked")))
 
-        # POST /v2/models/{model}/infer: expand, Try it out, model = digits, the digit as the body
+        # one section a model; the filter box keeps the chosen model's section only
+        sections = wait.until(
+            lambda _: (
+                {e.get_attribute("data-tag") for e in driver.find_elements(By.CSS_SELECTOR, "h3.opblock-tag")}
+                >= {"digits", "minilm"}
+                and {e.get_attribute("data-tag") for e in driver.find_elements(By.CSS_SELECTOR, "h3.opblock-tag")}
+            )
+        )
+        assert {"digits", "minilm", "server"} <= sections, sections
+        driver.find_element(By.CSS_SELECTOR, "input.operation-filter-input").send_keys("digits")
+        wait.until(lambda _: not driver.find_elements(By.CSS_SELECTOR, "h3.opblock-tag[data-tag='minilm']"))
+
+        # POST /v2/models/digits/infer: expand, Try it out, the digit as the body
         operation = wait.until(
             ec.presence_of_element_located(
                 (By.XPATH, f"//div[contains(@class,'opblock-post')][.//*[@data-path='{INFER_PATH}']]")
@@ -109,14 +122,15 @@ def test_swagger_ui_authorizes_and_runs_digits_inference(browser, served_app, tm
         operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
         wait.until(lambda _: operation.find_element(By.CSS_SELECTOR, "button.try-out__btn").is_displayed())
         operation.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()
-        # the document pins {model} to the model this function serves: a drop-down holding "digits"
-        model_select = wait.until(
-            lambda _: operation.find_element(By.CSS_SELECTOR, "tr[data-param-name='model'] select")
-        )
-        options = [o.text for o in model_select.find_elements(By.TAG_NAME, "option")]
-        assert "digits" in options and "minilm" not in options, options
-        Select(model_select).select_by_visible_text("digits")
         text_area = wait.until(lambda _: operation.find_element(By.CSS_SELECTOR, "textarea.body-param__text"))
+        # the example the document gives for digits: its input, shape and datatype from the manifest
+        example = json.loads(text_area.get_attribute("value") or "null")
+        assert example["inputs"][0] | {"data": None} == {
+            "name": "pixels",
+            "shape": [1, 64],
+            "datatype": "FP32",
+            "data": None,
+        }
         driver.execute_script(SET_REACT_VALUE, text_area, body)
         wait.until(lambda _: json.loads(text_area.get_attribute("value") or "null") == json.loads(body))
 
