@@ -229,6 +229,11 @@ def serve(document: dict[str, Any]) -> list[str]:
     return tables.serve(document.get("data", {}).get("serve"))
 
 
+def scale(document: dict[str, Any]) -> list[str]:
+    """docs/configuration.md: synth time and template sizes by the number of models; serve at the most."""
+    return tables.scale(document["records"])
+
+
 def quantization(document: dict[str, Any]) -> list[str]:
     """docs/add.md: the demo minilm artifact against its fp32 export."""
     return tables.quantization(document["records"])

@@ -45,6 +45,7 @@ BLOCKS = (
     Block("quantization", Path("docs/add.md"), doc_blocks.quantization),
     Block("queue", Path("docs/events.md"), doc_blocks.queue),
     Block("package", Path("layers/README.md"), doc_blocks.package),
+    Block("scale", Path("docs/configuration.md"), doc_blocks.scale),
 )
 
 

@@ -9,7 +9,7 @@ next), then derives the cost table and judges the targets, and writes ``latest.j
     python -m benchmarks.suite --only warm     # one step (repeatable), written to benchmarks/results/raw/
     python -m benchmarks.suite --no-init-burst # init at the memory's CPU share too (default: unthrottled)
 
-Steps: package, quantization, pytorch-venv, cold-start, cold-start-changes, warm, memory, queue, serve
+Steps: package, quantization, pytorch-venv, cold-start, cold-start-changes, warm, memory, queue, serve, scale
 (warm-2vcpu on request: ``--only warm-2vcpu``). Every cold-start figure comes from the function as
 Lambda runs it (``faithful.py``); the in-process steps (warm, queue, PyTorch) run on the development
 venv and say so. A benchmark is not a test: nothing here asserts a target; a missed target is
@@ -47,6 +47,7 @@ STEPS = (
     "memory-workload",
     "queue",
     "serve",
+    "scale",
 )
 # warm-2vcpu fed the old cost table (dev venv, extrapolated); the faithful memory-size table replaced it.
 DEFAULT_STEPS = tuple(s for s in STEPS if s != "warm-2vcpu")
@@ -127,6 +128,10 @@ def run_step(name: str, quick: bool, out: Path, init_burst: bool = True) -> Step
         return queue_throughput.measure(quick)
     if name == "serve":
         return _serve(quick, out)
+    if name == "scale":
+        from benchmarks import scale
+
+        return scale.measure(quick)
     raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
 
 

@@ -300,6 +300,28 @@ def queue(records: list[Record]) -> list[str]:
     return table(["contender", "S3 writes", "records/s p50", "at p90 time", "ratios (throughput)"], rows)
 
 
+def scale(records: list[Record]) -> list[str]:
+    rows = []
+    for r in records:
+        if r.metric == "synth time":
+            x = r.extra
+            growth = next(iter(r.ratios.values()), None)
+            counts = [str(x[key]) for key in ("templates", "resources_app", "resources_model_max")]
+            sizes = [f"{x[key] / 1000:.0f} kB" for key in ("bytes_app", "bytes_model_max")]
+            rows.append([r.model, fmt(r.median, "s"), ratio(growth), *counts, *sizes, str(x["api_resources"])])
+    header = ["app", "synth p50", "÷ 1 model", "templates", "resources: app's", "a model's", "bytes: app's"]
+    header += ["a model's", "API resources"]
+    lines = table(header, rows)
+    served = next((r for r in records if r.metric == "serve startup"), None)
+    if served and lines:
+        lines += [
+            "",
+            f"`onnxfn serve` with {served.model}: started in {fmt(served.median, 's')} (no function started); "
+            f"the first request to the last model, a cold start, took {fmt(served.extra['first_request_ms'], 'ms')}.",
+        ]
+    return lines
+
+
 def memory(records: list[Record]) -> list[str]:
     rows = []
     for r in records:
