@@ -67,6 +67,13 @@ class ServeConsole:
 
     def batch(self, outcome: BatchOutcome) -> None:
         invocation = outcome.invocation
+        if outcome.note:
+            self.console.print(
+                f"[dim]{self._stamp()}[/] SQS → {invocation.function}: {outcome.received} message(s), "
+                f"[dim]{outcome.note}[/]",
+                highlight=False,
+            )
+            return
         style = "green" if not outcome.failed_ids else "yellow" if invocation.ok else "red"
         cold = f"  [dim]cold start: init {invocation.init_ms:.0f} ms[/]" if invocation.init_ms is not None else ""
         self.console.print(

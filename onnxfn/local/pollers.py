@@ -8,11 +8,15 @@ succeeded; deletes all but the ``batchItemFailures`` when the function reports t
 after their visibility timeout and moto moves them to the dead-letter queue after
 ``maxReceiveCount`` receives. ``retry_after_s`` shortens that wait locally (the visibility of the
 failed messages is set to it), so redrive can be watched without waiting half an hour.
-S3 notifications reach the functions this way too: moto sends them to the inbox queues.
+S3 notifications reach the functions this way too: moto sends them to the inbox queues. A batch
+of S3 test events alone (S3 sends one to each queue when the bucket's notifications are set) is
+deleted without starting the function, whose handler returns at once for it: so an app of many
+models starts without a cold start per model.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -37,6 +41,16 @@ class BatchOutcome:
     deleted: int
     failed_ids: list[str]
     invocation: Invocation
+    note: str = ""  # said of a batch delivered without an invocation
+
+
+def s3_test_event(message: dict[str, Any]) -> bool:
+    """The message S3 sends a queue when a bucket's notifications are set (``s3:TestEvent``)."""
+    try:
+        body = json.loads(message.get("Body", ""))
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("Event") == "s3:TestEvent" and "Records" not in body
 
 
 class QueuePoller:
@@ -112,8 +126,13 @@ class QueuePoller:
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         try:
-            event = sqs_event(messages, self.queue_arn, LOCAL_REGION)
-            invocation = self.pool.invoke(event)
+            note = ""
+            if all(s3_test_event(m) for m in messages):
+                invocation = Invocation(self.pool.runtime.name, "-", payload={"batchItemFailures": []})
+                note = "S3 test event: deleted without starting the function (its handler ignores it)"
+            else:
+                event = sqs_event(messages, self.queue_arn, LOCAL_REGION)
+                invocation = self.pool.invoke(event)
             failed = self._failed_ids(messages, invocation)
             done = [m for m in messages if m["MessageId"] not in failed]
             for start in range(0, len(done), 10):
@@ -131,7 +150,7 @@ class QueuePoller:
                         )
             self.batches += 1
             if self.on_batch is not None:
-                self.on_batch(BatchOutcome(self.source, len(messages), len(done), sorted(failed), invocation))
+                self.on_batch(BatchOutcome(self.source, len(messages), len(done), sorted(failed), invocation, note))
         except Exception:  # the messages stay in the queue and come back after their visibility timeout
             logger.exception("delivering %d message(s) from %s failed", len(messages), self.queue_url)
         finally:

@@ -142,3 +142,26 @@ def test_sixty_models_cfn_lint_clean(sixty):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_serve_with_sixty_models_starts_no_function_and_serves_any(sixty, tmp_path):
+    """Workers start on demand: S3's test events (one an inbox) start none; any model answers."""
+    import time
+
+    from tests.serve.conftest import _serve
+
+    _, outdir = sixty
+    with _serve(outdir, tmp_path, []) as served:
+        assert len(served.state["models"]) == MODELS
+        deadline = time.monotonic() + 60
+        while served.output().count("S3 test event") < MODELS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert served.output().count("S3 test event: deleted without starting the function") == MODELS
+        assert served.workers() == []  # nothing started yet
+        body = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]})
+        for model in ("digits59", "digits00"):
+            reply = served.client.request("POST", f"/v2/models/{model}/infer", body)
+            assert reply.status == 200, reply.body
+        assert len(served.workers()) == 2  # one API function each, nothing else
+        docs = json.loads(served.client.request("GET", "/swagger?format=json", api_key=False).body)
+        assert {f"/v2/models/digits{i:02d}/infer" for i in range(MODELS)} <= set(docs["paths"])
