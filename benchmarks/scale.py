@@ -121,7 +121,8 @@ def measure(quick: bool) -> StepResult:
                     "templates": 1 + n,
                 }
         for n in sizes:
-            record = from_samples("cdk synth", f"{n} models", "fresh process, cdk-nag", "synth time", samples[n], "s")
+            label = f"{n} model" + ("s" if n != 1 else "")
+            record = from_samples("cdk synth", label, "fresh process, cdk-nag", "synth time", samples[n], "s")
             record.extra.update(facts[n])
             result.records.append(record)
         base = result.records[0]
