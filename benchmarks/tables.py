@@ -315,7 +315,7 @@ def scale(records: list[Record]) -> list[str]:
     served = next((r for r in records if r.metric == "serve startup"), None)
     if served and lines:
         lines += [
-            "",
+            *([""] if lines[-1] else []),
             f"`onnxfn serve` with {served.model}: started in {fmt(served.median, 's')} (no function started); "
             f"the first request to the last model, a cold start, took {fmt(served.extra['first_request_ms'], 'ms')}.",
         ]
