@@ -165,3 +165,26 @@ def test_serve_with_sixty_models_starts_no_function_and_serves_any(sixty, tmp_pa
         assert len(served.workers()) == 2  # one API function each, nothing else
         docs = json.loads(served.client.request("GET", "/swagger?format=json", api_key=False).body)
         assert {f"/v2/models/digits{i:02d}/infer" for i in range(MODELS)} <= set(docs["paths"])
+
+
+def test_a_change_to_one_models_routes_in_its_stack_redeploys_the_api(synth, tmp_path):
+    """The API's deployment snapshots the methods: its logical id carries every model's methods, those
+    in the models' stacks too, so a change there makes CloudFormation deploy the stage anew; a change
+    that leaves the routes alone keeps it."""
+    from aws_cdk.assertions import Template
+
+    from app import build_app
+    from tests.infra.conftest import VARIANTS
+
+    base = VARIANTS["options"]["onnxfn"]  # digits (the first model) signed, minilm keyed
+
+    def deployment(minilm: dict[str, Any], folder: str) -> str:
+        context = {**base, "models": {**base["models"], "minilm": {**base["models"]["minilm"], **minilm}}}
+        _, stack = build_app({"onnxfn": context}, outdir=str(tmp_path / folder))
+        resources = Template.from_stack(stack).to_json()["Resources"]
+        (lid,) = [k for k, v in resources.items() if v["Type"] == "AWS::ApiGateway::Deployment"]
+        return lid
+
+    before = deployment({}, "same")
+    assert deployment({"memory_mb": 2048}, "memory") == before  # the routes unchanged
+    assert deployment({"auth": "iam"}, "signed") != before  # minilm's methods, in its own stack, changed
