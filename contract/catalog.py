@@ -1,14 +1,14 @@
 """The API's catalog: every model the app deploys, with its auth and manifest, in one S3 object.
 
 The stack writes it at synth (``encode``) and uploads it with the artifacts; the function serving
-``/swagger`` reads it (``decode``) to document every model's routes, schemas and examples in one
-OpenAPI document. Its key carries the sha256 of its bytes, so a changed catalog is a new object and
-the function that reads it gets a new configuration.
+``/swagger`` reads it (``decode``) on each request for the document, to document every model's
+routes, schemas and examples in one OpenAPI document. Its key is fixed (``CATALOG_KEY``): adding or
+changing a model rewrites the object and leaves the configuration of the function that reads it
+(its version, SnapStart snapshot, canary) alone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +18,8 @@ from contract.environment import API_AUTH_MODES
 from contract.manifest import Manifest, ManifestError
 
 CATALOG_PREFIX = "catalog/"
+CATALOG_FILE = "catalog.json"
+CATALOG_KEY = f"{CATALOG_PREFIX}{CATALOG_FILE}"
 SCHEMA_VERSION = 1
 
 
@@ -28,14 +30,13 @@ class CatalogEntry:
     manifest: Manifest
 
 
-def encode(models: Sequence[tuple[str, str, Mapping[str, Any]]]) -> tuple[str, bytes]:
-    """``(key, bytes)`` of the catalog of ``models`` given as (name, auth, manifest JSON object)."""
+def encode(models: Sequence[tuple[str, str, Mapping[str, Any]]]) -> bytes:
+    """The catalog of ``models`` given as (name, auth, manifest JSON object)."""
     body = {
         "schema_version": SCHEMA_VERSION,
         "models": [{"name": name, "auth": auth, "manifest": dict(manifest)} for name, auth, manifest in models],
     }
-    data = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-    return f"{CATALOG_PREFIX}{hashlib.sha256(data).hexdigest()[:16]}.json", data
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def decode(data: bytes) -> tuple[CatalogEntry, ...]:

@@ -29,7 +29,8 @@ app = APIGatewayRestResolver()
 
 @app.get("/swagger", include_in_schema=False)
 def swagger_ui() -> Reply:
-    """Swagger UI, or the OpenAPI document with ``?format=json``; built on the first request."""
+    """Swagger UI, or the OpenAPI document with ``?format=json``: every model of the API's catalog, or
+    this function's model alone where the catalog is not set or cannot be read."""
     event = app.current_event
     want_json = (event.query_string_parameters or {}).get("format") == "json"
     store = get_store()

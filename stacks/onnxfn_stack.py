@@ -320,8 +320,8 @@ class OnnxfnStack(Stack):
             skip(
                 self.api.docs_method,
                 "CKV_AWS_59",
-                "docs: public serves only the Swagger UI and OpenAPI document (the API's shape, no data); "
-                "every model route still needs its key or IAM",
+                "docs: public serves only the Swagger UI and OpenAPI document (the API's shape: every model's "
+                "routes, tensor names and shapes; no data); every model route still needs its key or IAM",
             )
 
     def _acknowledge_cdk_internals(self) -> None:

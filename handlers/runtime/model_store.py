@@ -104,7 +104,6 @@ class ModelStore:
         self._s3: Any = None
         self._manifest: Manifest | None = None
         self._model: LoadedModel | None = None
-        self._catalog: tuple[CatalogEntry, ...] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -124,20 +123,21 @@ class ModelStore:
             return self._manifest
 
     def catalog(self) -> tuple[CatalogEntry, ...] | None:
-        """Every model of the API (``CATALOG_KEY``), for the OpenAPI document; None where it is not set."""
+        """Every model of the API (``CATALOG_KEY``), for the OpenAPI document, read on each call (the
+        document is asked for rarely, and a deploy that adds a model rewrites the object in place).
+        None where it is not set, or cannot be read or parsed: logged as an error, and the caller
+        documents this function's own model instead."""
         key = self.settings.catalog_key
         if key is None:
             return None
-        if self._catalog is None:
-            try:
-                self._catalog = decode_catalog(self._get(key))
-            except ManifestError as exc:
-                logger.error("catalog rejected", extra={"key": key, "reason": str(exc)})
-                raise ModelUnavailable(f"the API's catalog is unreadable: {exc}") from exc
-            except Exception as exc:  # S3 after its retries: the document is served once it can be read
-                logger.warning("catalog not read", extra={"key": key, "error": type(exc).__name__})
-                raise ModelUnavailable("the API's catalog cannot be read now; retry") from exc
-        return self._catalog
+        try:
+            return decode_catalog(self._get(key))
+        except ManifestError as exc:
+            logger.error("catalog rejected; documenting this model only", extra={"key": key, "reason": str(exc)})
+        except Exception as exc:  # S3 after its retries: AccessDenied, NoSuchKey, unreachable
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            logger.error("catalog not read; documenting this model only", extra={"key": key, "reason": reason})
+        return None
 
     def get_model(self) -> LoadedModel:
         """The loaded model; the first caller loads it, concurrent callers wait for that load."""

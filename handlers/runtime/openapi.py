@@ -122,6 +122,10 @@ PREDICT_OPERATION: dict[str, Any] = {
 API_KEY_HEADER = "x-api-key"
 API_KEY_SCHEME = "apiKey"
 API_KEY_NOTE = f" Every request carries the API key in the `{API_KEY_HEADER}` header (in Swagger UI: Authorize)."
+MIXED_NOTE = (
+    f" Requests carry the API key in the `{API_KEY_HEADER}` header (in Swagger UI: Authorize), except to the"
+    " models whose routes say they are signed with AWS Signature Version 4 (IAM), which Swagger UI cannot do."
+)
 IAM_NOTE = (
     " Every request must be signed with AWS Signature Version 4 by an IAM principal allowed to invoke the API"
     " (AWS SDKs, awscurl); Swagger UI cannot sign requests."
@@ -162,15 +166,18 @@ def document(
     from handlers.runtime.version import __version__
 
     if catalog:
-        with_key = any(entry.auth == "api_key" for entry in catalog)
+        modes = {entry.auth for entry in catalog}
+        with_key = "api_key" in modes
+        note = MIXED_NOTE if len(modes) > 1 else API_KEY_NOTE if with_key else IAM_NOTE
     else:
         with_key = load_api_auth({API_AUTH: auth} if auth is not None else None) == "api_key"
+        note = API_KEY_NOTE if with_key else IAM_NOTE
     # `in_` populates the field aliased "in" (populate_by_name); mypy only sees the alias
     api_key = APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)  # type: ignore[call-arg]
     spec: str = app.get_openapi_json_schema(
         title=TITLE,
         version=__version__,
-        description=DESCRIPTION + (API_KEY_NOTE if with_key else IAM_NOTE),
+        description=DESCRIPTION + note,
         servers=[Server(url=f"/{stage}" if stage else "/")],
         security_schemes={API_KEY_SCHEME: api_key} if with_key else None,
         security=[{API_KEY_SCHEME: []}] if with_key else None,
@@ -180,7 +187,7 @@ def document(
 
         from handlers.runtime.openapi_models import expand
 
-        return json.dumps(expand(json.loads(spec), catalog, with_key))
+        return json.dumps(expand(json.loads(spec), catalog))
     return _pin_model(spec, model)
 
 

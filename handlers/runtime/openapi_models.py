@@ -16,27 +16,47 @@ from contract.manifest import Manifest, TensorSpec
 
 SERVER_TAG = "server"
 EXAMPLE_ELEMENTS = 4096  # an input larger than this gets no example data (an image as tensors)
-SIGNED = "Requests to this model are signed with AWS Signature Version 4 (IAM); Swagger UI cannot sign them."
+SIGNED = "Requests are signed with AWS Signature Version 4 (IAM); Swagger UI cannot sign them."
+SIGV4_SCHEME = "sigv4"
+# API Gateway's own way of declaring IAM authorization in OpenAPI (its exports write the same).
+SIGV4 = {
+    "type": "apiKey",
+    "name": "Authorization",
+    "in": "header",
+    "x-amazon-apigateway-authtype": "awsSigv4",
+    "description": "AWS Signature Version 4 for service execute-api (AWS SDKs, awscurl)",
+}
 
 
-def expand(document: dict[str, Any], catalog: Sequence[CatalogEntry], with_key: bool) -> dict[str, Any]:
+def expand(document: dict[str, Any], catalog: Sequence[CatalogEntry]) -> dict[str, Any]:
     """``document`` (the routes with ``{model}``) written out for each model of ``catalog``.
 
-    ``with_key``: the document declares the API key globally; a model with ``auth: iam`` opts out.
+    An operation of a model with ``auth: iam`` (and a server route, when the first model has it: those
+    go to its function) requires the SigV4 scheme instead of the document's API key.
     """
     paths: dict[str, Any] = {}
     for path, operations in document.get("paths", {}).items():
         if "{model}" not in path:
-            paths[path] = {verb: {**op, "tags": [SERVER_TAG]} for verb, op in operations.items()}
+            first = catalog[0].auth
+            paths[path] = {verb: _signed({**op, "tags": [SERVER_TAG]}, first) for verb, op in operations.items()}
             continue
         for entry in catalog:
             paths[path.replace("{model}", entry.name)] = {
-                verb: _operation(op, entry, path, with_key) for verb, op in operations.items()
+                verb: _operation(op, entry, path) for verb, op in operations.items()
             }
     document["paths"] = paths
     document["tags"] = [{"name": entry.name, "description": _summary(entry)} for entry in catalog]
     document["tags"].append({"name": SERVER_TAG, "description": "Server metadata and health"})
+    if any(entry.auth == "iam" for entry in catalog):
+        document.setdefault("components", {}).setdefault("securitySchemes", {})[SIGV4_SCHEME] = SIGV4
     return document
+
+
+def _signed(op: dict[str, Any], auth: str) -> dict[str, Any]:
+    if auth == "iam":
+        op["security"] = [{SIGV4_SCHEME: []}]
+        op["description"] = f"{op.get('description', '')}\n\n{SIGNED}".strip()
+    return op
 
 
 def _summary(entry: CatalogEntry) -> str:
@@ -54,7 +74,7 @@ def _summary(entry: CatalogEntry) -> str:
     return ". ".join(parts)
 
 
-def _operation(operation: dict[str, Any], entry: CatalogEntry, path: str, with_key: bool) -> dict[str, Any]:
+def _operation(operation: dict[str, Any], entry: CatalogEntry, path: str) -> dict[str, Any]:
     op = copy.deepcopy(operation)
     op["tags"] = [entry.name]
     if "operationId" in op:
@@ -67,12 +87,12 @@ def _operation(operation: dict[str, Any], entry: CatalogEntry, path: str, with_k
         op["parameters"] = parameters
     else:
         op.pop("parameters", None)
-    if entry.auth == "iam":
-        if with_key:
-            op["security"] = []  # no API key: the request is signed instead
-        op["description"] = f"{op.get('description', '')}\n\n{SIGNED}".strip()
+    _signed(op, entry.auth)
     body = op.get("requestBody", {}).get("content", {}).get("application/json")
-    if body is not None:
+    image = entry.manifest.pipeline is not None and entry.manifest.pipeline.kind.startswith("image")
+    if body is not None and image:
+        body.pop("example", None)  # an encoded image: no text stands in for one
+    elif body is not None:
         if path.endswith("/infer"):
             _infer_body(body, entry.manifest)
         elif path.endswith(":predict"):

@@ -11,7 +11,8 @@ failed messages is set to it), so redrive can be watched without waiting half an
 S3 notifications reach the functions this way too: moto sends them to the inbox queues. A batch
 of S3 test events alone (S3 sends one to each queue when the bucket's notifications are set) is
 deleted without starting the function, whose handler returns at once for it: so an app of many
-models starts without a cold start per model.
+models starts without a cold start per model. (Only on the queues a bucket notifies: on any other,
+such a message is an ordinary one.)
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class QueuePoller:
         *,
         retry_after_s: float | None = None,
         on_batch: Callable[[BatchOutcome], None] | None = None,
+        s3_notified: bool = False,
     ) -> None:
+        """``s3_notified``: a bucket notifies this queue, so S3's test events arrive here."""
         self.source = source
         self.queue_url = queue_url
         self.queue_arn = queue_arn
@@ -72,6 +75,7 @@ class QueuePoller:
         self.sqs = sqs
         self.retry_after_s = retry_after_s
         self.on_batch = on_batch
+        self.s3_notified = s3_notified
         concurrency = min(pool.concurrency, source.max_concurrency or pool.concurrency)
         self._slots = threading.BoundedSemaphore(concurrency)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"esm-{pool.runtime.name}")
@@ -127,7 +131,7 @@ class QueuePoller:
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         try:
             note = ""
-            if all(s3_test_event(m) for m in messages):
+            if self.s3_notified and all(s3_test_event(m) for m in messages):
                 invocation = Invocation(self.pool.runtime.name, "-", payload={"batchItemFailures": []})
                 note = "S3 test event: deleted without starting the function (its handler ignores it)"
             else:

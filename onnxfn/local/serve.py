@@ -101,6 +101,7 @@ class LocalApp:
             thread.start()
             self._threads.append(thread)
             sqs = self.aws.client("sqs")
+            notified = {notification.queue_id for notification in assembly.notifications}
             for source in assembly.event_sources:
                 if not source.enabled:
                     continue
@@ -112,6 +113,7 @@ class LocalApp:
                     sqs,
                     retry_after_s=options.retry_after_s,
                     on_batch=self.observers.batch,
+                    s3_notified=source.queue_id in notified,
                 )
                 poller.start()
                 self.pollers.append(poller)

@@ -193,7 +193,8 @@ class InferenceApi(Construct):
         if public:
             reason = (
                 "GET /swagger is public on purpose (onnxfn.docs: public): Swagger UI and the OpenAPI "
-                "document hold only the API's shape, no data; every model route keeps its API key or IAM."
+                "document hold only the API's shape (every model's routes, tensor names and shapes), no data; "
+                "every model route keeps its API key or IAM; set docs: private or off to hide it."
             )
             acknowledge(docs, "AwsSolutions-APIG4", reason)
             acknowledge(docs, "AwsSolutions-COG4", reason)

@@ -8,8 +8,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from contract import catalog, layout
 from contract import environment as env
-from contract import layout
 from stacks.config import ModelConfig
 from stacks.constructs.event_sources import BatchInbox, BatchInboxProps, RequestQueue, RequestQueueProps
 from stacks.constructs.inference_api import ApiRoute
@@ -116,7 +116,7 @@ class ModelDeployment(Construct):
 
     def _docs_environment(self) -> dict[str, str]:
         props = self._props
-        return {env.CATALOG_KEY: props.storage.catalog_key} if props.serves_docs else {}
+        return {env.CATALOG_KEY: catalog.CATALOG_KEY} if props.serves_docs else {}
 
     def _functions(self) -> tuple[ModelFunction, ModelFunction, ModelFunction]:
         """The API, batch and worker functions, zip or image."""
@@ -172,7 +172,7 @@ class ModelDeployment(Construct):
             storage = self._props.storage
             self.api.function.add_to_role_policy(
                 iam.PolicyStatement(
-                    actions=["s3:GetObject"], resources=[storage.bucket.arn_for_objects(storage.catalog_key)]
+                    actions=["s3:GetObject"], resources=[storage.bucket.arn_for_objects(catalog.CATALOG_KEY)]
                 )
             )
             self.api.function.node.add_dependency(storage.catalog_deployment)

@@ -30,7 +30,8 @@ class ModelStorage(Construct):
 
     Attributes: ``bucket``, ``access_logs``, ``deployments`` (one per model, by name),
     ``manifest_versions`` (model name -> the S3 version id of its uploaded manifest, a deploy-time token),
-    ``catalog_key`` and ``catalog_deployment`` (the API's catalog: every model's auth and manifest).
+    ``catalog_deployment`` (the API's catalog at ``contract.catalog.CATALOG_KEY``: every model's auth
+    and manifest).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: ModelStorageProps) -> None:
@@ -110,17 +111,17 @@ class ModelStorage(Construct):
                 deployment.node.try_remove_child("AwsCliLayer")
             self.deployments[model.name] = deployment
             self.manifest_versions[model.name] = self._manifest_version(model)
-        self.catalog_key, self.catalog_deployment = self._catalog(props.models)
+        self.catalog_deployment = self._catalog(props.models)
 
-    def _catalog(self, models: tuple[ModelConfig, ...]) -> tuple[str, s3deploy.BucketDeployment]:
+    def _catalog(self, models: tuple[ModelConfig, ...]) -> s3deploy.BucketDeployment:
         """Every model's name, auth and manifest in one object, for the API's one OpenAPI document."""
-        key, data = catalog.encode(
+        data = catalog.encode(
             [(m.name, m.settings.auth, json.loads((m.artifact_dir / layout.MANIFEST_FILE).read_text())) for m in models]
         )
         deployment = s3deploy.BucketDeployment(
             self,
             "DeployCatalog",
-            sources=[s3deploy.Source.data(key.removeprefix(catalog.CATALOG_PREFIX), data.decode())],
+            sources=[s3deploy.Source.data(catalog.CATALOG_FILE, data.decode())],
             destination_bucket=self.bucket,
             destination_key_prefix=catalog.CATALOG_PREFIX,
             prune=False,
@@ -128,7 +129,7 @@ class ModelStorage(Construct):
             memory_limit=1024,
         )
         deployment.node.try_remove_child("AwsCliLayer")  # the models' deployments made the handler's
-        return key, deployment
+        return deployment
 
     def _manifest_version(self, model: ModelConfig) -> str:
         """The version id S3 gave the uploaded manifest (a HEAD after the upload), so each function

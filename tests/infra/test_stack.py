@@ -8,6 +8,7 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
+from contract.catalog import CATALOG_KEY
 from tests.infra.conftest import ROOT
 
 HANDLERS = ("handlers.api.lambda_handler", "handlers.s3_batch.lambda_handler", "handlers.queue_worker.lambda_handler")
@@ -149,7 +150,7 @@ def test_iam_is_scoped_to_the_models_own_prefixes(synth, model):
         "worker": {artifact: read, f"/requests/{model}/*": read, f"/results/{model}/*": {"s3:PutObject"}},
     }
     if model == s.stack.config.models[0].name:  # its API function serves /swagger: the API's catalog too
-        expected["api"][f"/{s.stack.storage.catalog_key}"] = {"s3:GetObject"}
+        expected["api"][f"/{CATALOG_KEY}"] = {"s3:GetObject"}
     listing = {"api": None, "batch": [f"outbox/{model}/*"], "worker": [f"requests/{model}/*"]}
     for role, grants in expected.items():
         statements = _statements_of(s, fns[role].function)

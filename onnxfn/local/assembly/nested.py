@@ -56,7 +56,11 @@ def flatten(template: dict[str, Any], directory: Path) -> dict[str, Any]:
     for stack_id, path in nested.items():
         outer = template["Resources"][stack_id]
         inner = flatten(json.loads(path.read_text()), directory)
-        passed = outer.get("Properties", {}).get("Parameters", {})
+        unread = sorted({"Mappings", "Rules", "Transform"} & set(inner))
+        if unread or "Condition" in outer:
+            raise AssemblyError(f"nested stack {stack_id}: {unread or 'a Condition'} cannot be read into its parent")
+        defaults = {k: v["Default"] for k, v in inner.get("Parameters", {}).items() if "Default" in v}
+        passed = {**defaults, **outer.get("Properties", {}).get("Parameters", {})}
         missing = set(inner.get("Parameters", {})) - set(passed)
         if missing:
             raise AssemblyError(f"nested stack {stack_id}: the parent passes no value for {sorted(missing)}")
@@ -77,6 +81,12 @@ def flatten(template: dict[str, Any], directory: Path) -> dict[str, Any]:
         for name, output in inner.get("Outputs", {}).items():
             outputs[(stack_id, f"Outputs.{name}")] = _substitute(output["Value"], passed)
         members[stack_id] = sorted(kept)
+    for key in list(outputs):  # an output may pass on another nested stack's output
+        for _ in range(len(outputs)):
+            again = _outputs_resolved(outputs[key], outputs)
+            if again == outputs[key]:
+                break
+            outputs[key] = again
     for logical_id, resource in resources.items():
         resolved = _outputs_resolved(resource, outputs)
         outside = [d for d in _depends(resolved) if d not in members]
