@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -146,36 +147,37 @@ def bucket(monkeypatch):
 
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(name, value)
+    name = f"models-{uuid.uuid4().hex[:12]}"  # moto's in-process backends are shared within the run
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="models")
-        settings = load_settings({"MODEL_NAME": "digits", "MODEL_BUCKET": "models", "CATALOG_KEY": CATALOG_KEY})
+        s3.create_bucket(Bucket=name)
+        settings = load_settings({"MODEL_NAME": "digits", "MODEL_BUCKET": name, "CATALOG_KEY": CATALOG_KEY})
 
         def store() -> ModelStore:
             return ModelStore(settings, s3_client_factory=lambda: boto3.client("s3", region_name="us-east-1"))
 
-        yield s3, store
+        yield s3, name, store
 
 
 def test_the_store_reads_the_catalog_on_each_call(bucket):
     from contract.catalog import CATALOG_KEY
 
-    s3, store = bucket
+    s3, name, store = bucket
     data, _ = _catalog()
-    s3.put_object(Bucket="models", Key=CATALOG_KEY, Body=data)
+    s3.put_object(Bucket=name, Key=CATALOG_KEY, Body=data)
     reader = store()
     assert [e.name for e in reader.catalog() or ()] == ["digits", "minilm"]
     fewer = encode([("digits", "api_key", _manifest("digits"))])  # a deploy removed minilm
-    s3.put_object(Bucket="models", Key=CATALOG_KEY, Body=fewer)
+    s3.put_object(Bucket=name, Key=CATALOG_KEY, Body=fewer)
     assert [e.name for e in reader.catalog() or ()] == ["digits"]
 
 
 def test_an_unreadable_catalog_documents_this_model_alone(bucket):
     from contract.catalog import CATALOG_KEY
 
-    s3, store = bucket
+    s3, name, store = bucket
     assert store().catalog() is None  # no such key
-    s3.put_object(Bucket="models", Key=CATALOG_KEY, Body=b"not json")
+    s3.put_object(Bucket=name, Key=CATALOG_KEY, Body=b"not json")
     assert store().catalog() is None  # unparsable
     doc = _document(auth="api_key", model="digits", catalog=None)
     assert "/v2/models/{model}/infer" in doc["paths"]
