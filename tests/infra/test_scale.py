@@ -4,7 +4,6 @@ API Gateway's and CloudWatch's limits; cdk-nag and cfn-lint stay clean at sixty 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,22 +11,12 @@ from typing import Any
 
 import pytest
 
+from benchmarks.scale import copies
 from contract.limits import ALARM_STATUS_ALARMS, API_RESOURCES, DASHBOARD_WIDGETS, STACK_RESOURCES, TEMPLATE_BYTES
 from onnxfn.local.assembly import flatten, nested_templates
 from tests.infra.conftest import ROOT
 
 MODELS = 60
-
-
-def _copies(folder: Path, count: int) -> list[str]:
-    """``count`` copies of the digits artifact under other names."""
-    source = ROOT / "model_artifacts" / "digits"
-    names = [f"digits{i:02d}" for i in range(count)]
-    for name in names:
-        shutil.copytree(source, folder / name)
-        manifest = json.loads((folder / name / "manifest.json").read_text())
-        (folder / name / "manifest.json").write_text(json.dumps({**manifest, "name": name}))
-    return names
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +25,7 @@ def sixty(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     from app import build_app
 
     artifacts = tmp_path_factory.mktemp("sixty-artifacts")
-    names = _copies(artifacts, MODELS)
+    names = copies(artifacts, MODELS)
     outdir = tmp_path_factory.mktemp("sixty-out")
     app, stack = build_app(
         {"onnxfn": {"artifacts_dir": str(artifacts), "models": {name: {} for name in names}}}, outdir=str(outdir)
