@@ -28,6 +28,11 @@ OUTBOX_PREFIX = "OUTBOX_PREFIX"
 RESULTS_PREFIX = "RESULTS_PREFIX"
 REQUESTS_PREFIX = "REQUESTS_PREFIX"
 REPLY_QUEUES = "REPLY_QUEUES"  # comma-separated ARNs of the queues answers may be sent to
+# The batch function: files above the threshold go to the model's state machine (contract/big_batch.py).
+BIG_BATCH_STATE_MACHINE = "BIG_BATCH_STATE_MACHINE"  # its ARN; unset: every file on the small path
+BIG_BATCH_ROWS = "BIG_BATCH_ROWS"  # records (estimated from the file's first MiB) from which a file goes there
+BIG_BATCH_BYTES = "BIG_BATCH_BYTES"  # or bytes, whichever is reached first; unset: rows only
+BIG_BATCH_FORMATS = "BIG_BATCH_FORMATS"  # comma-separated: jsonl, and csv for a fixed-width tabular model
 
 # Set by Lambda itself.
 FUNCTION_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"

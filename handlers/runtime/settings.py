@@ -16,6 +16,10 @@ from contract import layout
 from contract.environment import (
     API_AUTH,
     API_AUTH_MODES,
+    BIG_BATCH_BYTES,
+    BIG_BATCH_FORMATS,
+    BIG_BATCH_ROWS,
+    BIG_BATCH_STATE_MACHINE,
     CATALOG_KEY,
     DATA_BUCKET,
     FUNCTION_MEMORY_MB,
@@ -75,6 +79,17 @@ class DataSettings:
     requests_prefix: str
     memory_mb: int
     reply_queues: tuple[str, ...] = ()
+    big_batch: BigBatchSettings | None = None  # the batch function's hand-off to the state machine
+
+
+@dataclass(frozen=True, kw_only=True)
+class BigBatchSettings:
+    """Where files above the threshold go: the model's Distributed Map state machine."""
+
+    state_machine_arn: str
+    rows: int
+    bytes: int | None
+    formats: tuple[str, ...]
 
 
 def load_data_settings(env: Mapping[str, str] | None = None) -> DataSettings:
@@ -96,6 +111,20 @@ def load_data_settings(env: Mapping[str, str] | None = None) -> DataSettings:
         requests_prefix=prefix(REQUESTS_PREFIX, layout.requests_prefix(name)),
         memory_mb=_int(env, FUNCTION_MEMORY_MB, 1769) or 1769,
         reply_queues=tuple(q.strip() for q in env.get(REPLY_QUEUES, "").split(",") if q.strip()),
+        big_batch=_big_batch(env),
+    )
+
+
+def _big_batch(env: Mapping[str, str]) -> BigBatchSettings | None:
+    arn = env.get(BIG_BATCH_STATE_MACHINE, "").strip()
+    if not arn:
+        return None
+    formats = tuple(f.strip() for f in env.get(BIG_BATCH_FORMATS, "jsonl").split(",") if f.strip())
+    return BigBatchSettings(
+        state_machine_arn=arn,
+        rows=_int(env, BIG_BATCH_ROWS, 1_000_000) or 1_000_000,
+        bytes=_int(env, BIG_BATCH_BYTES, None),
+        formats=formats,
     )
 
 

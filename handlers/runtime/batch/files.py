@@ -34,19 +34,10 @@ def process_object(
     s3: Any, data: DataSettings, store: ModelStore, bucket: str, key: str, version_id: str | None, etag: str | None
 ) -> FileSummary:
     """Score ``s3://bucket/key`` (that version) unless its output already exists for that version."""
-    name = key[len(data.inbox_prefix) :]
-    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    fmt = FORMATS.get(suffix, "unsupported")
-    output_name = name[: -len(suffix)] + ".npz" if fmt == "npy" else name
+    fmt = file_format(key)
+    suffix = _suffix(key)
     source_version = version_id or (etag or "").strip('"') or "unversioned"
-    summary = FileSummary(
-        source_bucket=bucket,
-        source_key=key,
-        source_version=source_version,
-        format=fmt,
-        output_key=f"{data.outbox_prefix}{output_name}",
-        errors_key=f"{data.outbox_prefix}{name}.errors.jsonl",
-    )
+    summary = new_summary(data, bucket, key, source_version, fmt)
     existing = head(s3, data.bucket, summary.output_key or "")
     if existing and existing.get("Metadata", {}).get(SOURCE_VERSION) == source_version:
         logger.info("duplicate notification; output exists", extra={"key": key, "version": source_version})
@@ -74,7 +65,7 @@ def process_object(
                 # A malformed file is the sender's problem: report it, don't retry it into the DLQ.
                 file_failed(sink, f"the file could not be read as {fmt}: {type(exc).__name__}: {str(exc)[:200]}")
         summary.milliseconds = round((time.perf_counter() - started) * 1000, 1)
-        _finish(s3, data, sink)
+        finish(s3, data, sink)
     except BaseException:
         sink.abort()
         raise
@@ -87,7 +78,42 @@ def process_object(
     return summary
 
 
-def _finish(s3: Any, data: DataSettings, sink: Sink) -> None:
+def _suffix(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def file_format(key: str) -> str:
+    """The format a file's suffix names, or ``unsupported``."""
+    return FORMATS.get(_suffix(key), "unsupported")
+
+
+def outbox_keys(data: DataSettings, key: str, fmt: str) -> tuple[str, str]:
+    """The output and errors keys of an inbox file (``.npy`` is answered as ``.npz``)."""
+    name = key[len(data.inbox_prefix) :]
+    suffix = _suffix(key)
+    output_name = name[: -len(suffix)] + ".npz" if fmt == "npy" else name
+    return f"{data.outbox_prefix}{output_name}", f"{data.outbox_prefix}{name}.errors.jsonl"
+
+
+def new_summary(data: DataSettings, bucket: str, key: str, source_version: str, fmt: str) -> FileSummary:
+    """A file's summary before any record is read: where its output and errors go."""
+    output_key, errors_key = outbox_keys(data, key, fmt)
+    return FileSummary(
+        source_bucket=bucket,
+        source_key=key,
+        source_version=source_version,
+        format=fmt,
+        output_key=output_key,
+        errors_key=errors_key,
+    )
+
+
+def summary_key(data: DataSettings, key: str) -> str:
+    return f"{data.outbox_prefix}{key[len(data.inbox_prefix) :]}.summary.json"
+
+
+def finish(s3: Any, data: DataSettings, sink: Sink) -> None:
     """Errors file, then summary, then the output last: an output that exists is complete."""
     summary = sink.summary
     if summary.failed:
@@ -97,7 +123,7 @@ def _finish(s3: Any, data: DataSettings, sink: Sink) -> None:
         summary.errors_key = None
     if summary.format == "unsupported":
         summary.output_key = None
-    key = f"{data.outbox_prefix}{summary.source_key[len(data.inbox_prefix) :]}.summary.json"
+    key = summary_key(data, summary.source_key)
     s3.put_object(
         Bucket=data.bucket, Key=key, Body=json.dumps(asdict(summary), indent=2).encode(), ContentType="application/json"
     )

@@ -35,6 +35,7 @@ class FileSummary:
     model: str = ""
     model_version: str = ""
     duplicate: bool = False
+    execution: str | None = None  # a big file: the state machine's execution that scores it
 
 
 class Sink:

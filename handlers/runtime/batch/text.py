@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.manifest import Manifest
 from handlers.runtime import jsonio
 from handlers.runtime import rows as rowlib
 from handlers.runtime.batch.sink import Sink, parsed_chunks, score_rows
@@ -21,8 +22,7 @@ def read_jsonl(body: Any, loaded: LoadedModel, sink: Sink, chunk_rows: int) -> N
     manifest = loaded.manifest
 
     def write(outcome: rowlib.Outcome) -> None:
-        line = {"line": outcome.row.ref, **rowlib.answer(manifest, outcome)}
-        sink.output.write(jsonio.dumps(line) + b"\n")
+        sink.output.write(jsonl_answer(manifest, outcome))
 
     numbered = ((n, line) for n, line in enumerate(iter_lines(body), start=1) if line.strip())
     for chunk in parsed_chunks(numbered, lambda n, line: rowlib.row_from_line(n, line, manifest), sink, chunk_rows):
@@ -39,31 +39,43 @@ def read_csv(body: Any, loaded: LoadedModel, sink: Sink, chunk_rows: int) -> Non
             if not line.strip():
                 continue
             text = line.decode("utf-8", "replace")
-            if number == 1 and not _numeric(csv_record(text, strict=False)):
+            if number == 1 and not numeric(csv_record(text, strict=False)):
                 continue  # a header line
             yield number, text
 
     def write(outcome: rowlib.Outcome) -> None:
-        assert outcome.results is not None
-        flat: dict[str, Any] = {}
-        for name in outcome.row.outputs:
-            values = outcome.results[name][0]
-            if np.ndim(values) == 0:
-                flat[name] = _cell(values)
-            else:
-                for i, value in enumerate(np.ravel(values)):
-                    flat[f"{name}_{i}"] = _cell(value)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        if sink.csv_header is None:
-            sink.csv_header = ["line", *flat]
-            writer.writerow(sink.csv_header)
-        writer.writerow([outcome.row.ref, *flat.values()])
-        sink.output.write(buffer.getvalue().encode())
+        sink.csv_header = write_csv_answer(sink.output.write, outcome, sink.csv_header)
 
     parse = lambda n, text: rowlib.row_from_csv(n, csv_record(text), manifest)  # noqa: E731
     for chunk in parsed_chunks(cells(), parse, sink, chunk_rows):
         score_rows(loaded, sink, chunk, write)
+
+
+def jsonl_answer(manifest: Manifest, outcome: rowlib.Outcome) -> bytes:
+    """One output line: the record's line number, then its answer."""
+    return jsonio.dumps({"line": outcome.row.ref, **rowlib.answer(manifest, outcome)}) + b"\n"
+
+
+def write_csv_answer(write: Any, outcome: rowlib.Outcome, header: list[str] | None) -> list[str]:
+    """One output row (``line`` then each output's cells), preceded by the header when none is written
+    yet; returns the header."""
+    assert outcome.results is not None
+    flat: dict[str, Any] = {}
+    for name in outcome.row.outputs:
+        values = outcome.results[name][0]
+        if np.ndim(values) == 0:
+            flat[name] = _cell(values)
+        else:
+            for i, value in enumerate(np.ravel(values)):
+                flat[f"{name}_{i}"] = _cell(value)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header is None:
+        header = ["line", *flat]
+        writer.writerow(header)
+    writer.writerow([outcome.row.ref, *flat.values()])
+    write(buffer.getvalue().encode())
+    return header
 
 
 def csv_record(text: str, strict: bool = True) -> list[str]:
@@ -77,7 +89,7 @@ def csv_record(text: str, strict: bool = True) -> list[str]:
         raise InvalidInput(f"line is not a CSV record: {exc}; expected numbers separated by commas") from exc
 
 
-def _numeric(record: list[str]) -> bool:
+def numeric(record: list[str]) -> bool:
     try:
         [float(cell) for cell in record]
     except ValueError:
