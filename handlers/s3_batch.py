@@ -44,6 +44,7 @@ def handle_notification(record: SQSRecord) -> list[FileSummary]:
         handed_off = maybe_hand_off(
             s3_client(),
             data,
+            get_store(),
             bucket,
             key,
             s3_info["object"].get("versionId"),

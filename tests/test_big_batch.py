@@ -47,7 +47,7 @@ def handler(serve, s3, monkeypatch):
             monkeypatch.setenv(key, value)
         from handlers import s3_batch
 
-        return lambda event: s3_batch.lambda_handler(event, LocalContext())
+        return lambda event, timeout_s=300.0: s3_batch.lambda_handler(event, LocalContext(timeout_s=timeout_s))
 
     return _open
 
@@ -133,6 +133,30 @@ def test_a_big_file_is_handed_off_once_per_version_and_a_small_one_is_scored_her
     small = _jsonl(20)
     out, summary = _small_path(invoke, s3, "small.jsonl", small)
     assert summary["scored"] == 20 and summary["execution"] is None and len(out.splitlines()) == 20
+
+
+def test_without_a_threshold_the_throughput_measured_on_the_sample_decides(handler, s3, state_machine):
+    states, arn = state_machine
+    invoke = handler({"BIG_BATCH_STATE_MACHINE": arn})
+    body = _jsonl(1500)
+    key = "inbox/digits/measured.jsonl"
+    version = _put(s3, key, body)
+    # 1,500 rows fit easily in 300 s: scored here.
+    invoke(_notification(key, version, len(body)), 300.0)
+    assert json.loads(_get(s3, "outbox/digits/measured.jsonl.summary.json"))["scored"] == 1500
+    assert states.list_executions(stateMachineArn=arn)["executions"] == []
+    # The same rows with the invocation's time nearly spent: handed off.
+    key2 = "inbox/digits/measured-late.jsonl"
+    version2 = _put(s3, key2, body)
+    invoke(_notification(key2, version2, len(body)), 1.0)
+    assert [e["name"] for e in states.list_executions(stateMachineArn=arn)["executions"]] == [
+        big_batch.execution_name(key2, version2)
+    ]
+    # Under 1,000 records nothing is measured: scored here, however little time is left.
+    key3 = "inbox/digits/measured-small.jsonl"
+    small = _jsonl(999)
+    invoke(_notification(key3, _put(s3, key3, small), len(small)), 1.0)
+    assert json.loads(_get(s3, "outbox/digits/measured-small.jsonl.summary.json"))["scored"] == 999
 
 
 def test_npy_files_stay_on_the_small_path_whatever_their_size(handler, s3, state_machine):

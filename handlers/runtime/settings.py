@@ -87,7 +87,7 @@ class BigBatchSettings:
     """Where files above the threshold go: the model's Distributed Map state machine."""
 
     state_machine_arn: str
-    rows: int
+    rows: int | None  # None: predicted from the throughput measured on the file's first rows
     bytes: int | None
     formats: tuple[str, ...]
 
@@ -122,7 +122,7 @@ def _big_batch(env: Mapping[str, str]) -> BigBatchSettings | None:
     formats = tuple(f.strip() for f in env.get(BIG_BATCH_FORMATS, "jsonl").split(",") if f.strip())
     return BigBatchSettings(
         state_machine_arn=arn,
-        rows=_int(env, BIG_BATCH_ROWS, 1_000_000) or 1_000_000,
+        rows=_int(env, BIG_BATCH_ROWS, None),
         bytes=_int(env, BIG_BATCH_BYTES, None),
         formats=formats,
     )

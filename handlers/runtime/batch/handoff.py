@@ -1,42 +1,81 @@
 """The hand-off of a big batch file to the model's Distributed Map state machine.
 
-A file whose records (estimated from its first MiB) or bytes reach the threshold would not finish in
-one invocation: it is started as an execution named after its key and version, so each source
+A file goes there when scoring it in this invocation is predicted to take more than half the time the
+invocation has left: its records are estimated from its first MiB, and the throughput is measured on
+that sample, by this function, at its memory's CPU share. A configured threshold of records or bytes
+replaces the prediction. The execution is named after the file's key and version, so each source
 version runs once however often S3 notifies. Below the threshold nothing changes: the small path
-scores the file in this invocation.
+scores the file here.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from contract import big_batch
+from handlers.runtime import retries
+from handlers.runtime import rows as rowlib
 from handlers.runtime.aws import client
 from handlers.runtime.batch.files import SOURCE_VERSION, file_format, new_summary
 from handlers.runtime.batch.sink import FileSummary
+from handlers.runtime.batch.text import csv_record, numeric
+from handlers.runtime.errors import OnnxfnError
+from handlers.runtime.model_store import ModelStore
 from handlers.runtime.observability import MetricUnit, logger, metrics
 from handlers.runtime.s3_io import head
 from handlers.runtime.settings import DataSettings
 
 SAMPLE_BYTES = 1024 * 1024
+MIN_RECORDS = 1000  # fewer records are scored here without a measurement
+PROBE_ROWS = 256
+SHARE_OF_TIME_LEFT = 0.5  # the rest is for reading, writing and a slower tail of the file
 
 
-def estimate_records(s3: Any, bucket: str, key: str, version_id: str | None, size: int) -> int:
-    """Records in the file: counted when it fits in the sample, else its size over the sample's bytes
-    per line."""
+def sample_records(s3: Any, bucket: str, key: str, version_id: str | None, size: int) -> tuple[int, list[bytes]]:
+    """Records in the file (counted when it fits in the sample, else its size over the sample's bytes
+    per line) and the sample's whole non-blank lines."""
     if size <= 0:
-        return 0
+        return 0, []
     params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
     sample = s3.get_object(Range=f"bytes=0-{SAMPLE_BYTES - 1}", **params)["Body"].read()
+    whole = sample if len(sample) >= size else sample[: sample.rfind(b"\n") + 1]
+    lines = [line for line in whole.split(b"\n") if line.strip()]
     if len(sample) >= size:
-        return int(sample.count(b"\n") + (0 if sample.endswith(b"\n") else 1))
-    whole_lines = max(sample.count(b"\n"), 1)
-    return int(size * whole_lines / max(sample.rfind(b"\n") + 1, 1))
+        return len(lines), lines
+    return int(size * whole.count(b"\n") / max(len(whole), 1)), lines
+
+
+def rows_per_second(store: ModelStore, fmt: str, lines: list[bytes]) -> float:
+    """Records per second this function parses and scores, measured on the sample's first rows."""
+    loaded = store.get_model()  # loading is not part of the rate
+    started = time.perf_counter()
+    rows = []
+    for number, line in enumerate(lines[:PROBE_ROWS], start=1):
+        try:
+            if fmt == "csv":
+                cells = csv_record(line.decode("utf-8", "replace"))
+                if number == 1 and not numeric(cells):
+                    continue
+                rows.append(rowlib.row_from_csv(number, cells, loaded.manifest))
+            else:
+                rows.append(rowlib.row_from_line(number, line, loaded.manifest))
+        except OnnxfnError:
+            continue
+    rowlib.score(loaded, rows)
+    return max(len(rows), 1) / max(time.perf_counter() - started, 1e-6)
 
 
 def maybe_hand_off(
-    s3: Any, data: DataSettings, bucket: str, key: str, version_id: str | None, etag: str | None, size: int | None
+    s3: Any,
+    data: DataSettings,
+    store: ModelStore,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    etag: str | None,
+    size: int | None,
 ) -> FileSummary | None:
     """Start the state machine for a big file and return what was done; None: score it here."""
     settings = data.big_batch
@@ -45,10 +84,21 @@ def maybe_hand_off(
         return None
     if size is None:
         size = int((head(s3, bucket, key) or {}).get("ContentLength", 0))
-    big_by_bytes = settings.bytes is not None and size >= settings.bytes
-    records = 0 if big_by_bytes else estimate_records(s3, bucket, key, version_id, size)
-    if not big_by_bytes and records < settings.rows:
-        return None
+    facts: dict[str, Any] = {"bytes": size}
+    if settings.bytes is None or size < settings.bytes:
+        records, lines = sample_records(s3, bucket, key, version_id, size)
+        facts["estimated_records"] = records
+        if settings.rows is not None:
+            if records < settings.rows:
+                return None
+        else:
+            if records < MIN_RECORDS:
+                return None
+            rate = rows_per_second(store, fmt, lines)
+            facts.update(rows_per_second=round(rate), seconds_left=round(retries.time_left(), 1))
+            if records / rate <= SHARE_OF_TIME_LEFT * retries.time_left():
+                logger.info("batch file scored here: predicted to fit", extra={"key": key, **facts})
+                return None
     source_version = version_id or (etag or "").strip('"') or "unversioned"
     summary = new_summary(data, bucket, key, source_version, fmt)
     summary.execution = big_batch.execution_name(key, source_version)
@@ -69,7 +119,6 @@ def maybe_hand_off(
         return summary
     metrics.add_metric(name="BigBatchFilesStarted", unit=MetricUnit.Count, value=1)
     logger.info(
-        "big batch file handed to the state machine",
-        extra={"key": key, "bytes": size, "estimated_records": records, "execution": summary.execution},
+        "big batch file handed to the state machine", extra={"key": key, "execution": summary.execution, **facts}
     )
     return summary
