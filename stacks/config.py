@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from contract import layout
+from contract import big_batch, layout
 from contract.environment import API_AUTH_MODES, CONFIG_LOAD_MODES
 from contract.limits import INIT_LOAD_MAX_BYTES
 from contract.manifest import FileEntry, Manifest, ManifestError
@@ -90,6 +90,18 @@ class AlarmThresholds:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BigBatchConfig:
+    """Batch files too big for one invocation: a Distributed Map over their records (contract/big_batch.py)."""
+
+    enabled: bool = True
+    rows: int | None = None  # records from which a file goes there; None: predicted from measured throughput
+    bytes: int | None = None  # or bytes, whichever is reached first
+    items_per_batch: int = big_batch.DEFAULT_ITEMS_PER_BATCH  # at most; a batch also stops at 240 KiB of items
+    max_concurrency: int = big_batch.DEFAULT_MAX_CONCURRENCY  # batches scored at once
+    tolerated_failure_percent: float = 0.0  # batches that may fail (after retries) before the file fails
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSettings:
     memory_mb: int = 1769
     architecture: str = "x86_64"
@@ -110,6 +122,7 @@ class ModelSettings:
     reply_queue_arns: tuple[str, ...] = ()
     reply_queue_kms_key_arns: tuple[str, ...] = ()  # the KMS keys of reply queues encrypted with one
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
+    big_batch: BigBatchConfig = field(default_factory=BigBatchConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +134,7 @@ class ModelConfig:
     files: tuple[FileEntry, ...]
     settings: ModelSettings
     requirements: tuple[str, ...] = ()  # what the model's pipeline needs beyond the layer (its own layer)
+    csv_columns: int | None = None  # a single-input tabular model's row width: its CSV files can be big
 
     @property
     def prefix(self) -> str:
@@ -214,6 +228,23 @@ def _alarms(key: str, raw: Any, base: AlarmThresholds) -> AlarmThresholds:
     return replace(base, **values)
 
 
+def _big_batch(key: str, raw: Any, base: BigBatchConfig) -> BigBatchConfig:
+    if raw is False:
+        return replace(base, enabled=False)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key}: {raw!r} is not allowed; expected an object or false")
+    _known(key, raw, [f.name for f in fields(BigBatchConfig)])
+    checks: dict[str, Callable[[str, Any], Any]] = {
+        "enabled": _bool,
+        "rows": lambda k, v: None if v is None else _int(k, v, 1, 10**12),
+        "bytes": lambda k, v: None if v is None else _int(k, v, 1, 5 * 1024**4),
+        "items_per_batch": lambda k, v: _int(k, v, 1, 100_000_000),
+        "max_concurrency": lambda k, v: _int(k, v, 1, 10_000),
+        "tolerated_failure_percent": lambda k, v: _number(k, v, 0, 100),
+    }
+    return replace(base, **{name: checks[name](f"{key}.{name}", value) for name, value in raw.items()})
+
+
 def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{key}: {raw!r} is not allowed; expected an object")
@@ -240,6 +271,8 @@ def _settings(key: str, raw: Any, base: ModelSettings) -> ModelSettings:
     for name, value in raw.items():
         if name == "alarms":
             values[name] = _alarms(f"{key}.alarms", value, base.alarms)
+        elif name == "big_batch":
+            values[name] = _big_batch(f"{key}.big_batch", value, base.big_batch)
         elif name in ARN_LISTS:
             pattern, expected = ARN_LISTS[name]
             if not isinstance(value, list) or not all(isinstance(a, str) and pattern.match(a) for a in value):
@@ -284,7 +317,18 @@ def _model(root: Path, artifacts: Path, name: str, settings: ModelSettings) -> M
         files=files,
         settings=settings,
         requirements=manifest.pipeline.requirements if manifest.pipeline else (),
+        csv_columns=_csv_columns(manifest),
     )
+
+
+def _csv_columns(manifest: Manifest) -> int | None:
+    """The width of a CSV row, for a model one CSV row feeds: one numeric input of shape [batch, width]."""
+    if len(manifest.inputs) != 1:
+        return None
+    spec = manifest.inputs[0]
+    if spec.datatype == "BYTES" or spec.batch_axis != 0 or len(spec.shape) != 2 or spec.shape[1] <= 0:
+        return None
+    return spec.shape[1]
 
 
 def artifact_names(artifacts: Path) -> list[str]:

@@ -11,9 +11,10 @@ from constructs import Construct
 from contract import catalog, layout
 from contract import environment as env
 from stacks.config import ModelConfig
+from stacks.constructs.big_batch import BigBatch, BigBatchProps
 from stacks.constructs.event_sources import BatchInbox, BatchInboxProps, RequestQueue, RequestQueueProps
 from stacks.constructs.inference_api import ApiRoute
-from stacks.constructs.model_function import ModelFunction, ModelFunctionProps
+from stacks.constructs.model_function import ModelFunction, ModelFunctionProps, retention
 from stacks.constructs.model_storage import ModelStorage
 from stacks.constructs.monitoring import Monitoring
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
@@ -42,7 +43,8 @@ class ModelDeployment(Construct):
     prefixes; the batch inbox and the request queue with their dead-letter queues; their alarms.
 
     Attributes: ``api``, ``batch``, ``worker`` (``ModelFunction``), ``inbox`` (``BatchInbox``),
-    ``requests`` (``RequestQueue``), ``route`` (the ``ApiRoute`` for ``InferenceApi``).
+    ``requests`` (``RequestQueue``), ``big_batch`` (``BigBatch``, or None when disabled), ``route``
+    (the ``ApiRoute`` for ``InferenceApi``).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class ModelDeployment(Construct):
         self.api, self.batch, self.worker = self._functions()
         self._grant()
         self._event_sources()
+        self.big_batch = self._big_batch()
         self._watch()
         self.route = ApiRoute(model=model.name, target=self.api.alias, auth=model.settings.auth)
 
@@ -203,6 +206,39 @@ class ModelDeployment(Construct):
             ),
         )
 
+    def _big_batch(self) -> BigBatch | None:
+        """The state machine the batch function hands files too big for one invocation to."""
+        model = self._props.model
+        config = model.settings.big_batch
+        if not config.enabled:
+            return None
+        machine = BigBatch(
+            self,
+            "BigBatch",
+            props=BigBatchProps(
+                bucket=self._props.storage.bucket,
+                inbox_prefix=layout.inbox_prefix(model.name),
+                function=self.batch.alias,
+                items_per_batch=config.items_per_batch,
+                max_concurrency=config.max_concurrency,
+                tolerated_failure_percent=config.tolerated_failure_percent,
+                csv_columns=model.csv_columns,
+                log_retention=retention(model.settings.log_retention_days),
+            ),
+        )
+        handoff = {
+            env.BIG_BATCH_STATE_MACHINE: machine.state_machine_arn,
+            env.BIG_BATCH_FORMATS: ",".join(["jsonl", *(["csv"] if model.csv_columns else [])]),
+            **({env.BIG_BATCH_ROWS: str(config.rows)} if config.rows else {}),
+            **({env.BIG_BATCH_BYTES: str(config.bytes)} if config.bytes else {}),
+        }
+        for name, value in handoff.items():
+            self.batch.function.add_environment(name, value)
+        self.batch.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn])
+        )
+        return machine
+
     def _watch(self) -> None:
         """Alarms and dashboard widgets for the three functions, the two queues and the model loads."""
         model, monitoring = self._props.model, self._monitoring
@@ -225,6 +261,11 @@ class ModelDeployment(Construct):
             )
         monitoring.watch_queue(f"{label}Inbox", self.inbox.queue, self.inbox.dead_letters, thresholds)
         monitoring.watch_queue(f"{label}Requests", self.requests.queue, self.requests.dead_letters, thresholds)
+        if self.big_batch is not None:
+            machine = self.big_batch
+            monitoring.watch_state_machine(
+                f"{label}BigBatch", machine.state_machine, machine.failed_executions, thresholds
+            )
         load_alarm = monitoring.watch_model_loads(label, thresholds, service=self._props.service_name)
         if settings.canary:
             self.api.add_canary([watched["Api"][0], load_alarm])

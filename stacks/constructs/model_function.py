@@ -51,7 +51,7 @@ class ModelFunction(Construct):
         self.log_group = logs.LogGroup(
             self,
             "Logs",
-            retention=_retention(settings.log_retention_days),
+            retention=retention(settings.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
         common: dict[str, Any] = {
@@ -144,7 +144,7 @@ _RETENTION_NAMES = [
 ]
 
 
-def _retention(days: int) -> logs.RetentionDays:
+def retention(days: int) -> logs.RetentionDays:
     """CloudWatch's retention enum for a number of days (config allows only the values CloudWatch has)."""
     from stacks.config import LOG_RETENTION_DAYS
 

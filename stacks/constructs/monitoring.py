@@ -14,6 +14,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from contract.limits import ALARM_STATUS_ALARMS
@@ -64,7 +65,9 @@ class Monitoring(Construct):
             topic.add_subscription(subscriptions.EmailSubscription(props.alarm_email))
         return topic
 
-    def _alarm(self, alarm_id: str, metric: cw.Metric, threshold: float, description: str) -> cw.Alarm:
+    def _alarm(
+        self, alarm_id: str, metric: cw.Metric | cw.MathExpression, threshold: float, description: str
+    ) -> cw.Alarm:
         alarm = metric.create_alarm(
             self,
             alarm_id,
@@ -209,6 +212,42 @@ class Monitoring(Construct):
                 age,
                 thresholds.queue_age_s,
                 f"{label}: oldest message older than {thresholds.queue_age_s} s",
+            ),
+        ]
+
+    def watch_state_machine(
+        self, label: str, state_machine: sfn.StateMachine, dead_letters: sqs.IQueue, thresholds: AlarmThresholds
+    ) -> list[cw.Alarm]:
+        """Executions that failed, timed out or were aborted, and those waiting in its dead-letter queue."""
+        failed = cw.MathExpression(
+            expression="failed + timedOut + aborted",
+            using_metrics={
+                "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
+                "timedOut": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),
+                "aborted": state_machine.metric_aborted(period=PERIOD, statistic="Sum"),
+            },
+            label="failed, timed out or aborted",
+            period=PERIOD,
+        )
+        dead = dead_letters.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title=f"{label} executions started / succeeded / failed",
+                left=[
+                    state_machine.metric_started(period=PERIOD, statistic="Sum"),
+                    state_machine.metric_succeeded(period=PERIOD, statistic="Sum"),
+                    failed,
+                ],
+                width=12,
+            ),
+            cw.GraphWidget(title=f"{label} failed executions queued", left=[dead], width=12),
+        )
+        return [
+            self._alarm(
+                f"{label}ExecutionsFailed", failed, thresholds.errors, f"{label}: executions that did not succeed"
+            ),
+            self._alarm(
+                f"{label}FailedExecutions", dead, thresholds.dlq_messages, f"{label}: failed executions in the queue"
             ),
         ]
 

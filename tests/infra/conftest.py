@@ -34,6 +34,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
                     "canary": True,
                     "load_mode": "eager",
                     "memory_mb": 512,
+                    "big_batch": {
+                        "rows": 50000,
+                        "bytes": 104857600,
+                        "items_per_batch": 500,
+                        "max_concurrency": 4,
+                        "tolerated_failure_percent": 5,
+                    },
                 },
                 "minilm": {
                     "memory_mb": 3538,
@@ -46,6 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                     "batch_max_concurrency": 3,
                     "reply_queue_arns": [REPLY_QUEUE],
                     "reply_queue_kms_key_arns": [REPLY_KEY],
+                    "big_batch": False,
                 },
             },
         }
