@@ -60,7 +60,8 @@ class BigBatchProps:
 class BigBatch(Construct):
     """Attributes: ``state_machine``, ``state_machine_arn`` (built from its name, so the batch function
     that starts it does not depend on it), ``failed_executions`` (the queue EventBridge sends failed,
-    timed-out and aborted executions to), ``definition`` (the States Language; ``${BatchFunction}`` stands for the batch function's ARN).
+    timed-out and aborted executions to), ``definition`` (the States Language, where
+    ``${BatchFunction}`` stands for the batch function's ARN).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: BigBatchProps) -> None:
