@@ -39,13 +39,18 @@ def build_app(overrides: dict[str, object] | None = None, outdir: str | None = N
 
 
 def _with_cli_overrides(app: cdk.App) -> dict[str, object]:
-    """``-c onnxfn:architecture=arm64`` / ``-c onnxfn:packaging=image`` set that value for every model."""
+    """``-c onnxfn:architecture=arm64`` / ``-c onnxfn:packaging=image`` set that value for every model;
+    ``-c onnxfn:big_batch_rows=N`` sends every model's batch files of N records or more to its state machine."""
     context = dict(app.node.try_get_context("onnxfn") or {})
     forced = {
         key: app.node.try_get_context(f"onnxfn:{key}")
         for key in ("architecture", "packaging", "runtime", "auth")
         if app.node.try_get_context(f"onnxfn:{key}") is not None
     }
+    rows = app.node.try_get_context("onnxfn:big_batch_rows")
+    if rows is not None:
+        defaults = dict(context.get("defaults") or {})
+        forced["big_batch"] = {**dict(defaults.get("big_batch") or {}), "rows": int(rows)}
     if forced:
         defaults = {**dict(context.get("defaults") or {}), **forced}
         models = {name: {**dict(value or {}), **forced} for name, value in dict(context.get("models") or {}).items()}

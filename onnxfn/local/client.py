@@ -106,10 +106,25 @@ class AppClient:
 
     def put_file(self, model: str, path: Path, name: str | None = None) -> str:
         """Upload ``path`` into the model's inbox, as a user dropping a batch file would."""
+        return self.put_batch_file(model, path, name)[0]
+
+    def put_batch_file(self, model: str, path: Path, name: str | None = None) -> tuple[str, str | None]:
+        """Upload ``path`` into the model's inbox; its key and version id."""
         entry = self.model(model)
         key = f"{entry['inbox_prefix']}{name or path.name}"
-        self.aws("s3").put_object(Bucket=entry["bucket"], Key=key, Body=path.read_bytes())
-        return key
+        with path.open("rb") as body:
+            response = self.aws("s3").put_object(Bucket=entry["bucket"], Key=key, Body=body)
+        return key, response.get("VersionId")
+
+    def execution_progress(self, key: str, version: str | None) -> dict[str, Any] | None:
+        """The progress of the state machine's execution for a big batch file, once it has one."""
+        from contract.big_batch import execution_name
+        from onnxfn.local.executions import read_progress
+
+        folder = self.state.get("executions_dir")
+        if not folder or version is None:
+            return None
+        return read_progress(Path(folder), execution_name(key, version))
 
     def wait_for_object(self, bucket: str, key: str, timeout_s: float) -> bytes | None:
         s3 = self.aws("s3")
@@ -120,7 +135,9 @@ class AppClient:
             time.sleep(0.1)
         return None
 
-    def wait_for_batch(self, model: str, inbox_key: str, timeout_s: float = 120) -> dict[str, Any] | None:
+    def wait_for_batch(
+        self, model: str, inbox_key: str, timeout_s: float = 120, on_wait: Any = None
+    ) -> dict[str, Any] | None:
         """The summary the batch function writes for ``inbox_key``, once it and the output it names exist.
 
         The batch function writes the summary first and commits the output last (an output that
@@ -129,7 +146,12 @@ class AppClient:
         entry = self.model(model)
         name = inbox_key[len(entry["inbox_prefix"]) :]
         deadline = time.monotonic() + timeout_s
-        raw = self.wait_for_object(entry["bucket"], f"{entry['outbox_prefix']}{name}.summary.json", timeout_s)
+        summary_key = f"{entry['outbox_prefix']}{name}.summary.json"
+        raw = None
+        while raw is None and time.monotonic() < deadline:  # ``on_wait`` is called between looks
+            raw = self.wait_for_object(entry["bucket"], summary_key, min(0.5, max(0.0, deadline - time.monotonic())))
+            if raw is None and on_wait is not None:
+                on_wait()
         if raw is None:
             return None
         summary = dict(json.loads(raw))

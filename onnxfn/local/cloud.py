@@ -1,7 +1,7 @@
 """The embedded AWS: moto in server mode on 127.0.0.1, provisioned from the cloud assembly.
 
-Buckets, queues (with their redrive policies), bucket notifications and the artifact deployments
-are created the way CloudFormation and CDK's custom resources would create them; a
+Buckets, queues (with their redrive policies), bucket notifications, the artifact deployments and
+the state machines are created the way CloudFormation and CDK's custom resources would create them; a
 :class:`~onnxfn.local.assembly.Resolver` then knows every physical name and ARN, so each function's
 environment resolves to the local resources.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 from contract.environment import MODEL_NAME
 from onnxfn.local.assembly import LOCAL_ACCOUNT, LOCAL_REGION, CloudAssembly, FunctionSpec, Resolver, local_name
+from onnxfn.local.executions import LocalStateMachine, create_state_machines
 from onnxfn.local.functions import FunctionRuntime
 from onnxfn.local.runtime import HOST_ARCH, ROOT, LaunchPlan, RuntimeOptions, host_layer
 from onnxfn.local.runtime import plan as runtime_plan
@@ -98,6 +99,7 @@ class Provisioned:
     queue_urls: dict[str, str]  # logical id → queue URL
     queue_arns: dict[str, str]
     uploaded: dict[str, int]  # deployment logical id → objects uploaded
+    state_machines: dict[str, LocalStateMachine] = field(default_factory=dict)
 
 
 def _arn(service: str, resource: str) -> str:
@@ -172,7 +174,8 @@ def provision(aws: EmbeddedAws, assembly: CloudAssembly) -> Provisioned:
     for spec in assembly.functions:
         resolver.refs[spec.logical_id] = spec.name
         resolver.attributes[(spec.logical_id, "Arn")] = _arn("lambda", f"function:{spec.name}")
-    return Provisioned(resolver, buckets, urls, arns, uploaded)
+    machines = create_state_machines(aws.client("stepfunctions"), assembly, resolver, urls)
+    return Provisioned(resolver, buckets, urls, arns, uploaded, machines)
 
 
 def _sdk_calls(s3: Any, assembly: CloudAssembly, resolver: Resolver) -> None:

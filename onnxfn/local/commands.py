@@ -170,9 +170,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             _print_json_or_text(reply.body)
             return 0 if reply.status < 400 else 1
         if args.kind == "file":
-            key = client.put_file(args.model, Path(args.file))
+            key, version = client.put_batch_file(args.model, Path(args.file))
             err_console.print(f"put s3://{client.model(args.model)['bucket']}/{key}; waiting for the batch function…")
-            summary = client.wait_for_batch(args.model, key, timeout_s=args.wait)
+            summary = _wait_with_progress(client, args.model, key, version, args.wait)
             if summary is None:
                 err_console.print(f"[red]no result within {args.wait} s[/]")
                 return 1
@@ -194,6 +194,38 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         ok, payload = client.invoke_function(args.function, event)
         console.print_json(json.dumps(payload))
         return 0 if ok else 1
+
+
+def _wait_with_progress(client: Any, model: str, key: str, version: str | None, wait_s: float) -> Any:
+    """The file's summary; while a big file's state machine runs, a progress bar of its batches."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        task: Any = None
+
+        def show() -> None:
+            nonlocal task
+            report = client.execution_progress(key, version)
+            if not report or not report.get("maps"):
+                return
+            runs = report["maps"]
+            batches = sum(m["batches"] for m in runs)
+            done = sum(m["done"] + m["failed"] for m in runs)
+            detail = f"{sum(m['items'] for m in runs):,} records read, {sum(m['failed'] for m in runs)} batches failed"
+            if task is None:
+                task = progress.add_task(f"state machine {report['name'][:24]}… batches", total=None, detail="")
+            finished = all(m["finished"] for m in runs)
+            progress.update(task, completed=done, total=batches if finished or done else None, detail=detail)
+
+        return client.wait_for_batch(model, key, timeout_s=wait_s, on_wait=show)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 from onnxfn.local.assembly import CloudAssembly, load_assembly
 from onnxfn.local.cloud import EmbeddedAws, Provisioned, function_runtimes, provision
+from onnxfn.local.executions import ExecutionReport, ExecutionRunner
 from onnxfn.local.functions import FunctionPool, FunctionRuntime, Invocation
 from onnxfn.local.gateway import DEFAULT_INTEGRATION_TIMEOUT_S, Gateway, RequestLog
 from onnxfn.local.metrics import MetricsRegistry
@@ -56,6 +57,7 @@ class Observers:
     request: Callable[[RequestLog], None] | None = None
     invocation: Callable[[FunctionRuntime, Invocation], None] | None = None
     batch: Callable[[BatchOutcome], None] | None = None
+    execution: Callable[[ExecutionReport], None] | None = None
     log: Callable[[str, str], None] | None = None
 
 
@@ -71,6 +73,7 @@ class LocalApp:
     pollers: list[QueuePoller] = field(default_factory=list)
     metrics: MetricsRegistry = field(default_factory=MetricsRegistry)
     api_key: str | None = None
+    executions: ExecutionRunner | None = None
     started_s: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -117,6 +120,10 @@ class LocalApp:
                 )
                 poller.start()
                 self.pollers.append(poller)
+            self.executions = ExecutionRunner(
+                self.provisioned.state_machines, self.pools, self.aws, self._progress_dir(), self.observers.execution
+            )
+            self.executions.start()
             self.started_s = time.perf_counter() - started
             if options.state_file is not None:
                 write_state(options.state_file, self.state())
@@ -124,6 +131,12 @@ class LocalApp:
             self.stop()
             raise
         return self
+
+    def _progress_dir(self) -> Path:
+        """Where each execution's progress is written: beside the state file, or a folder of this run's."""
+        if self.options.state_file is not None:
+            return self.options.state_file.parent / "executions"
+        return Path(tempfile.mkdtemp(prefix="onnxfn-executions-"))
 
     # --- callbacks -------------------------------------------------------------------------------
 
@@ -208,6 +221,13 @@ class LocalApp:
             if queue.dead_letter_id:
                 dlq_key = "inbox_dead_letter_url" if runtime.kind == "batch" else "requests_dead_letter_url"
                 entry[dlq_key] = provisioned.queue_urls[queue.dead_letter_id]
+        for spec in assembly.state_machines:
+            machine = provisioned.state_machines[spec.logical_id]
+            for function_id in spec.functions.values():
+                entry = models.setdefault(self.pools[function_id].runtime.model, {"functions": {}})
+                entry["state_machine_arn"] = machine.arn
+                if machine.failure_queue_urls:
+                    entry["failed_executions_url"] = machine.failure_queue_urls[0]
         assert self.gateway is not None
         return {
             "pid": os.getpid(),
@@ -224,6 +244,7 @@ class LocalApp:
             "models": models,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "startup_s": round(self.started_s, 3),
+            "executions_dir": str(self.executions.progress_dir) if self.executions else None,
         }
 
     def worker_pids(self) -> list[int]:
@@ -236,6 +257,9 @@ class LocalApp:
         for poller in self.pollers:
             poller.stop()
         self.pollers.clear()
+        if self.executions is not None:
+            self.executions.stop()
+            self.executions = None
         if self.gateway is not None:
             self.gateway.shutdown()
             self.gateway = None

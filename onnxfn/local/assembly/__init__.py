@@ -3,7 +3,7 @@
 ``onnxfn serve`` builds nothing from its own idea of the app: functions, their handler, code,
 environment, memory and timeout; the API's resources, methods, key requirement and binary media
 types; queues and their redrive; event source mappings; bucket notifications and the artifact
-deployments all come from the template CDK wrote, so what runs locally is what ``cdk deploy``
+deployments, and the state machines all come from the template CDK wrote, so what runs locally is what ``cdk deploy``
 would create. References (``Ref``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``) stay unresolved
 here; :class:`Resolver` resolves them once the local resources exist.
 """
@@ -22,6 +22,7 @@ from onnxfn.local.assembly.specs import (
     NotificationSpec,
     QueueSpec,
     RouteSpec,
+    StateMachineSpec,
     local_name,
 )
 from onnxfn.local.assembly.template import load_assembly
@@ -39,6 +40,7 @@ __all__ = [
     "QueueSpec",
     "Resolver",
     "RouteSpec",
+    "StateMachineSpec",
     "flatten",
     "load_assembly",
     "local_name",

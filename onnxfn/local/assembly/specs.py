@@ -109,6 +109,19 @@ class DeploymentSpec:
 
 
 @dataclass(frozen=True)
+class StateMachineSpec:
+    """A state machine: its definition as written (``DefinitionString`` and its substitutions), the
+    functions its substitutions name, and the queues EventBridge sends its failed executions to."""
+
+    logical_id: str
+    name: Any  # StateMachineName, unresolved; None: CloudFormation would make one up
+    definition: Any  # DefinitionString (a string, or an intrinsic that resolves to one)
+    substitutions: Mapping[str, Any] = field(default_factory=dict)
+    functions: Mapping[str, str] = field(default_factory=dict)  # substitution -> function logical id
+    failure_queue_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CloudAssembly:
     directory: Path
     stack_name: str
@@ -122,6 +135,7 @@ class CloudAssembly:
     outputs: Mapping[str, Any]
     # Custom::AWS resources (CDK's AwsCustomResource): logical id -> their unresolved Create call
     sdk_calls: Mapping[str, Any] = field(default_factory=dict)
+    state_machines: tuple[StateMachineSpec, ...] = ()
 
     def function(self, logical_id: str) -> FunctionSpec:
         for spec in self.functions:

@@ -18,6 +18,7 @@ from onnxfn.local.assembly.specs import (
     NotificationSpec,
     QueueSpec,
     RouteSpec,
+    StateMachineSpec,
     local_name,
 )
 
@@ -294,6 +295,43 @@ def _deployments(template: _Template, assets: Mapping[str, Path]) -> tuple[Deplo
     return tuple(found)
 
 
+def _state_machines(template: _Template) -> tuple[StateMachineSpec, ...]:
+    """Each state machine, the functions its definition's substitutions name, and the SQS targets of
+    the EventBridge rules that match its failed executions by its ARN."""
+    rules = [
+        (json.dumps(props.get("EventPattern", {})), props.get("Targets", []))
+        for props in (r.get("Properties", {}) for r in template.of_type("AWS::Events::Rule").values())
+    ]
+    found = []
+    for logical_id, resource in sorted(template.of_type("AWS::StepFunctions::StateMachine").items()):
+        props = resource.get("Properties", {})
+        substitutions = dict(props.get("DefinitionSubstitutions", {}))
+        functions = {key: template.function_of(value) for key, value in substitutions.items()}
+        name = props.get("StateMachineName")
+        queues = []
+        for pattern, targets in rules:
+            if "aws.states" not in pattern or name is None or json.dumps(name)[1:-1] not in pattern:
+                continue
+            for target in targets:
+                queue_id = _ref_target(target.get("Arn"))
+                if template.resources.get(queue_id or "", {}).get("Type") == "AWS::SQS::Queue":
+                    queues.append(str(queue_id))
+        definition = props.get("DefinitionString")
+        if definition is None and "Definition" in props:
+            definition = json.dumps(props["Definition"])
+        found.append(
+            StateMachineSpec(
+                logical_id=logical_id,
+                name=name,
+                definition=definition,
+                substitutions=substitutions,
+                functions={key: fid for key, fid in functions.items() if fid is not None},
+                failure_queue_ids=tuple(queues),
+            )
+        )
+    return tuple(found)
+
+
 def load_assembly(directory: Path) -> CloudAssembly:
     """Read the one stack of the cloud assembly in ``directory``, its nested stacks read in."""
     stack, template_file = _stack_artifact(directory)
@@ -302,7 +340,12 @@ def load_assembly(directory: Path) -> CloudAssembly:
     assets = _asset_paths(directory, stack)
     api, api_functions = _api(template)
     event_sources = _event_sources(template)
-    served = api_functions | {source.function_id for source in event_sources}
+    state_machines = _state_machines(template)
+    served = (
+        api_functions
+        | {source.function_id for source in event_sources}
+        | {fid for machine in state_machines for fid in machine.functions.values()}
+    )
     functions = tuple(_function(template, directory, stack, logical_id, assets) for logical_id in sorted(served))
     return CloudAssembly(
         directory=directory,
@@ -316,4 +359,5 @@ def load_assembly(directory: Path) -> CloudAssembly:
         deployments=_deployments(template, assets),
         outputs=raw.get("Outputs", {}),
         sdk_calls={lid: r.get("Properties", {}).get("Create") for lid, r in template.of_type("Custom::AWS").items()},
+        state_machines=state_machines,
     )
