@@ -19,7 +19,9 @@ ASSEMBLE = "assemble"  # the last step: join the parts
 FAILURE = "failure"  # set on the assemble payload when the Map failed: {"Error": ..., "Cause": ...}
 INDEX = "index"  # an item's 0-based position in the file (the Map's $$.Map.Item.Index)
 ROW = "row"  # the record itself (the Map's $$.Map.Item.Value)
-RUN_FIELDS = ("run", "bucket", "key", "version", "format")  # the execution's input
+# The execution's input: ``version`` is the S3 version id the Map reads (None in an unversioned
+# bucket), ``source_version`` what the outbox files record (the version id, else the ETag).
+RUN_FIELDS = ("run", "bucket", "key", "version", "source_version", "format")
 
 FORMATS = ("jsonl", "csv")  # what a Distributed Map reads; .npy/.npz stay on the small path
 MAX_CSV_COLUMNS = 4096  # the CSV reader is given this many header names (c0, c1, ...)

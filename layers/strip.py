@@ -22,7 +22,7 @@ _HUB_CLIENTS = [
 ]
 
 # Bump when the strip logic changes in a way the rules below do not show; either changes the hash.
-STRIP_RULES_VERSION = 3
+STRIP_RULES_VERSION = 4
 STRIP_RULES: dict[str, Any] = {
     # Whatever bytecode the wheels carry goes; the layer is then compiled by the runtime's own
     # interpreter (see compile_layer), since /opt is read-only in Lambda and nothing can be cached there.
@@ -46,9 +46,10 @@ STRIP_RULES: dict[str, Any] = {
     # tokenizer.json from the verified artifact and never reach a hub. These are the hub client and
     # what only it uses (22 MB with hf_xet).
     "hub-clients": {"packages": _HUB_CLIENTS},
-    # botocore ships the API models of every AWS service (27 MB); the functions call S3 and SQS
-    # (and STS for credentials). A handler that calls another service needs it added here.
-    "botocore-services": {"keep_only": {"botocore/data": ["s3", "sqs", "sts"]}},
+    # botocore ships the API models of every AWS service (27 MB); the functions call S3 and SQS,
+    # the batch function starts its state machine (Step Functions), and STS is for credentials.
+    # A handler that calls another service needs it added here.
+    "botocore-services": {"keep_only": {"botocore/data": ["s3", "sqs", "stepfunctions", "sts"]}},
 }
 
 

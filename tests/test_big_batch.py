@@ -123,6 +123,7 @@ def test_a_big_file_is_handed_off_once_per_version_and_a_small_one_is_scored_her
         "bucket": BUCKET,
         "key": key,
         "version": version,
+        "source_version": version,
         "format": "jsonl",
     }
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="outbox/digits/handoff.jsonl")

@@ -108,23 +108,29 @@ class AppClient:
         """Upload ``path`` into the model's inbox, as a user dropping a batch file would."""
         return self.put_batch_file(model, path, name)[0]
 
-    def put_batch_file(self, model: str, path: Path, name: str | None = None) -> tuple[str, str | None]:
-        """Upload ``path`` into the model's inbox; its key and version id."""
+    def put_batch_file(self, model: str, path: Path, name: str | None = None) -> tuple[str, list[str]]:
+        """Upload ``path`` into the model's inbox; its key, and the ids its version may go by (the
+        version id S3 notifies, or the ETag where a notification carries none, as moto's do)."""
         entry = self.model(model)
         key = f"{entry['inbox_prefix']}{name or path.name}"
         with path.open("rb") as body:
             response = self.aws("s3").put_object(Bucket=entry["bucket"], Key=key, Body=body)
-        return key, response.get("VersionId")
+        ids = [response.get("VersionId"), str(response.get("ETag", "")).strip('"')]
+        return key, [i for i in ids if i]
 
-    def execution_progress(self, key: str, version: str | None) -> dict[str, Any] | None:
+    def execution_progress(self, key: str, versions: list[str]) -> dict[str, Any] | None:
         """The progress of the state machine's execution for a big batch file, once it has one."""
         from contract.big_batch import execution_name
         from onnxfn.local.executions import read_progress
 
         folder = self.state.get("executions_dir")
-        if not folder or version is None:
+        if not folder:
             return None
-        return read_progress(Path(folder), execution_name(key, version))
+        for version in versions:
+            report = read_progress(Path(folder), execution_name(key, version))
+            if report is not None:
+                return report
+        return None
 
     def wait_for_object(self, bucket: str, key: str, timeout_s: float) -> bytes | None:
         s3 = self.aws("s3")

@@ -170,9 +170,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             _print_json_or_text(reply.body)
             return 0 if reply.status < 400 else 1
         if args.kind == "file":
-            key, version = client.put_batch_file(args.model, Path(args.file))
+            key, versions = client.put_batch_file(args.model, Path(args.file))
             err_console.print(f"put s3://{client.model(args.model)['bucket']}/{key}; waiting for the batch function…")
-            summary = _wait_with_progress(client, args.model, key, version, args.wait)
+            summary = _wait_with_progress(client, args.model, key, versions, args.wait)
             if summary is None:
                 err_console.print(f"[red]no result within {args.wait} s[/]")
                 return 1
@@ -196,7 +196,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         return 0 if ok else 1
 
 
-def _wait_with_progress(client: Any, model: str, key: str, version: str | None, wait_s: float) -> Any:
+def _wait_with_progress(client: Any, model: str, key: str, versions: list[str], wait_s: float) -> Any:
     """The file's summary; while a big file's state machine runs, a progress bar of its batches."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -213,7 +213,7 @@ def _wait_with_progress(client: Any, model: str, key: str, version: str | None, 
 
         def show() -> None:
             nonlocal task
-            report = client.execution_progress(key, version)
+            report = client.execution_progress(key, versions)
             if not report or not report.get("maps"):
                 return
             runs = report["maps"]

@@ -330,7 +330,12 @@ def test_layer_is_stripped_of_what_never_runs(layer: dict[str, Any]) -> None:
     # The C API library, the hub client and the service models no function calls are gone.
     assert not list((python / "onnxruntime" / "capi").glob("libonnxruntime.so*"))
     assert not (python / "huggingface_hub").exists() and not (python / "hf_xet").exists()
-    assert sorted(p.name for p in (python / "botocore" / "data").iterdir() if p.is_dir()) == ["s3", "sqs", "sts"]
+    assert sorted(p.name for p in (python / "botocore" / "data").iterdir() if p.is_dir()) == [
+        "s3",
+        "sqs",
+        "stepfunctions",
+        "sts",
+    ]
     # Kept: package metadata (onnxruntime reads its own version from it).
     assert (python / "onnxruntime-1.31.1.dist-info" / "METADATA").is_file()
     assert list(python.glob("numpy-*.dist-info/METADATA"))

@@ -65,8 +65,9 @@ def test_a_big_json_lines_file_runs_on_the_state_machine_and_matches_the_small_p
     rows = 4321
     body = _jsonl(range(rows), bad=(7, 2500))
     key, version, summary = _drop(served, tmp_path, "big.jsonl", body)
-    assert summary["execution"] == big_batch.execution_name(key, version)
-    assert (summary["records_in"], summary["scored"], summary["failed"]) == (rows, rows - 2, 2)
+    assert summary["execution"] == big_batch.execution_name(key, summary["source_version"])
+    counts = (summary["records_in"], summary["scored"], summary["failed"])
+    assert counts == (rows, rows - 2, 2), _object(served, summary["errors_key"])[:2000]
     # The same first 999 rows, under the threshold, go the small path: the same lines come out.
     _, _, small = _drop(served, tmp_path, "small.jsonl", _jsonl(range(999), bad=(7,)))
     assert small["execution"] is None and small["records_in"] == 999
@@ -117,7 +118,7 @@ def test_a_file_the_map_cannot_read_fails_whole_is_summarized_and_dead_lettered(
     (error,) = [json.loads(x) for x in _object(served, summary["errors_key"]).splitlines()]
     assert error["line"] == 0 and "States.ItemReaderFailed" in error["error"]
     states = served.client.aws("stepfunctions")
-    name = big_batch.execution_name(key, version)
+    name = big_batch.execution_name(key, summary["source_version"])
     arn = served.client.model("digits")["state_machine_arn"]
     deadline = time.monotonic() + 30
     status = "RUNNING"

@@ -99,6 +99,10 @@ def maybe_hand_off(
             if records / rate <= SHARE_OF_TIME_LEFT * retries.time_left():
                 logger.info("batch file scored here: predicted to fit", extra={"key": key, **facts})
                 return None
+    if version_id is None:  # a notification without one (moto's): the Map must read this very version
+        found = head(s3, bucket, key) or {}
+        if etag is None or str(found.get("ETag", "")).strip('"') == etag.strip('"'):
+            version_id = found.get("VersionId")
     source_version = version_id or (etag or "").strip('"') or "unversioned"
     summary = new_summary(data, bucket, key, source_version, fmt)
     summary.execution = big_batch.execution_name(key, source_version)
@@ -107,7 +111,14 @@ def maybe_hand_off(
         logger.info("duplicate notification; output exists", extra={"key": key, "version": source_version})
         summary.duplicate = True
         return summary
-    execution_input = {"run": summary.execution, "bucket": bucket, "key": key, "version": version_id, "format": fmt}
+    execution_input = {
+        "run": summary.execution,
+        "bucket": bucket,
+        "key": key,
+        "version": version_id,
+        "source_version": source_version,
+        "format": fmt,
+    }
     states = client("stepfunctions")
     try:
         states.start_execution(

@@ -147,7 +147,7 @@ def assemble(event: dict[str, Any], s3: Any, data: DataSettings, store: ModelSto
     run = event[big_batch.ASSEMBLE]
     failure = run.get(big_batch.FAILURE)
     key, fmt = run["key"], run["format"]
-    source_version = run.get("version") or "unversioned"
+    source_version = run.get("source_version") or run.get("version") or "unversioned"
     summary = new_summary(data, run["bucket"], key, source_version, fmt)
     summary.execution = run["run"]
     existing = head(s3, data.bucket, summary.output_key or "")
