@@ -101,12 +101,7 @@ def test_a_big_csv_file_with_a_header_runs_on_the_state_machine(served, tmp_path
     assert small["execution"] is None
     big_out = _object(served, summary["output_key"]).splitlines()
     small_out = _object(served, small["output_key"]).splitlines()
-    assert (
-        big_out[0]
-        == small_out[0]
-        == b"line,label,probabilities_0,probabilities_1,probabilities_2,probabilities_3,probabilities_4,probabilities_5,probabilities_6,probabilities_7,probabilities_8,probabilities_9"
-        or big_out[: len(small_out)] == small_out
-    )
+    assert big_out[0].startswith(b"line,label,")  # the header, written once
     assert big_out[: len(small_out)] == small_out and len(big_out) == 1501
 
 
