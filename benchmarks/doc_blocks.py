@@ -229,6 +229,11 @@ def serve(document: dict[str, Any]) -> list[str]:
     return tables.serve(document.get("data", {}).get("serve"))
 
 
+def big_batch(document: dict[str, Any]) -> list[str]:
+    """Records per second through the Distributed Map path at 1 and 2 batch workers, and the small path."""
+    return tables.big_batch(document["records"])
+
+
 def scale(document: dict[str, Any]) -> list[str]:
     """docs/configuration.md: synth time and template sizes by the number of models; serve at the most."""
     return tables.scale(document["records"])

@@ -46,6 +46,7 @@ BLOCKS = (
     Block("queue", Path("docs/events.md"), doc_blocks.queue),
     Block("package", Path("layers/README.md"), doc_blocks.package),
     Block("scale", Path("docs/configuration.md"), doc_blocks.scale),
+    Block("big-batch", Path("docs/events.md"), doc_blocks.big_batch),
 )
 
 

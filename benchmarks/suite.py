@@ -9,7 +9,8 @@ next), then derives the cost table and judges the targets, and writes ``latest.j
     python -m benchmarks.suite --only warm     # one step (repeatable), written to benchmarks/results/raw/
     python -m benchmarks.suite --no-init-burst # init at the memory's CPU share too (default: unthrottled)
 
-Steps: package, quantization, pytorch-venv, cold-start, cold-start-changes, warm, memory, queue, serve, scale
+Steps: package, quantization, pytorch-venv, cold-start, cold-start-changes, warm, memory, queue, serve, scale,
+big-batch
 (warm-2vcpu on request: ``--only warm-2vcpu``). Every cold-start figure comes from the function as
 Lambda runs it (``faithful.py``); the in-process steps (warm, queue, PyTorch) run on the development
 venv and say so. A benchmark is not a test: nothing here asserts a target; a missed target is
@@ -48,6 +49,7 @@ STEPS = (
     "queue",
     "serve",
     "scale",
+    "big-batch",
 )
 # warm-2vcpu fed the old cost table (dev venv, extrapolated); the faithful memory-size table replaced it.
 DEFAULT_STEPS = tuple(s for s in STEPS if s != "warm-2vcpu")
@@ -132,6 +134,10 @@ def run_step(name: str, quick: bool, out: Path, init_burst: bool = True) -> Step
         from benchmarks import scale
 
         return scale.measure(quick)
+    if name == "big-batch":
+        from benchmarks import big_batch
+
+        return big_batch.measure(quick)
     raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
 
 

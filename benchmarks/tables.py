@@ -322,6 +322,18 @@ def scale(records: list[Record]) -> list[str]:
     return lines
 
 
+def big_batch(records: list[Record]) -> list[str]:
+    rows = []
+    for r in records:
+        if r.metric == "big batch throughput":
+            x = r.extra
+            ratios = ", ".join(f"{v:.2f}× {k}" for k, v in r.ratios.items()) or "–"
+            same = "yes" if x.get("identical_to_small_path") else "no"
+            rows.append([r.name, r.variant, fmt(x["seconds"], "s"), fmt(r.median), ratios, str(x["failed"]), same])
+    header = ["path", "file", "upload to summary", "records/s", "ratio", "failed (in = scored + failed)"]
+    return table([*header, "output = small path's"], rows)
+
+
 def memory(records: list[Record]) -> list[str]:
     rows = []
     for r in records:
