@@ -234,6 +234,9 @@ def _cfn_attributes(deployed: Deployed, lid: str, kind: str, physical: str) -> N
         attributes[(lid, "Arn")] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}:*"
     elif kind == "AWS::IAM::ManagedPolicy":
         attributes[(lid, "Arn")] = physical
+    elif kind == "AWS::Events::Rule":
+        name = physical.rsplit("/", 1)[-1]
+        attributes[(lid, "Arn")] = deployed.client("events").describe_rule(Name=name)["Arn"]
 
 
 def _complete_bucket(d: Deployed, bucket: str, p: dict[str, Any]) -> None:
@@ -427,6 +430,35 @@ def _composite_alarm(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, An
     assert names and {a["AlarmName"] for a in alarms} == set(names), p["AlarmRule"]
     d.refs[lid] = _name(lid, 255)
     d.attributes[(lid, "Arn")] = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{_name(lid, 255)}"
+
+
+@creates("AWS::IAM::Policy")
+def _policy(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, Any]) -> None:
+    for role in p.get("Roles", []):
+        d.client("iam").put_role_policy(
+            RoleName=role, PolicyName=p["PolicyName"], PolicyDocument=json.dumps(p["PolicyDocument"])
+        )
+    d.refs[lid] = p["PolicyName"]
+
+
+@creates("AWS::StepFunctions::StateMachine")
+def _state_machine(d: Deployed, lid: str, p: dict[str, Any], raw: dict[str, Any]) -> None:
+    definition = p["DefinitionString"]
+    for key, value in p.get("DefinitionSubstitutions", {}).items():
+        assert f"${{{key}}}" in definition, f"{lid}: substitution {key} is not used"
+        definition = definition.replace(f"${{{key}}}", str(value))
+    parsed = json.loads(definition)  # substituted, the definition must be JSON naming real functions
+    functions = re.findall(r'"FunctionName": ?"([^"]+)"', definition)
+    for arn in functions:
+        d.client("lambda").get_alias(FunctionName=arn.rsplit(":", 1)[0], Name=arn.rsplit(":", 1)[1])
+    assert parsed["StartAt"] in parsed["States"] and functions
+    spec = {"tracingConfiguration": {"enabled": p.get("TracingConfiguration", {}).get("Enabled", False)}}
+    created = d.client("stepfunctions").create_state_machine(
+        name=p["StateMachineName"], definition=definition, roleArn=p["RoleArn"], **spec
+    )
+    d.refs[lid] = created["stateMachineArn"]
+    d.attributes[(lid, "Arn")] = created["stateMachineArn"]
+    d.attributes[(lid, "Name")] = p["StateMachineName"]
 
 
 @creates("AWS::CloudWatch::Dashboard")

@@ -210,6 +210,12 @@ def test_every_resource_is_deployed_and_each_path_answers(synth, endpoint, varia
         summary = json.loads(s3.get_object(Bucket=bucket, Key="outbox/digits/rows.jsonl.summary.json")["Body"].read())
         assert summary["records_in"] == summary["scored"] == 3 and summary["failed"] == 0
 
+        # --- the batch function's state machine: the ARN it was given is the one deployed, whose
+        # definition invokes this very alias
+        machine = batch.config["Environment"]["Variables"]["BIG_BATCH_STATE_MACHINE"]
+        definition = deployed.client("stepfunctions").describe_state_machine(stateMachineArn=machine)["definition"]
+        assert f'"FunctionName": "{batch_alias}"' in definition
+
         # --- request queue -> worker function -> results
         worker_alias = batch_alias.replace(
             s.logical_id(s.stack.functions["digits"]["batch"].function),
