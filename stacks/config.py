@@ -18,6 +18,10 @@ from contract import big_batch, layout
 from contract.environment import API_AUTH_MODES, CONFIG_LOAD_MODES
 from contract.limits import INIT_LOAD_MAX_BYTES
 from contract.manifest import FileEntry, Manifest, ManifestError
+from stacks import config_checks
+from stacks.config_checks import _bool, _choice, _int, _known, _number
+
+ConfigError = config_checks.ConfigError  # callers catch it from here
 
 ARCHITECTURES = ("x86_64", "arm64")
 PACKAGINGS = ("zip", "image")
@@ -69,10 +73,6 @@ DEFAULT_ACCOUNT_CONCURRENCY = 1000  # Lambda's default quota per Region
 SNAPSTART_UNAVAILABLE_REGIONS = ("ap-southeast-6", "ap-east-2")
 SNAPSTART_PARTITION = "aws"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-class ConfigError(ValueError):
-    """A setting in cdk.json is wrong; the message names the key, the value and what is allowed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,39 +180,6 @@ class AppConfig:
     throttle_rate: float = 50.0
     throttle_burst: int = 100
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY  # the account's Lambda quota in the deploy Region
-
-
-# --- checks ------------------------------------------------------------------------------------
-
-
-def _choice(key: str, value: Any, allowed: tuple[Any, ...]) -> Any:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected one of {', '.join(map(str, allowed))}")
-    return value
-
-
-def _int(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected an integer from {low} to {high}")
-    return value
-
-
-def _number(key: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected a number from {low} to {high}")
-    return float(value)
-
-
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected true or false")
-    return value
-
-
-def _known(key: str, given: Mapping[str, Any], allowed: list[str]) -> None:
-    for name in given:
-        if name not in allowed:
-            raise ConfigError(f"{key}.{name}: unknown setting; allowed: {', '.join(allowed)}")
 
 
 def _alarms(key: str, raw: Any, base: AlarmThresholds) -> AlarmThresholds:

@@ -25,9 +25,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from onnxfn.local.states_checks import CSV_DELIMITERS, LAMBDA_INVOKE, validate
 from onnxfn.local.states_paths import (
-    CSV_DELIMITERS,
-    LAMBDA_INVOKE,
     RUNTIME,
     StatesError,
     TaskFailed,
@@ -35,7 +34,6 @@ from onnxfn.local.states_paths import (
     apply_template,
     read_path,
     rule_matches,
-    validate,
     write_path,
 )
 

@@ -150,16 +150,17 @@ def assemble(event: dict[str, Any], s3: Any, data: DataSettings, store: ModelSto
     source_version = run.get("source_version") or run.get("version") or "unversioned"
     summary = new_summary(data, run["bucket"], key, source_version, fmt)
     summary.execution = run["run"]
+    prefix = big_batch.parts_prefix(data.outbox_prefix, run["run"])
+    parts = _parts(s3, data.bucket, prefix)
     existing = head(s3, data.bucket, summary.output_key or "")
     if existing and existing.get("Metadata", {}).get(SOURCE_VERSION) == source_version:
+        _remove(s3, data.bucket, parts)  # a retried assembly whose first attempt wrote the output
         summary.duplicate = True
         return _dict(summary)
     started = time.perf_counter()
     manifest = store.manifest()
     summary.model, summary.model_version = manifest.name, manifest.version
     metadata = {SOURCE_VERSION: source_version, "onnxfn-model-version": manifest.version}
-    prefix = big_batch.parts_prefix(data.outbox_prefix, run["run"])
-    parts = _parts(s3, data.bucket, prefix)
     sink = Sink(s3, data.bucket, summary, metadata)
     try:
         if failure:
