@@ -3,7 +3,7 @@ at batch-worker concurrency 1 and 2, beside the small path (one invocation) on t
 
 Each run is a fresh ``onnxfn serve`` (faithful functions: the runtime's interpreter, the built layer,
 the memory's CPU share) on an assembly synthesized with ``-c onnxfn:big_batch_rows=10000`` (the Map
-path) or without it (the measured threshold keeps this file on the small path). A run's time is
+path) or with a threshold above the file (the small path, whatever its predicted time). A run's time is
 from the upload to the summary: the hand-off, the Map's reading and batching, the batches on the
 workers and the assembly. Each run's counts must balance and its output must equal the small
 path's byte for byte, or the step fails.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.records import Record, StepResult
+from benchmarks.scale import running_serve
 from benchmarks.timing import ROOT
 
 LINES = 200_000
@@ -44,18 +43,8 @@ def run(app_dir: Path, data: Path, concurrency: int, work: Path) -> dict[str, An
     """One ``onnxfn serve``: upload, wait for the summary; seconds, counts and the output's digest."""
     from onnxfn.local.client import AppClient
 
-    state_file = work / "serve.json"
-    command = [str(Path(sys.executable).parent / "onnxfn"), "serve", "--port", "0", "--app", str(app_dir)]
-    command += ["--synth", "never", "--state-file", str(state_file), "--concurrency", str(concurrency)]
-    with (work / "serve.log").open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        begun = time.perf_counter()
-        while not state_file.exists():
-            if process.poll() is not None or time.perf_counter() - begun > 300:
-                raise RuntimeError(f"onnxfn serve did not start: {(work / 'serve.log').read_text()[-2000:]}")
-            time.sleep(0.05)
-        client = AppClient(json.loads(state_file.read_text()))
+    with running_serve(app_dir, work, "--concurrency", str(concurrency)) as (state, _):
+        client = AppClient(state)
         sent = time.perf_counter()
         key, _ = client.put_batch_file("digits", data)
         summary = client.wait_for_batch("digits", key, timeout_s=1800)
@@ -65,15 +54,12 @@ def run(app_dir: Path, data: Path, concurrency: int, work: Path) -> dict[str, An
         entry = client.model("digits")
         output = client.aws("s3").get_object(Bucket=entry["bucket"], Key=summary["output_key"])["Body"].read()
         client.close()
-        return {
-            "seconds": seconds,
-            "summary": summary,
-            "output_sha256": hashlib.sha256(output).hexdigest(),
-            "output_bytes": len(output),
-        }
-    finally:
-        process.send_signal(2)
-        process.wait(timeout=120)
+    return {
+        "seconds": seconds,
+        "summary": summary,
+        "output_sha256": hashlib.sha256(output).hexdigest(),
+        "output_bytes": len(output),
+    }
 
 
 def measure(quick: bool) -> StepResult:
@@ -86,7 +72,7 @@ def measure(quick: bool) -> StepResult:
         data = folder / "big.jsonl"
         write_file(data, lines)
         small_app, big_app = folder / "small.out", folder / "big.out"
-        synthesize(ROOT, small_app)
+        synthesize(ROOT, small_app, {"onnxfn:big_batch_rows": str(lines * 10)})  # always the small path
         synthesize(ROOT, big_app, {"onnxfn:big_batch_rows": str(min(THRESHOLD, lines // 2))})
         runs = {}
         for label, app, concurrency in (("small path", small_app, 1), ("Map", big_app, 1), ("Map", big_app, 2)):

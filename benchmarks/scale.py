@@ -9,6 +9,7 @@ queues, the API; no function started) and a first request to the last model (a c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +67,12 @@ def template_bytes(out: Path) -> tuple[int, int]:
     return own, max(nested, default=0)
 
 
-def serve_startup(app_dir: Path, model: str, work: Path) -> dict[str, float]:
-    """``onnxfn serve`` on ``app_dir``: its reported startup, and the first request to ``model``."""
-    from onnxfn.local.client import AppClient
-
+@contextlib.contextmanager
+def running_serve(app_dir: Path, work: Path, *args: str) -> Iterator[tuple[dict[str, Any], float]]:
+    """``onnxfn serve`` on ``app_dir`` until the block ends: its state and seconds to be ready."""
     state_file = work / "serve.json"
     command = [str(Path(sys.executable).parent / "onnxfn"), "serve", "--port", "0", "--app", str(app_dir)]
-    command += ["--synth", "never", "--state-file", str(state_file)]
+    command += ["--synth", "never", "--state-file", str(state_file), *args]
     with (work / "serve.log").open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -80,8 +81,17 @@ def serve_startup(app_dir: Path, model: str, work: Path) -> dict[str, float]:
             if process.poll() is not None or time.perf_counter() - begun > 300:
                 raise RuntimeError(f"onnxfn serve did not start: {(work / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.05)
-        ready_s = time.perf_counter() - begun
-        state = json.loads(state_file.read_text())
+        yield json.loads(state_file.read_text()), time.perf_counter() - begun
+    finally:
+        process.send_signal(2)
+        process.wait(timeout=120)
+
+
+def serve_startup(app_dir: Path, model: str, work: Path) -> dict[str, float]:
+    """``onnxfn serve`` on ``app_dir``: its reported startup, and the first request to ``model``."""
+    from onnxfn.local.client import AppClient
+
+    with running_serve(app_dir, work) as (state, ready_s):
         client = AppClient(state)
         body = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]})
         sent = time.perf_counter()
@@ -91,9 +101,6 @@ def serve_startup(app_dir: Path, model: str, work: Path) -> dict[str, float]:
         if reply.status != 200:
             raise RuntimeError(f"{model}: {reply.status}")
         return {"startup_s": float(state["startup_s"]), "ready_s": ready_s, "first_request_ms": first_ms}
-    finally:
-        process.send_signal(2)
-        process.wait(timeout=60)
 
 
 def measure(quick: bool) -> StepResult:

@@ -41,30 +41,13 @@ def handle_notification(record: SQSRecord) -> list[FileSummary]:
         if not key.startswith(data.inbox_prefix) or key.endswith("/"):
             logger.warning("object outside this model's inbox; ignored", extra={"key": key})
             continue
-        handed_off = maybe_hand_off(
-            s3_client(),
-            data,
-            get_store(),
-            bucket,
-            key,
-            s3_info["object"].get("versionId"),
-            s3_info["object"].get("eTag"),
-            s3_info["object"].get("size"),
-        )
+        version_id, etag = s3_info["object"].get("versionId"), s3_info["object"].get("eTag")
+        size = s3_info["object"].get("size")
+        handed_off = maybe_hand_off(s3_client(), data, get_store(), bucket, key, version_id, etag, size)
         if handed_off is not None:
             summaries.append(handed_off)
             continue
-        summaries.append(
-            process_object(
-                s3_client(),
-                data,
-                get_store(),
-                bucket,
-                key,
-                s3_info["object"].get("versionId"),
-                s3_info["object"].get("eTag"),
-            )
-        )
+        summaries.append(process_object(s3_client(), data, get_store(), bucket, key, version_id, etag))
     return summaries
 
 

@@ -38,16 +38,11 @@ def process_object(
     suffix = _suffix(key)
     source_version = version_id or (etag or "").strip('"') or "unversioned"
     summary = new_summary(data, bucket, key, source_version, fmt)
-    existing = head(s3, data.bucket, summary.output_key or "")
-    if existing and existing.get("Metadata", {}).get(SOURCE_VERSION) == source_version:
+    if already_written(s3, data, summary):
         logger.info("duplicate notification; output exists", extra={"key": key, "version": source_version})
-        summary.duplicate = True
         return summary
     started = time.perf_counter()
-    manifest = store.manifest()
-    summary.model, summary.model_version = manifest.name, manifest.version
-    metadata = {SOURCE_VERSION: source_version, "onnxfn-model-version": manifest.version}
-    sink = Sink(s3, data.bucket, summary, metadata)
+    sink = open_sink(s3, data, store, summary)
     try:
         if fmt == "unsupported":
             sink.fail(0, f"unsupported file type {suffix or '(none)'!r}; expected one of {', '.join(FORMATS)}")
@@ -107,6 +102,21 @@ def new_summary(data: DataSettings, bucket: str, key: str, source_version: str, 
         output_key=output_key,
         errors_key=errors_key,
     )
+
+
+def already_written(s3: Any, data: DataSettings, summary: FileSummary) -> bool:
+    """The output exists for this source version: mark the summary a duplicate."""
+    existing = head(s3, data.bucket, summary.output_key or "")
+    summary.duplicate = bool(existing and existing.get("Metadata", {}).get(SOURCE_VERSION) == summary.source_version)
+    return summary.duplicate
+
+
+def open_sink(s3: Any, data: DataSettings, store: ModelStore, summary: FileSummary) -> Sink:
+    """The file's output and errors writers, their objects carrying the source and model versions."""
+    manifest = store.manifest()
+    summary.model, summary.model_version = manifest.name, manifest.version
+    metadata = {SOURCE_VERSION: summary.source_version, "onnxfn-model-version": manifest.version}
+    return Sink(s3, data.bucket, summary, metadata)
 
 
 def summary_key(data: DataSettings, key: str) -> str:

@@ -18,7 +18,7 @@ from contract import big_batch
 from handlers.runtime import retries
 from handlers.runtime import rows as rowlib
 from handlers.runtime.aws import client
-from handlers.runtime.batch.files import SOURCE_VERSION, file_format, new_summary
+from handlers.runtime.batch.files import already_written, file_format, new_summary
 from handlers.runtime.batch.sink import FileSummary
 from handlers.runtime.batch.text import csv_record, numeric
 from handlers.runtime.errors import OnnxfnError
@@ -106,10 +106,8 @@ def maybe_hand_off(
     source_version = version_id or (etag or "").strip('"') or "unversioned"
     summary = new_summary(data, bucket, key, source_version, fmt)
     summary.execution = big_batch.execution_name(key, source_version)
-    existing = head(s3, data.bucket, summary.output_key or "")
-    if existing and existing.get("Metadata", {}).get(SOURCE_VERSION) == source_version:
+    if already_written(s3, data, summary):
         logger.info("duplicate notification; output exists", extra={"key": key, "version": source_version})
-        summary.duplicate = True
         return summary
     execution_input = {
         "run": summary.execution,

@@ -18,13 +18,13 @@ from typing import Any
 
 from contract import big_batch
 from handlers.runtime import rows as rowlib
-from handlers.runtime.batch.files import SOURCE_VERSION, finish, new_summary
+from handlers.runtime.batch.files import already_written, finish, new_summary, open_sink
 from handlers.runtime.batch.sink import FileSummary, Sink, score_rows
 from handlers.runtime.batch.text import csv_record, jsonl_answer, numeric, write_csv_answer
 from handlers.runtime.errors import InvalidInput, OnnxfnError
 from handlers.runtime.model_store import ModelStore
 from handlers.runtime.observability import MetricUnit, logger, metrics
-from handlers.runtime.s3_io import head, iter_lines
+from handlers.runtime.s3_io import iter_lines
 from handlers.runtime.settings import DataSettings
 
 PART = re.compile(r"(\d{12})-(\d+)-(\d+)-(\d+)\.out$")
@@ -152,16 +152,11 @@ def assemble(event: dict[str, Any], s3: Any, data: DataSettings, store: ModelSto
     summary.execution = run["run"]
     prefix = big_batch.parts_prefix(data.outbox_prefix, run["run"])
     parts = _parts(s3, data.bucket, prefix)
-    existing = head(s3, data.bucket, summary.output_key or "")
-    if existing and existing.get("Metadata", {}).get(SOURCE_VERSION) == source_version:
+    if already_written(s3, data, summary):
         _remove(s3, data.bucket, parts)  # a retried assembly whose first attempt wrote the output
-        summary.duplicate = True
         return _dict(summary)
     started = time.perf_counter()
-    manifest = store.manifest()
-    summary.model, summary.model_version = manifest.name, manifest.version
-    metadata = {SOURCE_VERSION: source_version, "onnxfn-model-version": manifest.version}
-    sink = Sink(s3, data.bucket, summary, metadata)
+    sink = open_sink(s3, data, store, summary)
     try:
         if failure:
             summary.records_in = sum(1 for _, is_record in _source_items(s3, run) if is_record)
