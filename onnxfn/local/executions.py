@@ -17,6 +17,7 @@ import datetime
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from onnxfn.local.functions import FunctionPool
 from onnxfn.local.states import Execution, MapProgress, StatesError, TaskFailed
 
 POLL_S = 0.25
+PROGRESS_S = 0.25  # how often an execution's progress file is rewritten while it runs
 logger = logging.getLogger("onnxfn.local")
 
 
@@ -155,9 +157,15 @@ class ExecutionRunner:
         self.reports[name] = report
         concurrency = max((pool.concurrency for pool in self._pools.values()), default=1)
 
+        written = [0.0]
+
         def progress(_: MapProgress) -> None:
-            report.maps = [asdict(p) for p in execution.progress]
-            self._write(report)
+            # called for every item read: written at most every PROGRESS_S, never on the reading path's every line
+            now = time.monotonic()
+            if now - written[0] >= PROGRESS_S:
+                written[0] = now
+                report.maps = [asdict(p) for p in execution.progress]
+                self._write(report)
 
         execution = Execution(
             machine.definition,
