@@ -99,7 +99,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    observers = Observers(request=output.request, invocation=output.invocation, batch=output.batch, log=output.log)
+    observers = Observers(
+        request=output.request,
+        invocation=output.invocation,
+        batch=output.batch,
+        execution=output.execution,
+        log=output.log,
+    )
     try:
         app = LocalApp(options, observers).start()
     except OSError as exc:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from onnxfn.local.executions import ExecutionReport
 from onnxfn.local.functions import FunctionRuntime, Invocation
 from onnxfn.local.gateway import RequestLog
 from onnxfn.local.pollers import BatchOutcome
@@ -84,6 +85,21 @@ class ServeConsole:
         )
         if invocation.error:
             self.console.print(f"  [red]{invocation.error.get('errorType')}[/]: {invocation.error.get('errorMessage')}")
+
+    def execution(self, report: ExecutionReport) -> None:
+        """A state machine's execution ended: its outcome and what its Maps read and ran."""
+        maps = report.maps
+        read = sum(m["items"] for m in maps)
+        batches = sum(m["batches"] for m in maps)
+        failed = sum(m["failed"] for m in maps)
+        style = "green" if report.status == "SUCCEEDED" else "red"
+        self.console.print(
+            f"[dim]{self._stamp()}[/] Step Functions {report.state_machine}: {report.name} "
+            f"[{style}]{report.status}[/], {read:,} records read, {batches} batches ({failed} failed)",
+            highlight=False,
+        )
+        if report.error:
+            self.console.print(f"  [red]{report.error}[/]: {str(report.cause)[:300]}", highlight=False)
 
     def invocation(self, runtime: FunctionRuntime, invocation: Invocation) -> None:
         if invocation.max_rss_mb > runtime.memory_mb:

@@ -87,6 +87,12 @@ def test_a_big_json_lines_file_runs_on_the_state_machine_and_matches_the_small_p
     (run,) = report["maps"]
     assert run["items"] == rows and run["done"] == run["batches"] >= rows // big_batch.DEFAULT_ITEMS_PER_BATCH
     assert run["failed"] == 0 and run["finished"]
+    # serve's console says how the execution ended
+    deadline = time.monotonic() + 10
+    while summary["execution"] not in served.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (said,) = [line for line in served.output().splitlines() if summary["execution"] in line]
+    assert "SUCCEEDED" in said and f"{rows:,} records read" in said and "(0 failed)" in said
     # no part is left behind
     bucket = served.client.model("digits")["bucket"]
     assert "Contents" not in served.client.aws("s3").list_objects_v2(Bucket=bucket, Prefix="outbox/digits/.parts/")
@@ -127,6 +133,7 @@ def test_a_file_the_map_cannot_read_fails_whole_is_summarized_and_dead_lettered(
     messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5, MaxNumberOfMessages=10).get("Messages", [])
     events = [json.loads(m["Body"]) for m in messages]
     assert any(e["detail"]["name"] == name and e["detail"]["status"] == "FAILED" for e in events)
+    assert any(name in line and "FAILED" in line for line in served.output().splitlines())
 
 
 def test_invoke_file_shows_the_state_machines_progress(served, tmp_path):
