@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
@@ -47,15 +48,36 @@ def _with_cli_overrides(app: cdk.App) -> dict[str, object]:
         for key in ("architecture", "packaging", "runtime", "auth")
         if app.node.try_get_context(f"onnxfn:{key}") is not None
     }
-    rows = app.node.try_get_context("onnxfn:big_batch_rows")
-    if rows is not None:
-        defaults = dict(context.get("defaults") or {})
-        forced["big_batch"] = {**dict(defaults.get("big_batch") or {}), "rows": int(rows)}
     if forced:
         defaults = {**dict(context.get("defaults") or {}), **forced}
         models = {name: {**dict(value or {}), **forced} for name, value in dict(context.get("models") or {}).items()}
         context.update(defaults=defaults, models=models or None)
+    rows = app.node.try_get_context("onnxfn:big_batch_rows")
+    if rows is not None:
+        _force_big_batch_rows(context, rows)
     return context
+
+
+def _force_big_batch_rows(context: dict[str, Any], rows: object) -> None:
+    """Every model's ``big_batch.rows``, its other big_batch settings kept; a model whose big batch is
+    off (``"big_batch": false``, its own or the defaults') stays off."""
+    try:
+        value = int(str(rows))
+    except ValueError as exc:
+        raise ConfigError(f"onnxfn:big_batch_rows: {rows!r} is not allowed; expected a whole number") from exc
+    defaults = dict(context.get("defaults") or {})
+    off_by_default = defaults.get("big_batch") is False
+
+    def forced(settings: dict[str, Any], inherit_off: bool) -> dict[str, Any]:
+        own = settings.get("big_batch")
+        if own is False or (own is None and inherit_off):
+            return settings
+        return {**settings, "big_batch": {**dict(own or {}), "rows": value}}
+
+    context["defaults"] = forced(defaults, False)
+    models = dict(context.get("models") or {})
+    if models:
+        context["models"] = {name: forced(dict(v or {}), off_by_default) for name, v in models.items()}
 
 
 def main() -> int:

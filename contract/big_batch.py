@@ -19,21 +19,20 @@ ASSEMBLE = "assemble"  # the last step: join the parts
 FAILURE = "failure"  # set on the assemble payload when the Map failed: {"Error": ..., "Cause": ...}
 INDEX = "index"  # an item's 0-based position in the file (the Map's $$.Map.Item.Index)
 ROW = "row"  # the record itself (the Map's $$.Map.Item.Value)
-# The execution's input: ``version`` is the S3 version id the Map reads (None in an unversioned
-# bucket), ``source_version`` what the outbox files record (the version id, else the ETag).
+# The execution's input: ``version`` is the S3 version id the Map reads (the app's bucket is
+# versioned), ``source_version`` what the outbox files record.
 RUN_FIELDS = ("run", "bucket", "key", "version", "source_version", "format")
 
 FORMATS = ("jsonl", "csv")  # what a Distributed Map reads; .npy/.npz stay on the small path
-MAX_CSV_COLUMNS = 4096  # the CSV reader is given this many header names (c0, c1, ...)
 BATCH_INPUT_BYTES = 240 * 1024  # Step Functions passes at most 256 KiB to a child execution
 DEFAULT_ITEMS_PER_BATCH = 1000
 DEFAULT_MAX_CONCURRENCY = 10
-SAFETY = 0.25  # share of the timeout the threshold plans for scoring; reading and writing take the rest
 EXECUTION_NAME_CHARS = 80
 
 
 def csv_headers(columns: int) -> list[str]:
-    """The header names the CSV reader is given: a file's first row is data, as on the small path."""
+    """The header names the CSV reader is given (``c0``, ``c1``, ...): a file's first row is data, as
+    on the small path."""
     return [f"c{i}" for i in range(columns)]
 
 
@@ -47,10 +46,3 @@ def execution_name(key: str, version: str) -> str:
 def parts_prefix(outbox_prefix: str, run: str) -> str:
     """Where one run's parts are written; removed once assembled."""
     return f"{outbox_prefix}.parts/{run}/"
-
-
-def threshold_rows(rows_per_second: float, memory_mb: int, timeout_s: int, mb_per_vcpu: int) -> int:
-    """Rows above which a file goes to the state machine: what the batch function scores in a quarter
-    of its timeout at its memory's CPU share, from the throughput ``onnxfn add`` measured on one thread."""
-    share = min(1.0, memory_mb / mb_per_vcpu)
-    return max(1, int(rows_per_second * share * timeout_s * SAFETY))

@@ -65,19 +65,20 @@ def _put(s3, key: str, body: bytes) -> str:
 
 
 def _jsonl(rows: int, bad: tuple[int, ...] = ()) -> bytes:
-    lines = ["{not json" if i in bad else json.dumps(PIXELS[i % len(PIXELS)].tolist()) for i in range(rows)]
+    """Digits rows; the ``bad`` ones valid JSON the model refuses (a line that is not JSON fails the
+    Map's reader as a whole: tests/serve/test_big_batch_serve.py)."""
+    lines = [json.dumps({"bad": i} if i in bad else PIXELS[i % len(PIXELS)].tolist()) for i in range(rows)]
     return ("\n".join(lines) + "\n").encode()
 
 
 def _items(body: bytes, fmt: str) -> list[dict]:
     """The items a Distributed Map reads: every non-blank line, parsed (CSV with the given headers)."""
     lines = [line for line in body.decode().splitlines() if line.strip()]
-    if fmt == "csv":
-        width = len(next(csv.reader([lines[0]])))
-        headers = big_batch.csv_headers(width)
-        values = [dict(zip(headers, cells, strict=True)) for cells in csv.reader(lines)]
+    if fmt == "csv":  # given one header more than digits' 64 columns; short rows padded, long ones cut
+        headers = big_batch.csv_headers(65)
+        values = [dict(zip(headers, (cells + [""] * 65)[:65], strict=True)) for cells in csv.reader(lines)]
     else:
-        values = [json.loads(line) if not line.startswith("{not") else line for line in lines]
+        values = [json.loads(line) for line in lines]
     return [{big_batch.INDEX: i, big_batch.ROW: v} for i, v in enumerate(values)]
 
 
@@ -188,6 +189,9 @@ def test_parts_assemble_into_exactly_the_small_paths_output(handler, s3):
     stored = json.loads(_get(s3, "outbox/digits/same-big.jsonl.summary.json"))
     assert stored == summary
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="outbox/digits/.parts/")  # parts removed
+    # a record the model refuses gets the small path's message
+    small_errors = _get(s3, "outbox/digits/same-small.jsonl.errors.jsonl")
+    assert _get(s3, "outbox/digits/same-big.jsonl.errors.jsonl") == small_errors
 
 
 def test_a_failed_batch_is_counted_line_by_line_and_a_retried_one_once(handler, s3):
@@ -213,6 +217,7 @@ def test_a_failed_batch_is_counted_line_by_line_and_a_retried_one_once(handler, 
     assert all("batch failed" in e["error"] for e in errors)
     output = [json.loads(line)["line"] for line in _get(s3, "outbox/digits/gaps.jsonl").splitlines()]
     assert output == [*range(1, 31), *range(61, 91)]
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"outbox/digits/.parts/{run['run']}/")
     # Assembling again (a redelivered last step) finds the output and changes nothing.
     assert invoke({"assemble": run})["duplicate"] is True
 
@@ -257,9 +262,38 @@ def test_a_failed_map_leaves_no_output_and_counts_every_record_failed(handler, s
     ]
 
 
-def test_a_malformed_batch_is_a_clear_error(handler, s3):
-    invoke = handler()
+GOOD_RUN = {"run": "r1", "bucket": BUCKET, "key": "inbox/digits/x.jsonl", "version": None, "format": "jsonl"}
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"Items": [], "BatchInput": GOOD_RUN}, "a non-empty list"),
+        ({"Items": "rows", "BatchInput": GOOD_RUN}, "a non-empty list"),
+        ({"Items": [{"row": [1]}], "BatchInput": GOOD_RUN}, r"Items\[0\]: expected"),
+        ({"Items": [{"index": 4, "row": []}, {"index": 6, "row": []}], "BatchInput": GOOD_RUN}, "does not follow 4"),
+        ({"Items": [{"index": 0, "row": []}], "BatchInput": "run"}, "expected the run as an object"),
+        ({"Items": [{"index": 0, "row": []}], "BatchInput": {**GOOD_RUN, "format": "npy"}}, "format 'npy'"),
+        ({"Items": [{"index": 0, "row": []}], "BatchInput": {"run": "r1"}}, "the run lacks bucket, key, format"),
+        ({"assemble": "x"}, "expected the run as an object"),
+        ({"assemble": {**GOOD_RUN, "key": "inbox/minilm/x.jsonl"}}, "expected a file under inbox/digits/"),
+        ({"assemble": {**GOOD_RUN, "bucket": "elsewhere"}}, "expected a file under inbox/digits/"),
+    ],
+)
+def test_a_malformed_step_is_a_clear_error(handler, s3, event, message):
     from handlers.runtime.errors import InvalidInput
 
-    with pytest.raises(InvalidInput, match="expected a Map batch"):
-        invoke({"Items": [], "BatchInput": {"format": "jsonl"}})
+    invoke = handler()
+    with pytest.raises(InvalidInput, match=message):
+        invoke(event)
+
+
+def test_a_file_whose_sample_is_not_all_json_stays_on_the_small_path(handler, s3, state_machine):
+    states, arn = state_machine
+    invoke = handler({"BIG_BATCH_STATE_MACHINE": arn, "BIG_BATCH_ROWS": "10"})
+    key = "inbox/digits/not-all-json.jsonl"
+    body = _jsonl(50).replace(b"\n", b"\n{not json\n", 1)
+    invoke(_notification(key, _put(s3, key, body), len(body)))
+    assert states.list_executions(stateMachineArn=arn)["executions"] == []
+    summary = json.loads(_get(s3, "outbox/digits/not-all-json.jsonl.summary.json"))
+    assert (summary["records_in"], summary["scored"], summary["failed"]) == (51, 50, 1)

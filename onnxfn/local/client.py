@@ -142,12 +142,18 @@ class AppClient:
         return None
 
     def wait_for_batch(
-        self, model: str, inbox_key: str, timeout_s: float = 120, on_wait: Any = None
+        self,
+        model: str,
+        inbox_key: str,
+        timeout_s: float = 120,
+        on_wait: Any = None,
+        versions: list[str] | None = None,
     ) -> dict[str, Any] | None:
         """The summary the batch function writes for ``inbox_key``, once it and the output it names exist.
 
         The batch function writes the summary first and commits the output last (an output that
-        exists is complete), so a summary can be visible a moment before its output.
+        exists is complete), so a summary can be visible a moment before its output. ``versions``
+        (from :meth:`put_batch_file`): wait for the summary of that upload, not an earlier one's.
         """
         entry = self.model(model)
         name = inbox_key[len(entry["inbox_prefix"]) :]
@@ -156,6 +162,9 @@ class AppClient:
         raw = None
         while raw is None and time.monotonic() < deadline:  # ``on_wait`` is called between looks
             raw = self.wait_for_object(entry["bucket"], summary_key, min(0.5, max(0.0, deadline - time.monotonic())))
+            if raw is not None and versions and json.loads(raw).get("source_version") not in versions:
+                raw = None  # an earlier version's summary: this one's is still to come
+                time.sleep(0.1)
             if raw is None and on_wait is not None:
                 on_wait()
         if raw is None:

@@ -231,7 +231,7 @@ def _wait_with_progress(client: Any, model: str, key: str, versions: list[str], 
             finished = all(m["finished"] for m in runs)
             progress.update(task, completed=done, total=batches if finished or done else None, detail=detail)
 
-        return client.wait_for_batch(model, key, timeout_s=wait_s, on_wait=show)
+        return client.wait_for_batch(model, key, timeout_s=wait_s, on_wait=show, versions=versions)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

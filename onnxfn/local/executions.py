@@ -128,18 +128,26 @@ class ExecutionRunner:
                     logger.debug("listing executions of %s failed", machine.name, exc_info=True)
                     continue
                 for entry in running:
-                    if entry["executionArn"] in self._seen:
-                        continue
-                    self._seen.add(entry["executionArn"])
-                    described = states.describe_execution(executionArn=entry["executionArn"])
-                    thread = threading.Thread(
-                        target=self._run,
-                        args=(machine, entry["executionArn"], entry["name"], json.loads(described["input"])),
-                        name=f"execution-{entry['name'][:20]}",
-                        daemon=True,
-                    )
-                    thread.start()
-                    self._threads.append(thread)
+                    if entry["executionArn"] not in self._seen:
+                        self._begin(states, machine, entry)
+
+    def _begin(self, states: Any, machine: LocalStateMachine, entry: dict[str, Any]) -> None:
+        """Run one new execution on a thread of its own; a lookup that fails is tried on the next poll."""
+        try:
+            described = states.describe_execution(executionArn=entry["executionArn"])
+            execution_input = json.loads(described["input"])
+        except Exception:  # moto stopping, or a transient error
+            logger.debug("describing %s failed", entry["executionArn"], exc_info=True)
+            return
+        thread = threading.Thread(
+            target=self._run,
+            args=(machine, entry["executionArn"], entry["name"], execution_input),
+            name=f"execution-{entry['name'][:20]}",
+            daemon=True,
+        )
+        thread.start()
+        self._seen.add(entry["executionArn"])
+        self._threads.append(thread)
 
     def _invoke(self, function_arn: str, payload: dict[str, Any]) -> Any:
         name = function_arn.split(":function:", 1)[-1].split(":", 1)[0]

@@ -402,11 +402,10 @@ def _csv(lines: Iterable[str], config: dict[str, Any]) -> Iterator[dict[str, str
         for row in reader:
             if not row:
                 continue  # a blank line
-            if headers is None or len(row) != len(headers):
-                raise StatesError(
-                    "States.ItemReaderFailed",
-                    f"CSV line {reader.line_num} has {len(row)} fields, the header {len(headers or [])}",
-                )
-            yield dict(zip(headers, row, strict=True))
+            if headers is None:
+                raise StatesError("States.ItemReaderFailed", "the CSV file has no header row")
+            # as Step Functions reads it: a short row padded with empty cells, a long one cut at the headers
+            cells = (row + [""] * len(headers))[: len(headers)]
+            yield dict(zip(headers, cells, strict=True))
     except csv.Error as exc:
         raise StatesError("States.ItemReaderFailed", f"CSV line {reader.line_num}: {exc}") from exc

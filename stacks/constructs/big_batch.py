@@ -58,20 +58,20 @@ class BigBatchProps:
 
 
 class BigBatch(Construct):
-    """Attributes: ``state_machine``, ``state_machine_arn`` (built from its name, so the batch function
-    that starts it does not depend on it), ``failed_executions`` (the queue EventBridge sends failed,
-    timed-out and aborted executions to), ``definition`` (the States Language, where
-    ``${BatchFunction}`` stands for the batch function's ARN).
+    """Attributes: ``state_machine``; ``name``, ``state_machine_arn`` and ``executions_arn`` (built
+    from its name, so the batch function that starts it and looks up its executions does not depend
+    on it); ``failed_executions`` (the queue EventBridge sends failed, timed-out and aborted
+    executions to); ``definition`` (the States Language, where ``${BatchFunction}`` stands for the
+    batch function's ARN).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: BigBatchProps) -> None:
         super().__init__(scope, construct_id)
         self._props = props
         name = Names.unique_resource_name(self, max_length=80)
-        stack = Stack.of(self)
-        self.state_machine_arn = stack.format_arn(
-            service="states", resource="stateMachine", resource_name=name, arn_format=_COLON
-        )
+        self.name = name
+        self.state_machine_arn = self._arn("stateMachine", name)
+        self.executions_arn = self._arn("execution", f"{name}:*")
         self.definition = self._definition()
         role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"))
         self._grant(role, name)
@@ -111,6 +111,9 @@ class BigBatch(Construct):
             "AwsSolutions-SQS3",
             "This queue is the dead-letter queue of the big batch executions.",
         )
+
+    def _arn(self, resource: str, name: str) -> str:
+        return Stack.of(self).format_arn(service="states", resource=resource, resource_name=name, arn_format=_COLON)
 
     def metric_failed(self) -> cw.Metric:
         return self.state_machine.metric_failed(period=Duration.minutes(5), statistic="Sum")
@@ -175,7 +178,9 @@ class BigBatch(Construct):
             given = {
                 "InputType": "CSV",
                 "CSVHeaderLocation": "GIVEN",
-                "CSVHeaders": big_batch.csv_headers(props.csv_columns),
+                # one column more than the model takes: a wider row keeps a cell to be refused by
+                # (Step Functions drops the cells past the last header and pads a short row)
+                "CSVHeaders": big_batch.csv_headers(props.csv_columns + 1),
             }
             maps["ScoreCsv"] = ("csv", self._map(given))
         return {
@@ -218,14 +223,7 @@ class BigBatch(Construct):
             iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[props.function.function_arn])
         )
         role.add_to_policy(iam.PolicyStatement(actions=["states:StartExecution"], resources=[self.state_machine_arn]))
-        executions = [
-            Stack.of(self).format_arn(
-                service="states", resource="execution", resource_name=f"{name}/*", arn_format=_COLON
-            ),
-            Stack.of(self).format_arn(
-                service="states", resource="execution", resource_name=f"{name}:*", arn_format=_COLON
-            ),
-        ]
+        executions = [self.executions_arn, self._arn("execution", f"{name}/*")]
         role.add_to_policy(
             iam.PolicyStatement(actions=["states:DescribeExecution", "states:StopExecution"], resources=executions)
         )
@@ -244,8 +242,10 @@ class BigBatch(Construct):
 
 
 def _retries() -> list[dict[str, Any]]:
-    """Lambda's transient errors many times; a batch's own failure twice more (a part is rewritten whole)."""
+    """Never a malformed batch; Lambda's transient errors many times; a batch's own failure twice more
+    (its part is rewritten whole)."""
     return [
+        {"ErrorEquals": ["InvalidInput"], "MaxAttempts": 0},  # a malformed batch fails the same way again
         {"ErrorEquals": TRANSIENT_LAMBDA_ERRORS, "IntervalSeconds": 2, "MaxAttempts": 6, "BackoffRate": 2.0},
         {"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 5, "MaxAttempts": 2, "BackoffRate": 2.0},
     ]

@@ -237,6 +237,16 @@ class ModelDeployment(Construct):
         self.batch.function.add_to_role_policy(
             iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine.state_machine_arn])
         )
+        # whether this source version was handed off already, whatever the prediction says now
+        self.batch.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[machine.executions_arn])
+        )
+        acknowledge(
+            self.batch,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"{machine.name}:*]",
+            "The batch function looks up its own state machine's executions, named after each file's version.",
+        )
         return machine
 
     def _watch(self) -> None:

@@ -220,7 +220,8 @@ class Monitoring(Construct):
     ) -> list[cw.Alarm]:
         """Executions that failed, timed out or were aborted, and those waiting in its dead-letter queue."""
         failed = cw.MathExpression(
-            expression="failed + timedOut + aborted",
+            # a metric Step Functions emits only when it happens: no data is 0, not a missing sum
+            expression="FILL(failed, 0) + FILL(timedOut, 0) + FILL(aborted, 0)",
             using_metrics={
                 "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
                 "timedOut": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),

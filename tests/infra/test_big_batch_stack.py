@@ -48,11 +48,17 @@ def test_a_distributed_map_per_format_reads_the_exact_version_and_batches_for_th
         assert state["Catch"][0]["Next"] == "AssembleFailed"
         score = state["ItemProcessor"]["States"]["ScoreBatch"]
         assert score["Parameters"]["FunctionName"] == "${BatchFunction}"
-        assert {r["ErrorEquals"][0] for r in score["Retry"]} == {"Lambda.ServiceException", "States.TaskFailed"}
+        assert [r["ErrorEquals"][0] for r in score["Retry"]] == [
+            "InvalidInput",  # never retried: a malformed batch fails the same way again
+            "Lambda.ServiceException",
+            "States.TaskFailed",
+        ]
+        assert score["Retry"][0]["MaxAttempts"] == 0
     assert jsonl["ItemReader"]["ReaderConfig"] == {"InputType": "JSONL"}
-    # CSV rows are read with given headers, one per pixel: a first row of data stays data.
+    # CSV rows are read with given headers, one per pixel and one more (a wider row keeps a cell to be
+    # refused by): a first row of data stays data.
     assert csv_map["ItemReader"]["ReaderConfig"]["CSVHeaderLocation"] == "GIVEN"
-    assert csv_map["ItemReader"]["ReaderConfig"]["CSVHeaders"] == big_batch.csv_headers(64)
+    assert csv_map["ItemReader"]["ReaderConfig"]["CSVHeaders"] == big_batch.csv_headers(65)
     assert states["Assemble"]["Parameters"]["Payload"] == {"assemble.$": "$"} and states["Assemble"]["End"]
     assert states["AssembleFailed"]["Next"] == "Failed" and states["Failed"]["Type"] == "Fail"
     assert resource["Properties"]["DefinitionSubstitutions"] == {
@@ -93,6 +99,19 @@ def test_the_batch_function_starts_that_state_machine_and_nothing_else(synth):
         if "states:StartExecution" in json.dumps(st["Action"])
     ]
     assert all(st["Resource"] == arn for st in starts) and len(starts) == 2  # the function's and the Map's own
+    # it may look up that state machine's executions (was this version handed off already?), no others
+    executions = s.stack.resolve(machine.executions_arn)
+    assert executions["Fn::Join"][1][-1] == f":execution:{resource['Properties']['StateMachineName']}:*"
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [{"Action": "states:DescribeExecution", "Effect": "Allow", "Resource": executions}]
+                )
+            }
+        },
+    )
 
 
 def test_the_state_machine_role_reads_the_inbox_invokes_the_batch_function_and_runs_its_children(synth):
@@ -160,3 +179,19 @@ def test_wrong_big_batch_settings_are_named(value, message):
     context = {"models": {"digits": {"big_batch": value}}}
     with pytest.raises(ConfigError, match=message):
         load_config(context, ROOT)
+
+
+def test_the_command_line_threshold_keeps_each_models_other_settings_and_an_off_stays_off():
+    from app import _force_big_batch_rows
+
+    context = {
+        "defaults": {"memory_mb": 512},
+        "models": {"digits": {"big_batch": {"items_per_batch": 50}}, "minilm": {"big_batch": False}, "x": None},
+    }
+    _force_big_batch_rows(context, "1000")
+    assert context["defaults"]["big_batch"] == {"rows": 1000} and context["defaults"]["memory_mb"] == 512
+    assert context["models"]["digits"]["big_batch"] == {"items_per_batch": 50, "rows": 1000}
+    assert context["models"]["minilm"]["big_batch"] is False
+    assert context["models"]["x"]["big_batch"] == {"rows": 1000}
+    with pytest.raises(ConfigError, match="onnxfn:big_batch_rows: 'many' is not allowed"):
+        _force_big_batch_rows({}, "many")

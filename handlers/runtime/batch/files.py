@@ -36,7 +36,7 @@ def process_object(
     """Score ``s3://bucket/key`` (that version) unless its output already exists for that version."""
     fmt = file_format(key)
     suffix = _suffix(key)
-    source_version = version_id or (etag or "").strip('"') or "unversioned"
+    source_version = source_version_of(version_id, etag)
     summary = new_summary(data, bucket, key, source_version, fmt)
     if already_written(s3, data, summary):
         logger.info("duplicate notification; output exists", extra={"key": key, "version": source_version})
@@ -49,8 +49,7 @@ def process_object(
             summary.records_in = 1
         else:
             loaded = store.get_model()
-            params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
-            body = s3.get_object(**params)["Body"]
+            body = s3.get_object(**object_params(bucket, key, version_id))["Body"]
             handlers = {"jsonl": read_jsonl, "csv": read_csv, "npy": read_npy, "npz": read_npz}
             try:
                 handlers[fmt](body, loaded, sink, chunk_rows(data, loaded))
@@ -89,6 +88,16 @@ def outbox_keys(data: DataSettings, key: str, fmt: str) -> tuple[str, str]:
     suffix = _suffix(key)
     output_name = name[: -len(suffix)] + ".npz" if fmt == "npy" else name
     return f"{data.outbox_prefix}{output_name}", f"{data.outbox_prefix}{name}.errors.jsonl"
+
+
+def object_params(bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+    """GetObject's parameters for that version of the object (the latest when there is none)."""
+    return {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+
+
+def source_version_of(version_id: str | None, etag: str | None) -> str:
+    """What the outbox files record as the source's version: its version id, else its ETag."""
+    return version_id or (etag or "").strip('"') or "unversioned"
 
 
 def new_summary(data: DataSettings, bucket: str, key: str, source_version: str, fmt: str) -> FileSummary:

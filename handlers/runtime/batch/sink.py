@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -79,7 +79,15 @@ def file_failed(sink: Sink, message: str) -> None:
     sink.summary.output_key = None
 
 
-def score_rows(loaded: LoadedModel, sink: Sink, pending: list[rowlib.Row], write: Any) -> None:
+class RowSink(Protocol):
+    """Where scored rows' counts and failures go: a file's ``Sink``, or one part's."""
+
+    summary: FileSummary
+
+    def fail(self, ref: int | str, message: str) -> None: ...
+
+
+def score_rows(loaded: LoadedModel, sink: RowSink, pending: list[rowlib.Row], write: Any) -> None:
     for outcome in rowlib.score(loaded, pending):
         if outcome.error is not None:
             sink.fail(outcome.row.ref, outcome.error)
