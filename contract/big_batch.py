@@ -28,6 +28,8 @@ BATCH_INPUT_BYTES = 240 * 1024  # Step Functions passes at most 256 KiB to a chi
 DEFAULT_ITEMS_PER_BATCH = 1000
 DEFAULT_MAX_CONCURRENCY = 10
 EXECUTION_NAME_CHARS = 80
+PART_TAG = ("onnxfn-part", "true")  # parts carry it; the bucket expires tagged objects after PART_DAYS
+PART_DAYS = 7  # a run that never assembled (its execution failed outright, or was stopped) leaves parts
 
 
 def csv_headers(columns: int) -> list[str]:

@@ -98,7 +98,7 @@ class BigBatchConfig:
     bytes: int | None = None  # or bytes, whichever is reached first
     items_per_batch: int = big_batch.DEFAULT_ITEMS_PER_BATCH  # at most; a batch also stops at 240 KiB of items
     max_concurrency: int = big_batch.DEFAULT_MAX_CONCURRENCY  # batches scored at once
-    tolerated_failure_percent: float = 0.0  # batches that may fail (after retries) before the file fails
+    tolerated_failure_percent: float = 0.0  # share of records in failed batches a file may lose before it fails
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -210,6 +210,9 @@ def test_a_failed_batch_is_counted_line_by_line_and_a_retried_one_once(handler, 
     invoke({"Items": items[:30], "BatchInput": run})
     invoke({"Items": items[:30], "BatchInput": run})  # a retried child writes the same part
     invoke({"Items": items[60:90], "BatchInput": run})  # 30..59 and 90..99 never scored
+    part = f"outbox/digits/.parts/{run['run']}/000000000060.out"
+    tags = s3.get_object_tagging(Bucket=BUCKET, Key=part)["TagSet"]
+    assert tags == [{"Key": "onnxfn-part", "Value": "true"}]  # expired by the bucket if never assembled
     summary = invoke({"assemble": run})
     assert (summary["records_in"], summary["scored"], summary["failed"]) == (100, 60, 40)
     errors = [json.loads(line) for line in _get(s3, "outbox/digits/gaps.jsonl.errors.jsonl").splitlines()]

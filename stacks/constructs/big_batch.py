@@ -5,7 +5,8 @@ or CSV with given headers so a first row of data stays data), passes each record
 its line number, and batches the records for the batch function, which writes one part per batch.
 A last call to the batch function joins the parts into the outbox files the small path writes. A
 Map that fails (a reader error, or failed batches past the tolerated percentage) still gets its
-summary written, then fails the execution: its alarm fires and EventBridge sends it to a queue.
+summary written (unless the source can no longer be read), then fails the execution: its alarm
+fires and EventBridge sends it to a queue.
 The definition is written as the States Language itself (CDK's Map classes can express neither the
 ``VersionId`` nor ``BatchInput`` paths), and ``onnxfn serve`` runs the same definition.
 """

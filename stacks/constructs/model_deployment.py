@@ -144,7 +144,12 @@ class ModelDeployment(Construct):
         self._grant_objects(self.api, {model.prefix: READ})
         self._grant_objects(
             self.batch,
-            {model.prefix: READ, layout.inbox_prefix(model.name): READ, layout.outbox_prefix(model.name): WRITE},
+            {
+                model.prefix: READ,
+                layout.inbox_prefix(model.name): READ,
+                # tagging: a big batch file's parts carry the tag the bucket's lifecycle expires them by
+                layout.outbox_prefix(model.name): (*WRITE, "s3:PutObjectTagging"),
+            },
         )
         self._grant_objects(
             self.worker,

@@ -12,7 +12,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from contract import catalog, layout
+from contract import big_batch, catalog, layout
 from stacks.config import ModelConfig
 from stacks.nag import BASIC_EXECUTION_ROLE, acknowledge, arn_finding
 
@@ -65,7 +65,13 @@ class ModelStorage(Construct):
                 s3.LifecycleRule(
                     noncurrent_version_expiration=Duration.days(props.noncurrent_version_days),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
-                )
+                ),
+                # the parts of a big batch file that was never assembled (contract/big_batch.py)
+                s3.LifecycleRule(
+                    id="BigBatchParts",
+                    tag_filters=dict([big_batch.PART_TAG]),
+                    expiration=Duration.days(big_batch.PART_DAYS),
+                ),
             ],
             removal_policy=props.removal_policy,
         )

@@ -195,3 +195,11 @@ def test_the_command_line_threshold_keeps_each_models_other_settings_and_an_off_
     assert context["models"]["x"]["big_batch"] == {"rows": 1000}
     with pytest.raises(ConfigError, match="onnxfn:big_batch_rows: 'many' is not allowed"):
         _force_big_batch_rows({}, "many")
+
+
+def test_the_bucket_expires_parts_never_assembled(synth):
+    s = synth("default")
+    bucket = s.template.to_json()["Resources"][s.logical_id(s.stack.storage.bucket)]["Properties"]
+    (rule,) = [r for r in bucket["LifecycleConfiguration"]["Rules"] if r.get("Id") == "BigBatchParts"]
+    assert rule["TagFilters"] == [{"Key": big_batch.PART_TAG[0], "Value": big_batch.PART_TAG[1]}]
+    assert rule["ExpirationInDays"] == big_batch.PART_DAYS and rule["Status"] == "Enabled"

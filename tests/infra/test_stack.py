@@ -148,7 +148,13 @@ def test_iam_is_scoped_to_the_models_own_prefixes(synth, model):
         "batch": {
             artifact: read,
             f"/inbox/{model}/*": read,
-            f"/outbox/{model}/*": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"},
+            f"/outbox/{model}/*": {
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:PutObjectTagging",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+            },
         },
         "worker": {artifact: read, f"/requests/{model}/*": read, f"/results/{model}/*": {"s3:PutObject"}},
     }

@@ -120,14 +120,18 @@ def score_part(event: dict[str, Any], s3: Any, data: DataSettings, store: ModelS
     scored = sink.summary.scored
     counts = {"first": items[0][big_batch.INDEX], "items": len(items), "records": records, "scored": scored}
     name = f"{big_batch.parts_prefix(data.outbox_prefix, run['run'])}{counts['first']:012d}"
+    tag = "=".join(big_batch.PART_TAG)  # expired by the bucket's lifecycle if never assembled
     if errors:
-        s3.put_object(Bucket=data.bucket, Key=f"{name}.err", Body=bytes(errors), ContentType="application/x-ndjson")
+        s3.put_object(
+            Bucket=data.bucket, Key=f"{name}.err", Body=bytes(errors), ContentType="application/x-ndjson", Tagging=tag
+        )
     s3.put_object(
         Bucket=data.bucket,
         Key=f"{name}.out",
         Body=bytes(output),
         ContentType="application/octet-stream",
         Metadata={k: str(v) for k, v in counts.items()},
+        Tagging=tag,
     )
     metrics.add_metric(name="RecordsScored", unit=MetricUnit.Count, value=scored)
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=records - scored)
