@@ -112,9 +112,13 @@ def test_a_big_csv_file_with_a_header_runs_on_the_state_machine(served, tmp_path
 
 
 def test_a_file_the_map_cannot_read_fails_whole_is_summarized_and_dead_lettered(served, tmp_path):
-    body = _jsonl(range(1200)).replace(b"\n", b"\n{not json\n", 1)
+    # a line that is not JSON past the first MiB (the batch function's sample keeps a file whose
+    # sample holds one on the small path): Step Functions' reader fails the whole Map
+    lines = _jsonl(range(6000)).splitlines()
+    assert sum(len(line) + 1 for line in lines[:5500]) > 1024 * 1024
+    body = b"\n".join([*lines[:5500], b"{not json", *lines[5500:]]) + b"\n"
     key, version, summary = _drop(served, tmp_path, "unreadable.jsonl", body)
-    assert (summary["records_in"], summary["scored"], summary["failed"]) == (1201, 0, 1201)
+    assert (summary["records_in"], summary["scored"], summary["failed"]) == (6001, 0, 6001)
     assert summary["output_key"] is None
     (error,) = [json.loads(x) for x in _object(served, summary["errors_key"]).splitlines()]
     assert error["line"] == 0 and "States.ItemReaderFailed" in error["error"]
