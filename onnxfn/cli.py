@@ -113,6 +113,11 @@ def _add_options(args: argparse.Namespace) -> Any:
         module_path=Path(args.module_path) if args.module_path else None,
         pipeline=Path(args.pipeline) if args.pipeline else None,
         exclude_nodes=[x.strip() for x in args.exclude_nodes.split(",")] if args.exclude_nodes else [],
+        block={
+            key: getattr(args, key)
+            for key in ("bits", "block_size", "accuracy_level", "embeddings")
+            if getattr(args, key) is not None
+        },
         version=args.version,
         description=args.description,
         max_batch=args.max_batch,
@@ -277,9 +282,16 @@ def _add_parser(sub: Any) -> None:
     add.add_argument(
         "--quantize",
         default="auto",
-        choices=("auto", "dynamic", "static", "fp16", "none"),
-        help="auto (default): dynamic int8 for MatMul weights, static QDQ int8 for Conv/Gemm, none when nothing fits",
+        choices=("auto", "dynamic", "static", "blockwise", "fp16", "none"),
+        help="auto (default): 8-bit weight blocks for BERT checkpoints, dynamic int8 for other MatMul weights, "
+        "static QDQ int8 for Conv/Gemm, none when nothing fits",
     )
+    add.add_argument("--bits", type=int, help="blockwise: 4 or 8 bits a weight (default 8)")
+    add.add_argument("--block-size", type=int, help="blockwise: weights sharing one scale, a power of two ≥ 16 (128)")
+    add.add_argument(
+        "--accuracy-level", type=int, help="blockwise: 4 int8 activations per block (default), 1 fp32, 0 the kernel's"
+    )
+    add.add_argument("--embeddings", help="blockwise: embedding tables as int8 rows (default), int4 blocks, or fp32")
     add.add_argument("--calibration", help="calibration set for --quantize static: .npy, .jsonl or text lines")
     add.add_argument("--samples", help="validation samples (.npy, .jsonl or text lines); default: generated")
     add.add_argument(

@@ -20,15 +20,17 @@ import onnx
 from contract.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
 from onnxfn.artifacts import DEFAULT_ROOT, ArtifactExists, draft_manifest, write_artifact
 from onnxfn.prepare.bert import MINILM_FP32_MATMULS, WORD_EMBEDDINGS_GATHER
+from onnxfn.prepare.blockwise import BlockOptions
 from onnxfn.prepare.calibration import load_calibration
 from onnxfn.prepare.gate import GateFailed, gate_samples, run_gate
 from onnxfn.prepare.int8 import quantize_gather_rows_int8
 from onnxfn.prepare.lambda_fit import batch_axes, lambda_fit, session_seconds, worst_case
 from onnxfn.prepare.layout import apply_batch_axes, fixed_batch
-from onnxfn.prepare.quantization import WEIGHT_OPS, preoptimize, quantize
+from onnxfn.prepare.quantization import QuantizationError, preoptimize, quantize
 from onnxfn.prepare.recipes import choose, explain_zero
 from onnxfn.prepare.sizing import peak_rss_mb
 from onnxfn.prepare.sources import Source, SourceError, SourceOptions, load_source
+from onnxfn.prepare.static import WEIGHT_OPS
 from onnxfn.prepare.validation import Feeds, Thresholds, ValidationReport
 
 
@@ -46,6 +48,7 @@ class AddOptions:
     module_path: Path | None = None  # the file defining the classes a pickle names (--module-path)
     pipeline: Path | None = None  # --pipeline: a pipeline .json, or a custom pipeline .py
     exclude_nodes: list[str] = field(default_factory=list)
+    block: dict[str, Any] = field(default_factory=dict)  # --bits, --block-size, ...: BlockOptions fields given
     version: str = "1"
     description: str | None = None
     max_batch: int | None = None  # rows per request; default: the source's (64)
@@ -90,8 +93,11 @@ def _quantize(
     mode, reason = options.quantize, ""
     op_types: tuple[str, ...] = WEIGHT_OPS
     if mode == "auto":
-        recipe = choose(model)
+        recipe = choose(model, source.kind)
         mode, op_types, reason = recipe.mode, recipe.op_types or WEIGHT_OPS, recipe.reason
+    if options.block and mode != "blockwise":
+        flags = ", ".join("--" + key.replace("_", "-") for key in options.block)
+        raise QuantizationError(f"{flags}: for --quantize blockwise only; this model is quantized {mode}")
     say(f"quantizing ({options.quantize}{' → ' + mode if options.quantize == 'auto' else ''})")
     calibration = None
     if options.calibration is not None:
@@ -110,7 +116,15 @@ def _quantize(
         src = staging / "rows-int8.onnx"
         onnx.save(model, str(src))
     facts.update(
-        quantize(src, target, mode, calibration=calibration, exclude_nodes=excluded or None, op_types=op_types)
+        quantize(
+            src,
+            target,
+            mode,
+            calibration=calibration,
+            exclude_nodes=excluded or None,
+            op_types=op_types,
+            block=BlockOptions(**options.block),
+        )
     )
     facts["recipe"] = options.quantize
     if options.quantize == "none":
@@ -130,6 +144,9 @@ def _check_request(name: str, options: AddOptions, root: Path) -> None:
         raise SourceError(f"--version {options.version!r}: expected letters, digits, '.', '_' or '-' (max 63)")
     if options.max_batch is not None and options.max_batch < 1:
         raise SourceError(f"--max-batch {options.max_batch}: expected a whole number of rows ≥ 1")
+    problems = BlockOptions(**options.block).problems()
+    if problems:
+        raise QuantizationError("; ".join(problems))
     if (root / name).exists() and not options.force:
         raise ArtifactExists(f"{root / name} already exists; pass --force to replace it")
 
@@ -257,7 +274,8 @@ def _prepare_and_gate(
             if options.quantize != "auto" or quantization.get("method") == "none":
                 raise
             refused = (
-                f"auto chose {quantization['method']} int8, which failed the validation gate ({failed}); kept fp32"
+                f"auto chose {quantization['method']} quantization, which failed the validation gate ({failed}); "
+                "kept fp32"
             )
             say(refused)
             options = replace(options, quantize="none")

@@ -1,17 +1,16 @@
-"""Shrink an ONNX model for Lambda: int8 weights (dynamic or static QDQ), fp16 weights, or as is.
+"""Shrink an ONNX model for Lambda: int8 weights (dynamic, static QDQ), 4- or 8-bit weight blocks,
+fp16 weights, or as is.
 
 ``quantize`` is what ``onnxfn add`` calls; it writes the model atomically and returns the facts the
 manifest records. ``preoptimize`` saves onnxruntime's optimized graph so a cold start can skip
 graph optimization. Both check that the result loads in onnxruntime on CPU before returning.
-The fp16 conversion itself is in ``onnxfn.prepare.fp16``.
+The modes themselves are in ``onnxfn.prepare.static``, ``blockwise`` and ``fp16``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,21 +22,15 @@ import onnx
 from onnx import TensorProto
 
 from onnxfn.errors import UserError
-from onnxfn.prepare.calibration import CalibrationError, CalibrationReader
-from onnxfn.prepare.fp16 import convert_fp16, op_domain, tensor_types
+from onnxfn.prepare.blockwise import BlockOptions, quantize_blockwise
+from onnxfn.prepare.calibration import CalibrationError
+from onnxfn.prepare.fp16 import convert_fp16
 from onnxfn.prepare.int8 import quantize_dynamic_int8
+from onnxfn.prepare.static import WEIGHT_OPS, quantize_static_qdq, weight_nodes
 
-MODES = ("dynamic", "static", "fp16", "none")
+MODES = ("dynamic", "static", "blockwise", "fp16", "none")
 CHOICES = ("auto", *MODES)  # auto: onnxfn.prepare.recipes chooses one from the graph
 OPTIMIZATION_LEVELS = ("basic", "extended")
-# onnxruntime's dynamic quantizer has no Gemm operator: Gemm stays fp32 in dynamic mode.
-WEIGHT_OPS = ("MatMul", "Gemm")
-# The second projection of a BERT feed-forward block, as torch.onnx and onnxfn.prepare.bert name it.
-_FFN_OUTPUT = re.compile(r"(^|/)encoder/layer\.\d+/output/dense/MatMul$")
-_GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu"})
-# quantize_static advises quant_pre_process on every call. Its graph optimizations may fuse or
-# rename the nodes the exclusion lists name, so it is not run, and the advice is noise.
-_PRE_PROCESS_HINT = "pre-processing before quantization"
 
 
 class QuantizationError(UserError, ValueError):
@@ -53,12 +46,14 @@ def quantize(
     exclude_nodes: list[str] | None = None,
     per_channel: bool = True,
     op_types: tuple[str, ...] = WEIGHT_OPS,
+    block: BlockOptions | None = None,
 ) -> dict[str, Any]:
     """Write ``src`` quantized with ``mode`` to ``dst`` and return the facts for the manifest.
 
     ``dynamic``: int8 MatMul weights, activations quantized per call (no data needed). ``static``:
     QDQ with activation scales fixed by ``calibration``, leaving in fp32 the MatMuls that static
-    scales wreck. ``fp16``: float16 weights, fp32 compute wherever onnxruntime's CPU provider
+    scales wreck. ``blockwise``: MatMul weights as 4- or 8-bit blocks (``MatMulNBits``) and
+    embedding tables by rows (``block``). ``fp16``: float16 weights, fp32 compute wherever onnxruntime's CPU provider
     has no float16 kernel. ``none``: a copy. A model with nothing to quantize is copied, with
     ``quantized_nodes`` 0. ``dst`` appears only once the result loads in onnxruntime.
 
@@ -78,6 +73,8 @@ def quantize(
         One int8 scale per output channel of each weight rather than one per tensor.
     op_types
         ``static`` only: the weight ops to quantize (MatMul and Gemm by default; Conv too when asked).
+    block
+        ``blockwise`` only: bits, block size, accuracy level and embeddings (defaults: ``BlockOptions()``).
 
     Returns
     -------
@@ -100,6 +97,9 @@ def quantize(
         raise QuantizationError(
             "static quantization needs a calibration set: --calibration FILE (.npy, .jsonl or text lines)"
         )
+    block = block or BlockOptions()
+    if mode == "blockwise" and block.problems():
+        raise QuantizationError("; ".join(block.problems()))
     src, dst = Path(src), Path(dst)
     model = _load(src, mode)
     excluded = list(dict.fromkeys(exclude_nodes or []))
@@ -115,7 +115,9 @@ def quantize(
                 part, candidates = _dynamic(src, staged, model, excluded, per_channel)
             elif mode == "static":
                 assert calibration is not None  # checked above
-                part, candidates = _static(src, staged, model, excluded, per_channel, calibration, op_types)
+                part, candidates = quantize_static_qdq(src, staged, model, excluded, per_channel, calibration, op_types)
+            elif mode == "blockwise":
+                part, candidates = quantize_blockwise(model, staged, excluded, block)
             elif mode == "fp16":
                 part = convert_fp16(model, staged, excluded)
             else:
@@ -123,6 +125,8 @@ def quantize(
                 part = {"weight_type": "FLOAT", "excluded_nodes": [], "quantized_nodes": 0}
         except QuantizationError:
             raise
+        except CalibrationError as exc:
+            raise QuantizationError(f"static: {exc}") from exc
         except Exception as exc:
             raise QuantizationError(
                 f"{mode} quantization of {src.name} failed: {_first_line(exc)}; "
@@ -189,37 +193,10 @@ def preoptimize(src: Path, dst: Path, level: str = "extended") -> dict[str, Any]
     return {"optimization_level": level, "bytes": dst.stat().st_size}
 
 
-def activation_matmuls(model: onnx.ModelProto) -> list[str]:
-    """Names of MatMuls whose two inputs both vary with the input (attention's Q·Kᵀ and probs·V).
-
-    Static quantization gives each operand one scale fixed in advance; in attention the rare
-    extremes set it and the products lose most of their resolution (DESIGN.md).
-    """
-    constant = {t.name for t in model.graph.initializer}
-    for node in model.graph.node:
-        # A node fed only by constants (Transpose of a weight, Constant) yields a constant.
-        if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
-            constant.update(node.output)
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not constant.intersection(n.input[:2])]
-
-
-def ffn_output_matmuls(model: onnx.ModelProto) -> list[str]:
-    """Names of feed-forward output MatMuls: BERT's ``layer.N/output/dense``, and any fed by a GELU op.
-
-    A GELU output has a few very large values per sequence, which one fixed scale cannot serve.
-    """
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and (_FFN_OUTPUT.search(node.name) or producers.get(node.input[0]) in _GELU_OPS)
-    ]
-
-
 def _dynamic(
     src: Path, staged: Path, model: onnx.ModelProto, excluded: list[str], per_channel: bool
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    candidates = _weight_nodes(model, ("MatMul",), excluded)
+    candidates = weight_nodes(model, ("MatMul",), excluded)
     if candidates:
         quantize_dynamic_int8(src, staged, per_channel=per_channel, exclude_nodes=excluded, op_types=["MatMul"])
     else:
@@ -233,82 +210,6 @@ def _dynamic(
     return facts, candidates
 
 
-def _static(
-    src: Path,
-    staged: Path,
-    model: onnx.ModelProto,
-    excluded: list[str],
-    per_channel: bool,
-    calibration: list[dict[str, np.ndarray]],
-    op_types: tuple[str, ...] = WEIGHT_OPS,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    automatic = [n for n in activation_matmuls(model) + ffn_output_matmuls(model) if n not in excluded]
-    excluded = list(dict.fromkeys(excluded + automatic))
-    candidates = _weight_nodes(model, op_types, excluded)
-    facts = {
-        "weight_type": "QInt8",
-        "activation_type": "QUInt8, one scale per tensor fixed by calibration",
-        "format": "QDQ",
-        "op_types": list(op_types),
-        "excluded_nodes": excluded,
-        "auto_excluded_nodes": automatic,
-        "calibration_batches": len(calibration),
-        "calibration_rows": sum(len(next(iter(feed.values()))) for feed in calibration),
-    }
-    weights = {t.name for t in model.graph.initializer}
-    try:
-        reader = CalibrationReader(calibration, [i.name for i in model.graph.input if i.name not in weights])
-    except CalibrationError as exc:
-        raise QuantizationError(f"static: {exc}") from exc
-    if not candidates:
-        shutil.copyfile(src, staged)
-        return facts, candidates
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    with _quiet(_PRE_PROCESS_HINT):
-        quantize_static(
-            _type_matmul_inputs(model, candidates) or src,
-            staged,
-            reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types),
-            per_channel=per_channel,
-            # u8 activations with s8 weights: the pair dynamic mode uses, onnxruntime's x86 fast path.
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={
-                "DefaultTensorType": TensorProto.FLOAT,
-                # Left in fp32, a MatMul output is not rounded again for a consumer that computes
-                # in fp32, and DQ -> MatMul fuses into MatMulIntegerToFloat.
-                # Conv keeps its output quantized: Q after Conv lets onnxruntime fuse QLinearConv.
-                "OpTypesToExcludeOutputQuantization": [op for op in op_types if op != "Conv"],
-                # A Q -> DQ pair per quantized consumer: the other consumers of a tensor (the
-                # residual Add beside the MatMuls reading a LayerNorm) keep it exact. Faster too.
-                "DedicatedQDQPair": True,
-                # Ranges taken batch by batch and merged, instead of holding every calibrated tensor
-                # of every batch. Not CalibMaxIntermediateOutputs: in onnxruntime 1.31 it drops them.
-                "CalibStridedMinMax": 1,
-            },
-        )
-    return facts, candidates
-
-
-def _weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...], excluded: list[str]) -> dict[str, str]:
-    """Node name to fp32 weight initializer, for the nodes of ``op_types`` the quantizer can take."""
-    weights = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
-    return {
-        node.name: node.input[1]
-        for node in model.graph.node
-        if node.op_type in op_types
-        and op_domain(node) == ""
-        and node.name not in excluded
-        and node.input[1:2]
-        and node.input[1] in weights
-    }
-
-
 def _count_quantized(candidates: dict[str, str], path: Path, *, static: bool) -> dict[str, int]:
     """Candidates whose fp32 weight is gone; for ``static`` also those reading a dequantized input."""
     model = onnx.load(str(path), load_external_data=False)
@@ -320,24 +221,6 @@ def _count_quantized(candidates: dict[str, str], path: Path, *, static: bool) ->
             node.name in candidates and producers.get(node.input[0]) == "DequantizeLinear" for node in model.graph.node
         )
     return counts
-
-
-def _type_matmul_inputs(model: onnx.ModelProto, candidates: dict[str, str]) -> onnx.ModelProto | None:
-    """A copy of ``model`` typing each candidate's activation input like its weight, if ONNX cannot.
-
-    The quantizer skips (with a warning) activations of unknown type, as behind the contrib ops of
-    a fused graph (Attention, SkipLayerNormalization); the MatMul then gets int8 weights but runs
-    in fp32, slower than before. MatMul and Gemm inputs share one type. ``None``: all known.
-    """
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = tensor_types(inferred)
-    nodes = {node.name: node for node in inferred.graph.node}
-    missing = {nodes[name].input[0]: types[weight] for name, weight in candidates.items()}
-    missing = {name: elem for name, elem in missing.items() if name not in types}
-    if not missing:
-        return None
-    inferred.graph.value_info.extend(onnx.helper.make_tensor_value_info(n, t, None) for n, t in missing.items())
-    return inferred
 
 
 def _load(src: Path, mode: str) -> onnx.ModelProto:
@@ -374,21 +257,6 @@ def _staged(dst: Path) -> Iterator[Path]:
         os.replace(staged, dst)
     finally:
         staged.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _quiet(text: str) -> Iterator[None]:
-    """Drop root-logger records containing ``text``."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return text not in str(record.msg)
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
 
 
 def _first_line(exc: BaseException) -> str:

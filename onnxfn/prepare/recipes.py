@@ -1,7 +1,9 @@
 """Which quantization a model gets by default, and why, from what its graph holds.
 
-``--quantize auto`` (the default) looks at the weights: MatMuls alone get dynamic int8 (weights int8,
-activations quantized per call, no data needed); Conv or Gemm weights get static QDQ int8 with
+``--quantize auto`` (the default) looks at the weights: a BERT-family encoder's MatMuls get 8-bit
+weight blocks with int8 activations per block (``blockwise``) and int8 embedding rows, measured to
+keep its accuracy at about a quarter of its size (docs/add.md); other MatMuls get dynamic int8
+(weights int8, activations quantized per call, no data needed); Conv or Gemm weights get static QDQ int8 with
 activation scales calibrated on the validation samples (onnxruntime's dynamic mode has no Gemm and
 runs Conv as a slow ConvInteger); a graph with none of them (a tree ensemble, a linear model in
 ``ai.onnx.ml`` ops) or one already quantized is left as it is, with the reason recorded. The
@@ -70,8 +72,8 @@ def _nested_weight_ops(graph: onnx.GraphProto) -> Counter[str]:
     return found
 
 
-def choose(model: onnx.ModelProto) -> Recipe:
-    """The default recipe for ``model`` (see the module's docstring)."""
+def choose(model: onnx.ModelProto, kind: str = "") -> Recipe:
+    """The default recipe for ``model`` of source ``kind`` (see the module's docstring)."""
     ops = Counter(node.op_type for node in model.graph.node)
     already = sum(count for op, count in ops.items() if op in QUANTIZED_OPS)
     if already:
@@ -83,6 +85,13 @@ def choose(model: onnx.ModelProto) -> Recipe:
             "static",
             tuple(op for op in STATIC_OPS if weights[op]),
             f"static QDQ int8 for the weights of {held}, activation scales calibrated on the validation samples",
+        )
+    if weights["MatMul"] and kind == "bert":
+        return Recipe(
+            "blockwise",
+            MATMUL_OPS,
+            f"8-bit blocks of 128 (MatMulNBits, int8 activations per block) for the weights of "
+            f"{weights['MatMul']} MatMul, int8 rows for the embedding tables: BERT's default",
         )
     if weights["MatMul"]:
         return Recipe("dynamic", MATMUL_OPS, f"dynamic int8 for the weights of {weights['MatMul']} MatMul")

@@ -167,12 +167,44 @@ def _tiny_bert(folder: Path) -> Path:
 def test_bert_checkpoint_becomes_a_text_embedding_pipeline(tmp_path):
     root = tmp_path / "artifacts"
     checkpoint = _tiny_bert(tmp_path / "tiny-bert")
-    assert _run(root, str(checkpoint), "--name", "tiny") == 0  # dynamic: the MiniLM recipe
+    assert _run(root, str(checkpoint), "--name", "tiny") == 0
     manifest = Manifest.load(root / "tiny" / "manifest.json")
+    # auto's BERT recipe: 8-bit MatMul blocks, int8 embedding rows
+    assert manifest.quantization["method"] == "blockwise" and manifest.quantization["quantized_nodes"] == 12
+    assert len(manifest.quantization["embedding_nodes"]) == 3
+    graph = onnx.load(str(root / "tiny" / "model.onnx")).graph
+    assert sum(node.op_type == "MatMulNBits" for node in graph.node) == 12
     assert manifest.pipeline is not None and manifest.pipeline.kind == "text-embedding"
     assert [t.name for t in manifest.inputs] == ["text"] and manifest.outputs[0].shape == (-1, 32)
     assert (root / "tiny" / "tokenizer.json").exists()
     assert manifest.validation["drift"]["cosine_min"] >= 0.985
+
+
+def test_blockwise_flags_reach_the_graph_and_the_manifest(tmp_path):
+    root = tmp_path / "artifacts"
+    flags = ("--quantize", "blockwise", "--bits", "4", "--block-size", "16", "--accuracy-level", "1")
+    assert _run(root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "mlp", *flags, "--max-rel-error", "0.3") == 0
+    quantization = Manifest.load(root / "mlp" / "manifest.json").quantization
+    assert (quantization["bits"], quantization["block_size"], quantization["accuracy_level"]) == (4, 16, 1)
+    assert quantization["quantized_nodes"] == 2 and quantization["activation_type"] == "fp32 (accuracy_level 1)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ("--quantize", "dynamic", "--bits", "4"),
+            "--bits: for --quantize blockwise only; this model is quantized dynamic",
+        ),
+        (("--block-size", "100"), "--block-size 100: expected a power of two ≥ 16"),
+        (("--quantize", "blockwise", "--embeddings", "int3"), "--embeddings 'int3': expected one of int8, int4, fp32"),
+    ],
+)
+def test_blockwise_flags_are_checked_and_nothing_is_written(tmp_path, capsys, flags, message):
+    root = tmp_path / "artifacts"
+    assert _run(root, str(_mlp(tmp_path / "mlp.onnx")), "--name", "mlp", *flags) == 2
+    assert message in capsys.readouterr().err
+    assert _artifact_files(root) == []
 
 
 def _spy_on_runs(monkeypatch, runner: type) -> list[dict]:
@@ -249,7 +281,9 @@ def test_auto_keeps_fp32_when_its_int8_recipe_fails_the_gate_and_says_so(tmp_pat
     assert _run(root, source, "--name", "careful", "--max-abs-error", "1e-4") == 0
     quantization = Manifest.load(root / "careful" / "manifest.json").quantization
     assert quantization["method"] == "none" and quantization["recipe"] == "auto"
-    assert quantization["reason"].startswith("auto chose dynamic int8, which failed the validation gate (max abs error")
+    assert quantization["reason"].startswith(
+        "auto chose dynamic quantization, which failed the validation gate (max abs error"
+    )
     assert quantization["reason"].endswith("kept fp32")
 
 
