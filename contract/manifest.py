@@ -138,6 +138,7 @@ class Manifest:
     quantization: Mapping[str, Any] | None = None
     validation: Mapping[str, Any] | None = None
     description: str = ""
+    pruning: Mapping[str, Any] | None = None  # onnxfn add --prune: what was removed, and how it was ranked
     platform: str = "onnxruntime_onnx"
 
     @property
@@ -173,6 +174,8 @@ class Manifest:
         if not self.limits.allow_non_finite:
             del data["limits"]["allow_non_finite"]
         data["outputs"] = [t.to_dict() for t in self.outputs]
+        if data["pruning"] is None:
+            del data["pruning"]
         if data["pipeline"] is not None:
             data["pipeline"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["pipeline"].items()}
             if isinstance(self.pipeline, CustomPipeline):
@@ -283,6 +286,7 @@ _TOP_LEVEL = (
     "limits",
     "pipeline",
     "quantization",
+    "pruning",
     "validation",
 )
 
@@ -306,7 +310,7 @@ def _parse_manifest(data: Any) -> Manifest:
     ir_version = onnx_obj.get("ir_version")
     limits_obj = mapping(obj.get("limits", {}), "manifest.limits")
     only(limits_obj, "manifest.limits", ("max_batch", "max_elements", "allow_non_finite"))
-    for key in ("quantization", "validation"):
+    for key in ("quantization", "pruning", "validation"):
         if obj.get(key) is not None:
             mapping(obj[key], f"manifest.{key}")
     manifest = Manifest(
@@ -333,6 +337,7 @@ def _parse_manifest(data: Any) -> Manifest:
         ),
         pipeline=_pipeline(obj.get("pipeline")),
         quantization=obj.get("quantization"),
+        pruning=obj.get("pruning"),
         validation=obj.get("validation"),
     )
     for path in manifest.pipeline.files if manifest.pipeline else ():

@@ -113,6 +113,7 @@ def _add_options(args: argparse.Namespace) -> Any:
         module_path=Path(args.module_path) if args.module_path else None,
         pipeline=Path(args.pipeline) if args.pipeline else None,
         exclude_nodes=[x.strip() for x in args.exclude_nodes.split(",")] if args.exclude_nodes else [],
+        prune=args.prune,
         block={
             key: getattr(args, key)
             for key in ("bits", "block_size", "accuracy_level", "embeddings")
@@ -285,6 +286,12 @@ def _add_parser(sub: Any) -> None:
         choices=("auto", "dynamic", "static", "blockwise", "fp16", "none"),
         help="auto (default): 8-bit weight blocks for BERT checkpoints, dynamic int8 for other MatMul weights, "
         "static QDQ int8 for Conv/Gemm, none when nothing fits",
+    )
+    add.add_argument(
+        "--prune",
+        type=float,
+        help="remove this fraction (0-1) of every feed-forward block's neurons, ranked on --calibration or the "
+        "validation samples, before quantizing",
     )
     add.add_argument("--bits", type=int, help="blockwise: 4 or 8 bits a weight (default 8)")
     add.add_argument("--block-size", type=int, help="blockwise: weights sharing one scale, a power of two ≥ 16 (128)")

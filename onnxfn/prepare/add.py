@@ -49,6 +49,7 @@ class AddOptions:
     pipeline: Path | None = None  # --pipeline: a pipeline .json, or a custom pipeline .py
     exclude_nodes: list[str] = field(default_factory=list)
     block: dict[str, Any] = field(default_factory=dict)  # --bits, --block-size, ...: BlockOptions fields given
+    prune: float | None = None  # --prune: the fraction of feed-forward neurons to remove
     version: str = "1"
     description: str | None = None
     max_batch: int | None = None  # rows per request; default: the source's (64)
@@ -84,12 +85,12 @@ class Prepared:
 
 
 def _quantize(
-    source: Source, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step
+    source: Source, fp32: Path, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step
 ) -> tuple[Path, dict[str, Any]]:
     """The quantized model and the facts of it. ``auto`` chooses the mode from the graph
     (``onnxfn.prepare.recipes``) and calibrates a static recipe on the validation samples; a BERT
     checkpoint's dynamic recipe keeps the layers that int8 breaks in fp32."""
-    model = onnx.load(str(source.onnx_path))
+    model = onnx.load(str(fp32))
     mode, reason = options.quantize, ""
     op_types: tuple[str, ...] = WEIGHT_OPS
     if mode == "auto":
@@ -105,7 +106,7 @@ def _quantize(
     elif mode == "static" and options.quantize == "auto":
         calibration = feeds
     target = staging / "quantized.onnx"
-    src, excluded = source.onnx_path, list(options.exclude_nodes)
+    src, excluded = fp32, list(options.exclude_nodes)
     facts: dict[str, Any] = {}
     if source.kind == "bert" and mode == "dynamic":
         names = {n.name for n in model.graph.node}
@@ -144,6 +145,8 @@ def _check_request(name: str, options: AddOptions, root: Path) -> None:
         raise SourceError(f"--version {options.version!r}: expected letters, digits, '.', '_' or '-' (max 63)")
     if options.max_batch is not None and options.max_batch < 1:
         raise SourceError(f"--max-batch {options.max_batch}: expected a whole number of rows ≥ 1")
+    if options.prune is not None and not 0 < options.prune < 1:
+        raise SourceError(f"--prune {options.prune:g}: expected a fraction of the neurons, above 0 and below 1")
     problems = BlockOptions(**options.block).problems()
     if problems:
         raise QuantizationError("; ".join(problems))
@@ -151,11 +154,30 @@ def _check_request(name: str, options: AddOptions, root: Path) -> None:
         raise ArtifactExists(f"{root / name} already exists; pass --force to replace it")
 
 
+def _prune(source: Source, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step) -> dict[str, Any] | None:
+    """``--prune``: write the pruned fp32 model to ``staging/pruned.onnx`` and return its facts.
+    Neurons are ranked on ``--calibration`` when given, else on the validation samples."""
+    if options.prune is None:
+        return None
+    from onnxfn.prepare.bert import save_model
+    from onnxfn.prepare.pruning import prune_feed_forward
+
+    say(f"pruning {options.prune:g} of the feed-forward neurons")
+    described = "the validation samples"
+    if options.calibration is not None:
+        feeds = load_calibration(options.calibration, source.model_inputs, tokenize=source.tokenize)
+        described = f"--calibration {options.calibration.name}"
+    pruned, facts = prune_feed_forward(onnx.load(str(source.onnx_path)), options.prune, feeds, described)
+    save_model(pruned, staging / "pruned.onnx")
+    return facts
+
+
 def _prepare(
-    source: Source, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step
+    source: Source, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step, pruned: bool = False
 ) -> tuple[Path, dict[str, Any], str | None]:
     """Quantize, then pre-optimize: the model to deploy, its quantization facts and optimization level."""
-    quantized, quantization = _quantize(source, staging, options, feeds, say)
+    fp32 = staging / "pruned.onnx" if pruned else source.onnx_path
+    quantized, quantization = _quantize(source, fp32, staging, options, feeds, say)
     prepared = staging / "model.onnx"
     if options.optimize == "none":
         shutil.copyfile(quantized, prepared)
@@ -249,12 +271,13 @@ def _prepare_and_gate(
     """Quantize, pre-optimize and gate. When ``auto`` chose an int8 recipe that the gate refuses, the
     model is prepared again in fp32 and the manifest says why; an explicit mode that fails is an error."""
     refused = ""
+    pruning = _prune(source, staging, options, samples[0], say)
     while True:
-        prepared, quantization, level = _prepare(source, staging, options, samples[0], say)
+        prepared, quantization, level = _prepare(source, staging, options, samples[0], say, pruning is not None)
         if refused:
             quantization |= {"recipe": "auto", "reason": refused}
         files = {"model.onnx": (prepared, "model"), **source.files}
-        spec = _spec(source, source_path, options, quantization, level)
+        spec = _spec(source, source_path, options, quantization, level) | ({"pruning": pruning} if pruning else {})
         say("validating the deployed pipeline against the original")
         draft = draft_manifest(name, files, spec)
         try:

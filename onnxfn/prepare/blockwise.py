@@ -89,8 +89,7 @@ def quantize_blockwise(
     Returns the facts for the manifest and, for counting, each candidate MatMul's fp32 weight.
     Nodes named in ``excluded`` (MatMuls or Gathers) stay fp32.
     """
-    if not all(node.name for node in model.graph.node):
-        _name_nodes(model)
+    name_nodes(model)
     tables = embedding_gathers(model, excluded)
     if options.embeddings == "int8":
         for name in tables:
@@ -168,8 +167,8 @@ def _nbits(model: onnx.ModelProto, options: BlockOptions, op_types: tuple[str, .
     return result
 
 
-def _name_nodes(model: onnx.ModelProto) -> None:
-    """Give unnamed nodes a name: the quantizers select and report nodes by name."""
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give unnamed nodes a name, in place: the quantizers and the pruner select nodes by name."""
     taken = {node.name for node in model.graph.node}
     for index, node in enumerate(model.graph.node):
         if not node.name:
