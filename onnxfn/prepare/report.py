@@ -215,7 +215,11 @@ def _plot_drift(report: ValidationReport, path: Path, *, name: str) -> None:
     axes = figure.add_subplot()
     check = report.per_sample_check
     if report.per_sample:
-        axes.hist(report.per_sample, bins=min(50, max(10, len(report.per_sample) // 10)), color="tab:blue")
+        low, high = min(report.per_sample), max(report.per_sample)
+        # All samples (nearly) alike, as for a model kept in fp32: one bar, not bins narrower than a float.
+        spread = None if high - low > 1e-6 * max(1.0, abs(high)) else (low - 1e-3, high + 1e-3)
+        bins = 1 if spread else min(50, max(10, len(report.per_sample) // 10))
+        axes.hist(report.per_sample, bins=bins, range=spread, color="tab:blue")
     else:
         axes.text(0.5, 0.5, "no samples", ha="center", va="center", transform=axes.transAxes)
     if check is not None:

@@ -180,6 +180,13 @@ def test_bert_checkpoint_becomes_a_text_embedding_pipeline(tmp_path):
     assert manifest.validation["drift"]["cosine_min"] >= 0.985
 
 
+def test_a_bert_checkpoint_kept_in_fp32_gets_its_report(tmp_path):
+    """Every sentence's cosine is 1 within a float: the drift plot once failed to bin them."""
+    root = tmp_path / "artifacts"
+    assert _run(root, str(_tiny_bert(tmp_path / "tiny-bert")), "--name", "tiny", "--quantize", "none") == 0
+    assert (root / "tiny" / "drift.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_blockwise_flags_reach_the_graph_and_the_manifest(tmp_path):
     root = tmp_path / "artifacts"
     flags = ("--quantize", "blockwise", "--bits", "4", "--block-size", "16", "--accuracy-level", "1")
