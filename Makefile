@@ -17,7 +17,7 @@ export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.cache/jsii
 export CDK_HOME := $(CURDIR)/.cache/cdk
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup runtimes browser arm64-sysroot checkov load models demo serve test lint unit fuzz bench big-batch synth bootstrap deploy destroy clean
+.PHONY: help setup runtimes browser arm64-sysroot checkov load models demo serve test lint unit fuzz bench recipes big-batch synth bootstrap deploy destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -121,6 +121,9 @@ load: setup runtimes models browser ## 2 minutes of 50 concurrent clients (valid
 
 bench: setup runtimes models ## benchmarks against the peers (not tests): writes benchmarks/results/latest.{json,md} and plots
 	$(PY) -m benchmarks.suite
+
+recipes: setup models ## every quantization recipe and pruning fraction on minilm, side by side (about 5 min)
+	$(PY) -m benchmarks.suite --only recipes
 
 big-batch: setup runtimes models ## a 200,000-line file through the Distributed Map path at 1 and 2 batch workers (about 5 min)
 	$(PY) -m benchmarks.suite --only big-batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import tables
+from benchmarks import recipe_tables, tables
 from benchmarks.fresh import PHASES
 from benchmarks.records import Record, find
 
@@ -242,6 +242,22 @@ def scale(document: dict[str, Any]) -> list[str]:
 def quantization(document: dict[str, Any]) -> list[str]:
     """docs/add.md: the demo minilm artifact against its fp32 export."""
     return tables.quantization(document["records"])
+
+
+def recipes(document: dict[str, Any]) -> list[str]:
+    """docs/add.md: MiniLM under every quantization recipe, measured side by side."""
+    return recipe_tables.recipes(document["records"])
+
+
+def recipe_summary(document: dict[str, Any]) -> list[str]:
+    """README.md: fp32, the previous BERT default and today's, from the recipes step."""
+    keep = {"fp32", recipe_tables.PREVIOUS, recipe_tables.DEFAULT}
+    return recipe_tables.recipes([r for r in document["records"] if r.metric != "recipe" or r.name in keep])
+
+
+def pruning(document: dict[str, Any]) -> list[str]:
+    """docs/add.md: MiniLM pruned at several fractions, then quantized by the default recipe."""
+    return recipe_tables.pruning(document["records"])
 
 
 def queue(document: dict[str, Any]) -> list[str]:

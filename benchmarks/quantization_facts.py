@@ -2,15 +2,13 @@
 
 Read from ``model_artifacts/minilm/manifest.json`` (the quantization facts and the validation
 figures of the build: size, median latency of the original and prepared model at batch 1 and 8 on
-1 and 2 threads, cosine drift over its validation sentences) and from
-``benchmarks/results/quantization.json`` (``python -m benchmarks.quantization``: batch 8 × 128 tokens,
-112 sentences), whose date is given. The quantization search is not run again here.
+1 and 2 threads, cosine drift over its validation sentences). Every recipe, measured side by side
+in the run, is the ``recipes`` step (``benchmarks/recipes.py``).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,6 @@ from benchmarks.lambda_env import ARTIFACTS
 from benchmarks.records import Record, StepResult
 from benchmarks.timing import ROOT
 
-QUANTIZATION_JSON = ROOT / "benchmarks" / "results" / "quantization.json"
 MB = 1e6  # as the quantization report counts
 
 
@@ -45,7 +42,7 @@ def measure(quick: bool) -> StepResult:
     original, prepared = validation.get("original_bytes"), validation.get("prepared_bytes")
     if original and prepared:
         fp32 = _fact("fp32", "exported checkpoint", "artifact size", original / MB, "MB", path)
-        int8 = _fact("int8 (onnxfn add)", "artifact", "artifact size", prepared / MB, "MB", path)
+        int8 = _fact("onnxfn add (default)", "artifact", "artifact size", prepared / MB, "MB", path)
         int8.ratios["fp32"] = prepared / original
         result.records += [fp32, int8]
     latency = validation.get("latency_ms", {})
@@ -55,7 +52,7 @@ def measure(quick: bool) -> StepResult:
             after = latency.get("prepared", {}).get(threads, {}).get(batch)
             if before and after:
                 variant = f"b{batch}, {threads} thread(s), validation sentences"
-                record = _fact("int8 (onnxfn add)", variant, "session.run latency", after, "ms", path)
+                record = _fact("onnxfn add (default)", variant, "session.run latency", after, "ms", path)
                 record.ratios["fp32"] = after / before
                 result.records += [_fact("fp32", variant, "session.run latency", before, "ms", path), record]
     drift = validation.get("drift", {})
@@ -63,30 +60,13 @@ def measure(quick: bool) -> StepResult:
     for key in ("cosine_mean", "cosine_min"):
         if key in drift:
             result.records.append(
-                _fact("int8 (onnxfn add)", f"vs fp32, {samples} samples", key.replace("_", " "), drift[key], "", path)
-            )
-    if QUANTIZATION_JSON.exists():
-        data = json.loads(QUANTIZATION_JSON.read_text())
-        when = time.strftime("%Y-%m-%d", time.localtime(QUANTIZATION_JSON.stat().st_mtime))
-        for threads in ("1", "2"):
-            fp32_ms = data["latency_b8_s128_ms"]["fp32"][threads]
-            int8_ms = data["latency_b8_s128_ms"]["int8"][threads]
-            variant = f"b8×128, {threads} thread(s)"
-            record = _fact("int8 (onnxfn add)", variant, "session.run latency", int8_ms, "ms", QUANTIZATION_JSON)
-            record.ratios["fp32"] = int8_ms / fp32_ms
-            record.extra["date"] = when
-            base = _fact("fp32", variant, "session.run latency", fp32_ms, "ms", QUANTIZATION_JSON, date=when)
-            result.records += [base, record]
-        for key in ("cosine_vs_fp32_mean", "cosine_vs_fp32_min"):
-            variant = f"vs fp32, {data['sentences']} sentences"
-            metric = key.replace("_vs_fp32_", " ")
-            result.records.append(
-                _fact("int8 (onnxfn add)", variant, metric, data[key], "", QUANTIZATION_JSON, date=when)
+                _fact(
+                    "onnxfn add (default)", f"vs fp32, {samples} samples", key.replace("_", " "), drift[key], "", path
+                )
             )
     result.data["quantization"] = {k: v for k, v in facts.items() if k != "excluded_nodes"}
     result.data["quantization"]["excluded_nodes"] = len(facts.get("excluded_nodes", []))
     result.notes.append(
-        "quantization: figures read from onnxfn add's report (manifest.json) and benchmarks/results/quantization.json;"
-        " not re-measured in this run"
+        "quantization: figures read from onnxfn add's report (manifest.json); not re-measured in this run"
     )
     return result

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cost, tables
+from benchmarks import cost, recipe_tables, tables
 from benchmarks.records import Record
 
 
@@ -60,6 +60,10 @@ def write_markdown(
         "## Quantization (from `onnxfn add`'s report, not re-measured)",
         "",
         *tables.quantization(records),
+        "## Recipes: MiniLM quantized and pruned (dev venv, session.run)",
+        "",
+        *recipe_tables.recipes(records),
+        *recipe_tables.pruning(records),
         "## Queue throughput (dev venv, in-process)",
         "",
         "`minilm`, an SQS event of 10 one-sentence records, 1 vCPU; the micro-batching worker (one `session.run` "

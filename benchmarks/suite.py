@@ -9,7 +9,7 @@ next), then derives the cost table and judges the targets, and writes ``latest.j
     python -m benchmarks.suite --only warm     # one step (repeatable), written to benchmarks/results/raw/
     python -m benchmarks.suite --no-init-burst # init at the memory's CPU share too (default: unthrottled)
 
-Steps: package, quantization, pytorch-venv, cold-start, cold-start-changes, warm, memory, queue, serve, scale,
+Steps: package, quantization, recipes, pytorch-venv, cold-start, cold-start-changes, warm, memory, queue, serve, scale,
 big-batch
 (warm-2vcpu on request: ``--only warm-2vcpu``). Every cold-start figure comes from the function as
 Lambda runs it (``faithful.py``); the in-process steps (warm, queue, PyTorch) run on the development
@@ -39,6 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 STEPS = (
     "package",
     "quantization",
+    "recipes",
     "pytorch-venv",
     "cold-start",
     "cold-start-changes",
@@ -102,6 +103,10 @@ def run_step(name: str, quick: bool, out: Path, init_burst: bool = True) -> Step
         from benchmarks import quantization_facts
 
         return quantization_facts.measure(quick)
+    if name == "recipes":
+        from benchmarks import recipes
+
+        return recipes.measure(quick)
     if name == "pytorch-venv":
         return _pytorch_venv(quick)
     if name == "cold-start":

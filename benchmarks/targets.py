@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmarks.recipe_tables import DEFAULT
 from benchmarks.records import Record, find, find_with
 from benchmarks.tables import CHANGES_METRIC
 
@@ -104,6 +105,16 @@ def _size(name: str, arch: str) -> Callable[[list[Record]], tuple[float, int | N
     return figure
 
 
+def _default_recipe(figure: Callable[[Record], float]) -> Callable[[list[Record]], tuple[float, int | None] | None]:
+    """A figure of the minilm artifact ``onnxfn add`` makes by default, from the recipes step."""
+
+    def measured(records: list[Record]) -> tuple[float, int | None] | None:
+        record = find(records, name=DEFAULT, model="minilm", metric="recipe")
+        return (figure(record), record.runs) if record else None
+
+    return measured
+
+
 TARGETS = (
     Target(
         "warm-minilm-b8",
@@ -171,6 +182,38 @@ TARGETS = (
         0.9,
         False,
         _ratio("onnxfn micro-batch", "minilm", "queue throughput", "10 records, S3/SQS stubbed", "bare batched"),
+    ),
+    Target(
+        "recipe-size",
+        "minilm's default artifact ≤ 0.26× the fp32 export's bytes",
+        "×",
+        0.26,
+        True,
+        _default_recipe(lambda r: r.extra["size_ratio"]),
+    ),
+    Target(
+        "recipe-cosine-min",
+        "minilm's default artifact: cosine vs the original sentence-transformers model, min ≥ 0.985",
+        "",
+        0.985,
+        False,
+        _default_recipe(lambda r: r.extra["cosine_vs_original"]["min"]),
+    ),
+    Target(
+        "recipe-cosine-mean",
+        "minilm's default artifact: cosine vs the original sentence-transformers model, mean ≥ 0.99",
+        "",
+        0.99,
+        False,
+        _default_recipe(lambda r: r.extra["cosine_vs_original"]["mean"]),
+    ),
+    Target(
+        "recipe-speed",
+        "minilm's default artifact no slower than the previous default, b8×128, 1 thread (dev venv)",
+        "×",
+        1.0,
+        True,
+        _default_recipe(lambda r: r.ratios["previous default"]),
     ),
     *(
         Target(

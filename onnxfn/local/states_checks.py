@@ -38,7 +38,8 @@ _STATE_FIELDS = {
         "MaxConcurrency ItemReader ItemBatcher ToleratedFailureCount ToleratedFailurePercentage Label"
     ),
 }
-_DISTRIBUTED_ONLY = _names("ItemReader ItemBatcher ToleratedFailureCount ToleratedFailurePercentage Label")
+_ORDER = "ItemReader ItemBatcher ToleratedFailureCount ToleratedFailurePercentage Label".split()
+_DISTRIBUTED_ONLY = set(_ORDER)  # checked in _ORDER, so a definition gets the same message every run
 _RETRIER = _names("ErrorEquals IntervalSeconds MaxAttempts BackoffRate MaxDelaySeconds JitterStrategy Comment")
 _READER_CONFIG = _names("InputType CSVHeaderLocation CSVHeaders CSVDelimiter MaxItems")
 
@@ -157,7 +158,7 @@ def _check_map(name: str, state: dict[str, Any]) -> None:
         else [{"Mode": "DISTRIBUTED", "ExecutionType": t} for t in ("STANDARD", "EXPRESS")]
     )
     _expect(config in modes, f'field "ProcessorConfig": one of {modes} is needed, not {config!r}')
-    for field in _DISTRIBUTED_ONLY:
+    for field in sorted(_DISTRIBUTED_ONLY, key=_ORDER.index):
         _expect(distributed or field not in state, f'field "{field}": only a DISTRIBUTED Map takes it')
     for field in ("MaxConcurrency", "ToleratedFailureCount", "ToleratedFailurePercentage"):
         value = state.get(field, 0)

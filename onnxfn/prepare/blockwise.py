@@ -90,6 +90,7 @@ def quantize_blockwise(
     Nodes named in ``excluded`` (MatMuls or Gathers) stay fp32.
     """
     name_nodes(model)
+    opset = _opset(model)
     tables = embedding_gathers(model, excluded)
     if options.embeddings == "int8":
         for name in tables:
@@ -117,7 +118,15 @@ def quantize_blockwise(
         "embeddings": _embedding_words(options, len(tables)),
         "embedding_nodes": tables if options.embeddings != "fp32" else [],
     }
+    if _opset(model) != opset:
+        # onnxruntime's quantizer raises them for int4 tensors (GatherBlockQuantized); the result is
+        # then checked to load like any other.
+        facts["opset_raised"] = f"opset {opset} to {_opset(model)}, IR version to {model.ir_version}, for int4 tensors"
     return facts, candidates
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _embedding_words(options: BlockOptions, count: int) -> str:
@@ -186,11 +195,12 @@ def _quantizer_quiet() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
-        logging.getLogger(_QUANTIZER_LOGGER).setLevel(logging.WARNING)
+        # ERROR: its warnings say it raised the opset for int4 and that the model "may not be valid";
+        # quantize() checks that the result loads, and the manifest records the new opset.
+        logging.getLogger(_QUANTIZER_LOGGER).setLevel(logging.ERROR)
         yield
     finally:
         for handler in list(root.handlers):
             if handler not in handlers:
                 root.removeHandler(handler)
         root.setLevel(level)
-        logging.getLogger(_QUANTIZER_LOGGER).setLevel(logging.WARNING)

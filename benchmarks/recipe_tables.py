@@ -1,0 +1,77 @@
+"""The tables of the ``recipes`` step (``benchmarks/recipes.py``): quantization recipes and pruning fractions."""
+
+from __future__ import annotations
+
+from benchmarks.records import Record
+from benchmarks.tables import fmt, ratio, table
+
+DEFAULT = "blockwise 8-bit, blocks of 128 (default)"
+PREVIOUS = "dynamic int8, 12 MatMuls kept fp32 (previous default)"
+
+
+def _rows(records: list[Record], *, pruned: bool) -> list[Record]:
+    return [r for r in records if r.metric == "recipe" and (r.extra.get("prune") is not None) == pruned]
+
+
+def _cosines(figures: dict[str, float]) -> str:
+    return f"{figures['min']:.4f} / {figures['mean']:.4f}"
+
+
+def _gate(record: Record) -> str:
+    return "pass" if record.extra["gate_passes"] else "FAIL"
+
+
+def recipes(records: list[Record]) -> list[str]:
+    rows = []
+    for r in _rows(records, pruned=False):
+        x = r.extra
+        rows.append(
+            [
+                r.name,
+                f"{fmt(x['bytes'] / 1e6, 'MB')} ({ratio(x['size_ratio'])})",
+                fmt(x["latency_ms"]["1"], "ms"),
+                fmt(x["latency_ms"]["2"], "ms"),
+                ratio(r.ratios.get("previous default")),
+                _cosines(x["cosine_vs_fp32"]),
+                _cosines(x["cosine_vs_original"]),
+                _gate(r),
+            ]
+        )
+    header = ["recipe", "size (× fp32)", "b8×128, 1 thread", "2 threads", "1 thread ÷ previous default"]
+    header += ["cosine vs fp32, min / mean", "vs the original model, min / mean", "gate"]
+    return table(header, rows)
+
+
+def pruning(records: list[Record]) -> list[str]:
+    unpruned = next((r for r in _rows(records, pruned=False) if r.name == DEFAULT), None)
+    base = unpruned.median if unpruned else None
+    rows = []
+    for r in [*([unpruned] if unpruned else []), *_rows(records, pruned=True)]:
+        x = r.extra
+        kept = x.get("neurons") or {}
+        rows.append(
+            [
+                "0 (the default recipe alone)" if x.get("prune") is None else f"{x['prune']:g}",
+                f"{kept['kept']:,} of {kept['of']:,}" if kept else "all",
+                f"{fmt(x['bytes'] / 1e6, 'MB')} ({ratio(x['size_ratio'])})",
+                fmt(x["latency_ms"]["1"], "ms"),
+                ratio(r.median / base if base and r.median else None),
+                _cosines({"min": x["gate_drift"]["cosine_min"], "mean": x["gate_drift"]["cosine_mean"]}),
+                _cosines(x["cosine_vs_original"]),
+                _gate(r),
+            ]
+        )
+    header = ["fraction pruned", "FFN neurons kept", "size (× fp32)", "b8×128, 1 thread", "÷ unpruned"]
+    header += ["cosine the gate sees, min / mean", "held out, vs the original model", "gate"]
+    lines = table(header, rows)
+    passing = [r for r in _rows(records, pruned=True) if r.extra["gate_passes"]]
+    if passing:
+        best = max(passing, key=lambda r: r.extra["prune"])
+        lines.append(
+            f"The largest fraction the gate passes is {best.extra['prune']:g}: "
+            f"{fmt(best.extra['bytes'] / 1e6, 'MB')} and {fmt(best.median, 'ms')} at 1 thread "
+            f"({ratio(best.median / base if base and best.median else None)} the unpruned default's time)."
+        )
+    elif rows:
+        lines.append("The gate refuses every fraction measured.")
+    return lines
