@@ -38,7 +38,7 @@ _STATE_FIELDS = {
         "MaxConcurrency ItemReader ItemBatcher ToleratedFailureCount ToleratedFailurePercentage Label"
     ),
 }
-_ORDER = "ItemReader ItemBatcher ToleratedFailureCount ToleratedFailurePercentage Label".split()
+_ORDER = ["ItemReader", "ItemBatcher", "ToleratedFailureCount", "ToleratedFailurePercentage", "Label"]
 _DISTRIBUTED_ONLY = set(_ORDER)  # checked in _ORDER, so a definition gets the same message every run
 _RETRIER = _names("ErrorEquals IntervalSeconds MaxAttempts BackoffRate MaxDelaySeconds JitterStrategy Comment")
 _READER_CONFIG = _names("InputType CSVHeaderLocation CSVHeaders CSVDelimiter MaxItems")
