@@ -13,6 +13,10 @@ def _rows(records: list[Record], *, pruned: bool) -> list[Record]:
     return [r for r in records if r.metric == "recipe" and (r.extra.get("prune") is not None) == pruned]
 
 
+def _size(x: dict[str, float]) -> str:
+    return f"{fmt(x['bytes'] / 1e6, 'MB')} ({x['size_ratio']:.3f}×)"
+
+
 def _cosines(figures: dict[str, float]) -> str:
     return f"{figures['min']:.4f} / {figures['mean']:.4f}"
 
@@ -28,7 +32,7 @@ def recipes(records: list[Record]) -> list[str]:
         rows.append(
             [
                 r.name,
-                f"{fmt(x['bytes'] / 1e6, 'MB')} ({ratio(x['size_ratio'])})",
+                _size(x),
                 fmt(x["latency_ms"]["1"], "ms"),
                 fmt(x["latency_ms"]["2"], "ms"),
                 ratio(r.ratios.get("previous default")),
@@ -53,7 +57,7 @@ def pruning(records: list[Record]) -> list[str]:
             [
                 "0 (the default recipe alone)" if x.get("prune") is None else f"{x['prune']:g}",
                 f"{kept['kept']:,} of {kept['of']:,}" if kept else "all",
-                f"{fmt(x['bytes'] / 1e6, 'MB')} ({ratio(x['size_ratio'])})",
+                _size(x),
                 fmt(x["latency_ms"]["1"], "ms"),
                 ratio(r.median / base if base and r.median else None),
                 _cosines({"min": x["gate_drift"]["cosine_min"], "mean": x["gate_drift"]["cosine_mean"]}),
