@@ -299,7 +299,10 @@ def _add_parser(sub: Any) -> None:
         "--accuracy-level", type=int, help="blockwise: 4 int8 activations per block (default), 1 fp32, 0 the kernel's"
     )
     add.add_argument("--embeddings", help="blockwise: embedding tables as int8 rows (default), int4 blocks, or fp32")
-    add.add_argument("--calibration", help="calibration set for --quantize static: .npy, .jsonl or text lines")
+    add.add_argument(
+        "--calibration",
+        help="calibration set for --quantize static and for ranking --prune's neurons: .npy, .jsonl or text lines",
+    )
     add.add_argument("--samples", help="validation samples (.npy, .jsonl or text lines); default: generated")
     add.add_argument(
         "--optimize",

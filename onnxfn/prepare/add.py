@@ -94,7 +94,7 @@ def _quantize(
     mode, reason = options.quantize, ""
     op_types: tuple[str, ...] = WEIGHT_OPS
     if mode == "auto":
-        recipe = choose(model, source.kind)
+        recipe = choose(model, source.kind, BlockOptions(**options.block))
         mode, op_types, reason = recipe.mode, recipe.op_types or WEIGHT_OPS, recipe.reason
     if options.block and mode != "blockwise":
         flags = ", ".join("--" + key.replace("_", "-") for key in options.block)
@@ -130,8 +130,8 @@ def _quantize(
     facts["recipe"] = options.quantize
     if options.quantize == "none":
         reason = "not asked for (--quantize none)"
-    elif mode in ("dynamic", "static") and facts.get("quantized_nodes") == 0:
-        reason = explain_zero(mode, model)
+    elif mode in ("dynamic", "static", "blockwise") and not facts.get("quantized_nodes"):
+        reason = reason if facts.get("embedding_nodes") else explain_zero(mode, model)
     if reason:
         facts["reason"] = reason
     facts["original_bytes"] = source.onnx_path.stat().st_size
@@ -147,6 +147,9 @@ def _check_request(name: str, options: AddOptions, root: Path) -> None:
         raise SourceError(f"--max-batch {options.max_batch}: expected a whole number of rows ≥ 1")
     if options.prune is not None and not 0 < options.prune < 1:
         raise SourceError(f"--prune {options.prune:g}: expected a fraction of the neurons, above 0 and below 1")
+    if options.block and options.quantize not in ("auto", "blockwise"):
+        flags = ", ".join("--" + key.replace("_", "-") for key in options.block)
+        raise QuantizationError(f"{flags}: for --quantize blockwise only, not {options.quantize}")
     problems = BlockOptions(**options.block).problems()
     if problems:
         raise QuantizationError("; ".join(problems))
@@ -301,7 +304,7 @@ def _prepare_and_gate(
                 "kept fp32"
             )
             say(refused)
-            options = replace(options, quantize="none")
+            options = replace(options, quantize="none", block={})  # the block flags were for the recipe refused
             continue
         return Prepared(path=prepared, level=level, report=report, files=files, spec=spec, draft=draft)
 

@@ -16,7 +16,6 @@ blocks along the row), ``fp32`` leaves them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,9 +66,25 @@ class BlockOptions:
         return found
 
 
+def reason(options: BlockOptions, matmuls: int) -> str:
+    """The manifest's sentence for ``auto`` choosing this recipe with ``options``."""
+    tables = {"int8": "int8 rows", "int4": "int4 blocks", "fp32": "fp32"}[options.embeddings]
+    return (
+        f"{options.bits}-bit blocks of {options.block_size} (MatMulNBits, accuracy level {options.accuracy_level}) "
+        f"for the weights of {matmuls} MatMul, {tables} for the embedding tables: BERT's default"
+    )
+
+
 def embedding_gathers(model: onnx.ModelProto, excluded: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Names of the Gathers that read rows (axis 0) of a 2-D fp32 initializer: embedding tables."""
+    """Names of the Gathers that read rows (axis 0) of a 2-D fp32 initializer: embedding tables.
+
+    A table that anything else reads too (a tied output projection, a second lookup) is left out:
+    quantizing it would take the fp32 table from under the other reader."""
     tables = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2}
+    readers: dict[str, int] = {}
+    for node in _all_nodes(model.graph):
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
     return [
         node.name
         for node in model.graph.node
@@ -77,8 +92,18 @@ def embedding_gathers(model: onnx.ModelProto, excluded: list[str] | tuple[str, .
         and op_domain(node) == ""
         and node.name not in excluded
         and node.input[0] in tables
+        and readers[node.input[0]] == 1
         and all(a.i == 0 for a in node.attribute if a.name == "axis")
     ]
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """The nodes of ``graph`` and of its subgraphs (If, Loop, Scan bodies), at any depth."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
+                yield from _all_nodes(sub)
 
 
 def quantize_blockwise(
@@ -131,7 +156,7 @@ def _opset(model: onnx.ModelProto) -> int:
 
 def _embedding_words(options: BlockOptions, count: int) -> str:
     if not count:
-        return "none in the graph (no Gather reads rows of a 2-D fp32 table)"
+        return "none quantized: no Gather reads rows of a 2-D fp32 table that nothing else reads"
     return {
         "int8": f"{count} table(s) in int8, one symmetric fp32 scale per row",
         "int4": f"{count} table(s) in int4, one fp32 scale per block of {options.block_size} (GatherBlockQuantized)",
@@ -141,37 +166,32 @@ def _embedding_words(options: BlockOptions, count: int) -> str:
 
 def _nbits(model: onnx.ModelProto, options: BlockOptions, op_types: tuple[str, ...], include: list[str]) -> Any:
     """``model`` with the nodes ``include`` names quantized by onnxruntime's MatMulNBitsQuantizer."""
-    with _quantizer_quiet():
-        from onnxruntime.quantization.matmul_nbits_quantizer import (
-            DefaultWeightOnlyQuantConfig,
-            MatMulNBitsQuantizer,
-        )
-
-        # Blocks run along the reduced axis of a MatMul weight [K, N] and along a table's row.
-        axes = (("MatMul", 0), ("Gather", 1))
-        bits = 4 if op_types == ("Gather",) else options.bits  # GatherBlockQuantized is 4-bit here
-        config = DefaultWeightOnlyQuantConfig(
-            block_size=options.block_size,
-            is_symmetric=True,
-            accuracy_level=options.accuracy_level,
-            bits=bits,
-            op_types_to_quantize=op_types,
-            quant_axes=axes,
-        )
-        # The quantizer takes every node of op_types that it can, whatever nodes_to_include says.
-        others = [n.name for n in model.graph.node if n.op_type in op_types and n.name not in include]
-        quantizer = MatMulNBitsQuantizer(
-            model,
-            bits=bits,
-            block_size=options.block_size,
-            is_symmetric=True,
-            accuracy_level=options.accuracy_level,
-            nodes_to_exclude=others,
-            op_types_to_quantize=op_types,
-            quant_axes=axes,
-            algo_config=config,
-        )
-        quantizer.process()
+    default_config, quantizer_class = _quantizer()
+    # Blocks run along the reduced axis of a MatMul weight [K, N] and along a table's row.
+    axes = (("MatMul", 0), ("Gather", 1))
+    bits = 4 if op_types == ("Gather",) else options.bits  # GatherBlockQuantized is 4-bit here
+    config = default_config(
+        block_size=options.block_size,
+        is_symmetric=True,
+        accuracy_level=options.accuracy_level,
+        bits=bits,
+        op_types_to_quantize=op_types,
+        quant_axes=axes,
+    )
+    # The quantizer takes every node of op_types that it can, whatever nodes_to_include says.
+    others = [n.name for n in _all_nodes(model.graph) if n.op_type in op_types and n.name not in include]
+    quantizer = quantizer_class(
+        model,
+        bits=bits,
+        block_size=options.block_size,
+        is_symmetric=True,
+        accuracy_level=options.accuracy_level,
+        nodes_to_exclude=others,
+        op_types_to_quantize=op_types,
+        quant_axes=axes,
+        algo_config=config,
+    )
+    quantizer.process()
     result: onnx.ModelProto = quantizer.model.model
     return result
 
@@ -188,19 +208,23 @@ def name_nodes(model: onnx.ModelProto) -> None:
             taken.add(name)
 
 
-@contextlib.contextmanager
-def _quantizer_quiet() -> Iterator[None]:
-    """Import and run the quantizer without its INFO lines: on import it configures the root logger
-    at INFO (``logging.basicConfig``), which would print every later record of the process."""
+def _quantizer() -> tuple[Any, Any]:
+    """onnxruntime's DefaultWeightOnlyQuantConfig and MatMulNBitsQuantizer, imported without their
+    side effect: on import the module configures the root logger at INFO (``logging.basicConfig``),
+    which would print every later record of the process; the root logger is put back at once."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
-        # ERROR: its warnings say it raised the opset for int4 and that the model "may not be valid";
-        # quantize() checks that the result loads, and the manifest records the new opset.
-        logging.getLogger(_QUANTIZER_LOGGER).setLevel(logging.ERROR)
-        yield
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
     finally:
         for handler in list(root.handlers):
             if handler not in handlers:
                 root.removeHandler(handler)
         root.setLevel(level)
+    # Its warnings say it raised the opset for int4 and that the model "may not be valid":
+    # quantize() checks that the result loads, and the manifest records the new opset.
+    logging.getLogger(_QUANTIZER_LOGGER).setLevel(logging.ERROR)
+    return DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer

@@ -92,13 +92,25 @@ def feed_forward_blocks(model: onnx.ModelProto) -> list[FeedForward]:
     for node in graph.node:
         for name in node.input:
             consumers[name].append(node)
-    outputs = {o.name for o in graph.output}
+    outputs = {o.name for o in graph.output} | _read_in_subgraphs(graph)
     blocks = []
     for node in graph.node:
         block = _block_ending_at(node, constants, scalars, producers, consumers, outputs)
         if block is not None:
             blocks.append(block)
     return blocks
+
+
+def _read_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
+    """Names the bodies of If, Loop and Scan read from the enclosing graph (and anything they read):
+    such a tensor or weight is read outside any block."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
+                names.update(name for inner in sub.node for name in inner.input)
+                names |= _read_in_subgraphs(sub)
+    return names
 
 
 def _constant_size(node: onnx.NodeProto) -> int:
@@ -119,9 +131,10 @@ def _weight_axis(node: onnx.NodeProto, constants: dict[str, TensorProto], *, inc
     weight = constants.get(node.input[1])
     if weight is None or weight.data_type != TensorProto.FLOAT or len(weight.dims) != 2:
         return None
-    attributes = {a.name: a.i for a in node.attribute}
-    if attributes.get("transA", 0):
-        return None
+    attributes = {a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT}
+    scales = {a.name: a.f for a in node.attribute if a.type == onnx.AttributeProto.FLOAT}
+    if attributes.get("transA", 0) or scales.get("alpha", 1.0) != 1.0 or scales.get("beta", 1.0) != 1.0:
+        return None  # a scaled Gemm: the folded mean would need the same scaling
     transposed = node.op_type == "Gemm" and attributes.get("transB", 0) == 1
     # MatMul and Gemm take W as [in, out]; Gemm with transB=1 as [out, in].
     return (1 if transposed else 0) if incoming else (0 if transposed else 1)
@@ -169,8 +182,8 @@ def _block_ending_at(
         if node not in region:
             region.append(node)
         stack.extend(varying)
-    if head is None:
-        return None
+    if head is None or head.input[1] == second.input[1]:
+        return None  # no widening op, or one weight tied to both ends
     width = _dims(constants[head.input[1]])[_weight_axis(head, constants, incoming=False) or 0]
     if _dims(constants[second.input[1]])[in_axis] != width:
         return None
@@ -193,8 +206,8 @@ def _block_ending_at(
     cuts.append((second.input[1], in_axis))
     allowed = members | {id(head)}
     for name, _ in cuts:
-        if any(id(c) not in allowed for c in consumers[name]):
-            return None  # a weight shared with another node would be cut under it
+        if name in outputs or any(id(c) not in allowed for c in consumers[name]):
+            return None  # a weight shared with another node (or a subgraph) would be cut under it
     return FeedForward(
         first=head.name,
         second=second.name,
@@ -299,11 +312,24 @@ def _fold_means(
     graph.node.insert(node_index + 1, add)
 
 
+def _check_loads(model: onnx.ModelProto) -> None:
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(model)
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise PruningError(
+            f"--prune: the pruned graph does not load in onnxruntime ({first}); prune without it"
+        ) from exc
+
+
 def kept_neurons(width: int, fraction: float) -> int:
     """How many of ``width`` neurons stay at ``fraction`` pruned (wide blocks keep a multiple of 32)."""
     kept = width - round(width * fraction)
     if width >= ALIGN_FROM:
-        kept = round(kept / ALIGN) * ALIGN
+        return min(width, max(ALIGN, round(kept / ALIGN) * ALIGN))
     return min(width, max(1, kept))
 
 
@@ -333,7 +359,9 @@ def prune_feed_forward(
     index = {t.name: i for i, t in enumerate(graph.initializer)}
     described: list[dict[str, Any]] = []
     removed = 0
-    for block in blocks:
+    # Last block first: when one block's narrowing op widens the next, the next block's cuts are
+    # made before this block folds its means into (or after) that op, so the shapes agree.
+    for block in reversed(blocks):
         scores, means = stats[block.hidden]
         kept = kept_neurons(block.width, fraction)
         order = np.argsort(scores, kind="stable")
@@ -345,12 +373,23 @@ def prune_feed_forward(
             cut = np.take(array, keep, axis=axis)
             removed += array.size - cut.size
             graph.initializer[position].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(cut), name))
-        described.append({"first": block.first, "second": block.second, "neurons": block.width, "kept": kept})
+        described.insert(0, {"first": block.first, "second": block.second, "neurons": block.width, "kept": kept})
+    if all(b["kept"] == b["neurons"] for b in described):
+        widths = sorted({b["neurons"] for b in described})
+        raise PruningError(
+            f"--prune {fraction:g} removes no neuron from blocks of {', '.join(map(str, widths))} "
+            f"(blocks of {ALIGN_FROM} or more lose {ALIGN} at a time): give a larger fraction"
+        )
+    cut_names = {name for block in blocks for name, _ in block.cuts}
+    for position, entry in enumerate(graph.input):
+        if entry.name in cut_names:  # an initializer listed as an input (IR < 4): its shape changed
+            dims = list(graph.initializer[index[entry.name]].dims)
+            graph.input[position].CopyFrom(onnx.helper.make_tensor_value_info(entry.name, TensorProto.FLOAT, dims))
     changed = {t for block in blocks for t in block.tensors}
     kept_info = [v for v in graph.value_info if v.name not in changed]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
-    onnx.checker.check_model(pruned)
+    _check_loads(pruned)
     rows = sum(len(next(iter(feed.values()))) for feed in feeds)
     total = sum(int(b["neurons"]) for b in described)
     facts = {

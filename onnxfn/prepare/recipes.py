@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto
 
+from onnxfn.prepare import blockwise
+from onnxfn.prepare.blockwise import BlockOptions
+
 MATMUL_OPS = ("MatMul",)
 STATIC_OPS = ("MatMul", "Gemm", "Conv")
 # Nodes that mean a graph is already quantized.
@@ -72,8 +75,9 @@ def _nested_weight_ops(graph: onnx.GraphProto) -> Counter[str]:
     return found
 
 
-def choose(model: onnx.ModelProto, kind: str = "") -> Recipe:
-    """The default recipe for ``model`` of source ``kind`` (see the module's docstring)."""
+def choose(model: onnx.ModelProto, kind: str = "", block: BlockOptions | None = None) -> Recipe:
+    """The default recipe for ``model`` of source ``kind`` (see the module's docstring); ``block``:
+    the block flags given, which a BERT checkpoint's recipe takes."""
     ops = Counter(node.op_type for node in model.graph.node)
     already = sum(count for op, count in ops.items() if op in QUANTIZED_OPS)
     if already:
@@ -87,12 +91,7 @@ def choose(model: onnx.ModelProto, kind: str = "") -> Recipe:
             f"static QDQ int8 for the weights of {held}, activation scales calibrated on the validation samples",
         )
     if weights["MatMul"] and kind == "bert":
-        return Recipe(
-            "blockwise",
-            MATMUL_OPS,
-            f"8-bit blocks of 128 (MatMulNBits, int8 activations per block) for the weights of "
-            f"{weights['MatMul']} MatMul, int8 rows for the embedding tables: BERT's default",
-        )
+        return Recipe("blockwise", MATMUL_OPS, blockwise.reason(block or BlockOptions(), weights["MatMul"]))
     if weights["MatMul"]:
         return Recipe("dynamic", MATMUL_OPS, f"dynamic int8 for the weights of {weights['MatMul']} MatMul")
     common = ", ".join(op for op, _ in ops.most_common(3)) or "no nodes"
@@ -114,8 +113,9 @@ def choose(model: onnx.ModelProto, kind: str = "") -> Recipe:
 
 
 def explain_zero(mode: str, model: onnx.ModelProto) -> str:
-    """Why an explicitly chosen int8 mode changed no node."""
+    """Why an explicitly chosen int8 or block mode changed no node."""
     weights = weight_ops(model)
-    if mode == "dynamic" and (weights["Conv"] or weights["Gemm"]):
-        return "dynamic mode quantizes MatMul weights only; this graph's are in Gemm or Conv: --quantize auto or static"
+    if mode in ("dynamic", "blockwise") and (weights["Conv"] or weights["Gemm"]):
+        takes = "MatMul weights only" if mode == "dynamic" else "MatMul weights and embedding tables only"
+        return f"{mode} mode quantizes {takes}; this graph's are in Gemm or Conv: --quantize auto or static"
     return choose(model).reason if choose(model).mode == "none" else "no node the mode quantizes"

@@ -214,6 +214,36 @@ def test_blockwise_flags_are_checked_and_nothing_is_written(tmp_path, capsys, fl
     assert _artifact_files(root) == []
 
 
+def test_auto_with_block_flags_falls_back_to_fp32_when_the_gate_refuses(tmp_path):
+    root = tmp_path / "artifacts"
+    strict = ("--min-cosine-min", "0.9999", "--min-cosine-mean", "0.9999")
+    flags = ("--bits", "4", "--block-size", "16", "--embeddings", "int4")
+    assert _run(root, str(_tiny_bert(tmp_path / "tiny-bert")), "--name", "tiny", *flags, *strict) == 0
+    quantization = Manifest.load(root / "tiny" / "manifest.json").quantization
+    assert quantization["method"] == "none"
+    assert quantization["reason"].startswith("auto chose blockwise quantization, which failed the validation gate")
+
+
+def test_blockwise_says_why_a_graph_of_gemms_has_nothing_for_it(tmp_path):
+    w = numpy_helper.from_array(RNG.standard_normal((4, 16)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+        "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / "g.onnx")
+    root = tmp_path / "artifacts"
+    assert _run(root, str(tmp_path / "g.onnx"), "--name", "gemm", "--quantize", "blockwise") == 0
+    quantization = Manifest.load(root / "gemm" / "manifest.json").quantization
+    assert quantization["quantized_nodes"] == 0
+    assert quantization["reason"] == (
+        "blockwise mode quantizes MatMul weights and embedding tables only; this graph's are in Gemm or Conv: "
+        "--quantize auto or static"
+    )
+
+
 def _spy_on_runs(monkeypatch, runner: type) -> list[dict]:
     """Record the inputs of every ``runner.run`` call, then run it as deployed."""
     calls: list[dict] = []

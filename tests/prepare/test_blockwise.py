@@ -4,6 +4,7 @@ or in 4-bit blocks, on tiny real models run by onnxruntime."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,13 +135,32 @@ def test_bad_options_name_the_flag_and_write_nothing(
     assert not (tmp_path / "out").exists()
 
 
-def test_the_quantizer_leaves_the_root_logger_as_it_was(embedder: Path, tmp_path: Path) -> None:
+def test_the_quantizer_leaves_the_root_logger_as_it_was(
+    embedder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in `onnxfn add` run from a shell: no handler on the root logger, the quantizer not imported yet.
+    # On import it calls logging.basicConfig(level=INFO), which would then add one and lower the level.
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    monkeypatch.delitem(sys.modules, "onnxruntime.quantization.matmul_nbits_quantizer", raising=False)
     quantize(embedder, tmp_path / "q.onnx", "blockwise")
-    # onnxruntime's quantizer calls logging.basicConfig(level=INFO) on import
-    assert root.handlers == handlers and root.level == level
+    assert root.handlers == [] and root.level == logging.WARNING
     assert logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").level == logging.ERROR
+
+
+def test_a_table_read_by_more_than_its_lookup_stays_fp32(embedder: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(embedder))
+    # tie the table to an output projection, as language models do: y @ table^T
+    model.graph.node.extend([helper.make_node("MatMul", ["e", "table_t"], ["logits"], name="tied")])
+    model.graph.node.insert(0, helper.make_node("Transpose", ["table"], ["table_t"], name="transpose", perm=[1, 0]))
+    model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, None))
+    src = tmp_path / "tied.onnx"
+    onnx.save(model, str(src))
+    facts = quantize(src, tmp_path / "q.onnx", "blockwise")
+    assert facts["embedding_nodes"] == [] and facts["embeddings"].startswith("none quantized")
+    kept = {t.name: t.data_type for t in onnx.load(str(tmp_path / "q.onnx")).graph.initializer}
+    assert kept["table"] == TensorProto.FLOAT
 
 
 def test_embedding_gathers_are_row_lookups_of_2d_float_tables(embedder: Path) -> None:

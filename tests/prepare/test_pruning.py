@@ -15,7 +15,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from contract.manifest import Manifest
 from onnxfn.cli import main
-from onnxfn.prepare.pruning import PruningError, feed_forward_blocks, kept_neurons, prune_feed_forward
+from onnxfn.prepare.pruning import (
+    PruningError,
+    feed_forward_blocks,
+    kept_neurons,
+    neuron_scores,
+    prune_feed_forward,
+)
 
 RNG = np.random.default_rng(11)
 IN, HIDDEN, OUT = 16, 64, 8
@@ -117,16 +123,88 @@ def test_a_hidden_tensor_read_elsewhere_is_not_a_block() -> None:
 
 
 def test_an_mlp_without_a_bias_gets_one_for_the_mean() -> None:
-    model = _mlp()
+    model, feeds = _mlp(), _feeds()
     graph = model.graph
-    graph.node[-1].op_type, graph.node[-1].input[1] = "Identity", ""  # drop b2: MatMul -> Identity
+    graph.node[-1].op_type = "Identity"  # drop b2: MatMul -> Identity
     del graph.node[-1].input[1]
-    pruned, _ = prune_feed_forward(model, 0.5, _feeds(), "test rows")
+    pruned, _ = prune_feed_forward(model, 0.5, feeds, "test rows")
     assert [n.op_type for n in pruned.graph.node].count("Add") == 2  # b1's, and the mean's
+
+    w = _weights(model)
+    x = np.concatenate([f["x"] for f in feeds])
+    hidden = np.maximum(x @ w["w1"] + w["b1"], 0)
+    order = np.argsort(np.abs(hidden).max(axis=0) * np.linalg.norm(w["w2"], axis=1), kind="stable")
+    keep, drop = np.sort(order[HIDDEN // 2 :]), order[: HIDDEN // 2]
+    expected = hidden[:, keep] @ w["w2"][keep] + hidden[:, drop].mean(axis=0) @ w["w2"][drop]
+    np.testing.assert_allclose(_run(pruned, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_chained_blocks_without_biases_are_cut_consistently() -> None:
+    """x -> W1 -> Relu -> W2 -> Relu -> W3: W2 narrows the first block and widens the second."""
+    rng = np.random.default_rng(5)
+    weights = {"w1": (IN, HIDDEN), "w2": (HIDDEN, HIDDEN), "w3": (HIDDEN, OUT)}
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+            helper.make_node("Relu", ["h1"], ["r1"]),
+            helper.make_node("MatMul", ["r1", "w2"], ["h2"]),
+            helper.make_node("Relu", ["h2"], ["r2"]),
+            helper.make_node("MatMul", ["r2", "w3"], ["y"]),
+        ],
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT])],
+        [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), k) for k, shape in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    assert len(feed_forward_blocks(model)) == 2
+
+    pruned, facts = prune_feed_forward(model, 0.25, _feeds(), "test rows")
+
+    assert _weights(pruned)["w2"].shape == (HIDDEN - 16, HIDDEN - 16)
+    assert [b["kept"] for b in facts["blocks"]] == [HIDDEN - 16, HIDDEN - 16]
+    x = RNG.standard_normal((32, IN)).astype(np.float32)
+    assert _run(pruned, x).shape == (32, OUT)  # onnxruntime runs it: the shapes agree
+
+
+def test_a_scaled_gemm_or_a_tied_weight_is_not_a_block() -> None:
+    model = _mlp(gemm=True)
+    model.graph.node[2].attribute.append(helper.make_attribute("alpha", 0.5))
+    assert feed_forward_blocks(model) == []
+    square = _mlp()
+    for node in square.graph.node:
+        if node.op_type == "MatMul":
+            node.input[1] = "w"
+    square.graph.initializer.append(numpy_helper.from_array(np.eye(IN, dtype=np.float32), "w"))
+    assert feed_forward_blocks(square) == []
+
+
+def test_a_fraction_too_small_to_remove_a_neuron_is_refused() -> None:
+    with pytest.raises(PruningError, match=r"--prune 0\.001 removes no neuron from blocks of 64"):
+        prune_feed_forward(_mlp(), 0.001, _feeds(), "test rows")
+
+
+def test_padded_tokens_do_not_count_in_a_neuron_s_score() -> None:
+    """A neuron that fires only on padding scores as if it never fired."""
+    model = _mlp()
+    model.graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", IN]))
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", OUT]))
+    (block,) = feed_forward_blocks(model)
+    x = RNG.standard_normal((4, 6, IN)).astype(np.float32)
+    mask = np.ones((4, 6), np.int64)
+    mask[:, 4:] = 0
+    padded = x.copy()
+    padded[:, 4:] *= 100.0  # huge activations on padded positions only
+    (plain, _), (with_padding, _) = (
+        neuron_scores(model, [block], [{"x": x, "attention_mask": mask}])[block.hidden],
+        neuron_scores(model, [block], [{"x": padded, "attention_mask": mask}])[block.hidden],
+    )
+    np.testing.assert_allclose(with_padding, plain, rtol=1e-6)
 
 
 def test_wide_blocks_keep_a_multiple_of_32() -> None:
     assert kept_neurons(1536, 0.1) == 1376 and kept_neurons(1536, 0.02) == 1504
+    assert kept_neurons(1536, 0.99) == 32 and kept_neurons(1536, 0.01) == 1536
     assert kept_neurons(64, 0.25) == 48 and kept_neurons(4, 0.9) == 1
 
 
