@@ -59,7 +59,8 @@ def targets(records: list[Record]) -> list[str]:
         if r.target:
             sign = "≥" if r.variant in AT_LEAST else "≤"
             result = "**PASS**" if r.passed else "**MISS**"
-            threshold = f"{sign} {r.threshold:g}{'×' if r.unit == '×' else ' ' + r.unit}"
+            unit = "×" if r.unit == "×" else f" {r.unit}" if r.unit else ""
+            threshold = f"{sign} {r.threshold:g}{unit}"
             rows.append([r.target, fmt(r.median, r.unit), threshold, result])
     return table(["target", "measured", "threshold", "result"], rows)
 
