@@ -395,8 +395,11 @@ def test_layer_alone_serves_each_demo_model(target: Target, served: dict[str, An
         cosine /= np.linalg.norm(reference["embeddings"][index], axis=1)
         assert cosine.min() >= 0.98, f"cosine to sentence-transformers {cosine.round(4).tolist()}"
         # ... and against the same model run by the dev venv's onnxruntime: the layer changes nothing.
+        # On arm64, MatMulNBits quantizes each block of activations with that architecture's own int8
+        # kernels, whose rounding differs from x86's (measured under qemu: 0.9983 at worst).
         direct = np.sum(got * minilm_direct(ARTIFACTS / "minilm", sentences), axis=1)
-        assert direct.min() >= 0.999, f"cosine to the direct session {direct.round(5).tolist()}"
+        floor = 0.999 if target.arch == "x86_64" else 0.995
+        assert direct.min() >= floor, f"cosine to the direct session {direct.round(5).tolist()}"
 
     # Nothing came from outside the layer, the function's code and the standard library.
     given = served["sys_path_given"]
