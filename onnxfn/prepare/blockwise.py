@@ -170,27 +170,18 @@ def _nbits(model: onnx.ModelProto, options: BlockOptions, op_types: tuple[str, .
     # Blocks run along the reduced axis of a MatMul weight [K, N] and along a table's row.
     axes = (("MatMul", 0), ("Gather", 1))
     bits = 4 if op_types == ("Gather",) else options.bits  # GatherBlockQuantized is 4-bit here
-    config = default_config(
-        block_size=options.block_size,
-        is_symmetric=True,
-        accuracy_level=options.accuracy_level,
-        bits=bits,
-        op_types_to_quantize=op_types,
-        quant_axes=axes,
-    )
+    # The config and the quantizer both take these; the quantizer's own copies decide its checks.
+    common: dict[str, Any] = {
+        "block_size": options.block_size,
+        "is_symmetric": True,
+        "accuracy_level": options.accuracy_level,
+        "bits": bits,
+        "op_types_to_quantize": op_types,
+        "quant_axes": axes,
+    }
     # The quantizer takes every node of op_types that it can, whatever nodes_to_include says.
     others = [n.name for n in _all_nodes(model.graph) if n.op_type in op_types and n.name not in include]
-    quantizer = quantizer_class(
-        model,
-        bits=bits,
-        block_size=options.block_size,
-        is_symmetric=True,
-        accuracy_level=options.accuracy_level,
-        nodes_to_exclude=others,
-        op_types_to_quantize=op_types,
-        quant_axes=axes,
-        algo_config=config,
-    )
+    quantizer = quantizer_class(model, nodes_to_exclude=others, algo_config=default_config(**common), **common)
     quantizer.process()
     result: onnx.ModelProto = quantizer.model.model
     return result
