@@ -114,6 +114,7 @@ def _add_options(args: argparse.Namespace) -> Any:
         pipeline=Path(args.pipeline) if args.pipeline else None,
         exclude_nodes=[x.strip() for x in args.exclude_nodes.split(",")] if args.exclude_nodes else [],
         prune=args.prune,
+        prune_heads=args.prune_heads,
         block={
             key: getattr(args, key)
             for key in ("bits", "block_size", "accuracy_level", "embeddings")
@@ -292,6 +293,11 @@ def _add_parser(sub: Any) -> None:
         type=float,
         help="remove this fraction (0-1) of every feed-forward block's neurons, ranked on --calibration or the "
         "validation samples, before quantizing",
+    )
+    add.add_argument(
+        "--prune-heads",
+        type=float,
+        help="remove this fraction (0-1) of every attention block's heads (BERT-style graphs), ranked as --prune ranks",
     )
     add.add_argument("--bits", type=int, help="blockwise: 4 or 8 bits a weight (default 8)")
     add.add_argument("--block-size", type=int, help="blockwise: weights sharing one scale, a power of two ≥ 16 (128)")

@@ -50,6 +50,7 @@ class AddOptions:
     exclude_nodes: list[str] = field(default_factory=list)
     block: dict[str, Any] = field(default_factory=dict)  # --bits, --block-size, ...: BlockOptions fields given
     prune: float | None = None  # --prune: the fraction of feed-forward neurons to remove
+    prune_heads: float | None = None  # --prune-heads: the fraction of attention heads to remove
     version: str = "1"
     description: str | None = None
     max_batch: int | None = None  # rows per request; default: the source's (64)
@@ -147,6 +148,10 @@ def _check_request(name: str, options: AddOptions, root: Path) -> None:
         raise SourceError(f"--max-batch {options.max_batch}: expected a whole number of rows ≥ 1")
     if options.prune is not None and not 0 < options.prune < 1:
         raise SourceError(f"--prune {options.prune:g}: expected a fraction of the neurons, above 0 and below 1")
+    if options.prune_heads is not None and not 0 < options.prune_heads < 1:
+        raise SourceError(
+            f"--prune-heads {options.prune_heads:g}: expected a fraction of the heads, above 0 and below 1"
+        )
     if options.block and options.quantize not in ("auto", "blockwise"):
         flags = ", ".join("--" + key.replace("_", "-") for key in options.block)
         raise QuantizationError(f"{flags}: for --quantize blockwise only, not {options.quantize}")
@@ -160,17 +165,20 @@ def _check_request(name: str, options: AddOptions, root: Path) -> None:
 def _prune(source: Source, staging: Path, options: AddOptions, feeds: list[Feeds], say: Step) -> dict[str, Any] | None:
     """``--prune``: write the pruned fp32 model to ``staging/pruned.onnx`` and return its facts.
     Neurons are ranked on ``--calibration`` when given, else on the validation samples."""
-    if options.prune is None:
+    if options.prune is None and options.prune_heads is None:
         return None
     from onnxfn.prepare.bert import save_model
     from onnxfn.prepare.pruning import prune_feed_forward
 
-    say(f"pruning {options.prune:g} of the feed-forward neurons")
+    parts = [f"{options.prune:g} of the feed-forward neurons"] if options.prune is not None else []
+    parts += [f"{options.prune_heads:g} of the attention heads"] if options.prune_heads is not None else []
+    say(f"pruning {' and '.join(parts)}")
     described = "the validation samples"
     if options.calibration is not None:
         feeds = load_calibration(options.calibration, source.model_inputs, tokenize=source.tokenize)
         described = f"--calibration {options.calibration.name}"
-    pruned, facts = prune_feed_forward(onnx.load(str(source.onnx_path)), options.prune, feeds, described)
+    model = onnx.load(str(source.onnx_path))
+    pruned, facts = prune_feed_forward(model, options.prune, feeds, described, heads=options.prune_heads)
     save_model(pruned, staging / "pruned.onnx")
     return facts
 

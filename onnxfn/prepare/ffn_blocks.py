@@ -63,6 +63,8 @@ class FeedForward:
     outgoing: tuple[str, int]  # the second weight and its neuron axis
     tensors: tuple[str, ...]  # tensors whose shape changes: their recorded shapes are dropped
     bias: str | None  # the constant bias of the second op, or None: an Add is inserted for the mean
+    group: int = 1  # neurons go in groups of this many (an attention head's columns)
+    reshapes: tuple[tuple[str, int, int], ...] = ()  # Reshape node, dim of its shape, neurons per group there
 
 
 def feed_forward_blocks(model: onnx.ModelProto) -> list[FeedForward]:
@@ -75,7 +77,7 @@ def feed_forward_blocks(model: onnx.ModelProto) -> list[FeedForward]:
     for node in graph.node:
         for name in node.input:
             consumers[name].append(node)
-    outputs = {o.name for o in graph.output} | _read_in_subgraphs(graph)
+    outputs = {o.name for o in graph.output} | read_in_subgraphs(graph)
     blocks = []
     for node in graph.node:
         block = _block_ending_at(node, constants, scalars, producers, consumers, outputs)
@@ -84,7 +86,7 @@ def feed_forward_blocks(model: onnx.ModelProto) -> list[FeedForward]:
     return blocks
 
 
-def _read_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
+def read_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
     """Names the bodies of If, Loop and Scan read from the enclosing graph (and anything they read):
     such a tensor or weight is read outside any block."""
     names: set[str] = set()
@@ -92,7 +94,7 @@ def _read_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
         for attribute in node.attribute:
             for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
                 names.update(name for inner in sub.node for name in inner.input)
-                names |= _read_in_subgraphs(sub)
+                names |= read_in_subgraphs(sub)
     return names
 
 
@@ -199,11 +201,11 @@ def _block_ending_at(
         cuts=tuple(cuts),
         outgoing=(second.input[1], in_axis),
         tensors=tuple(sorted(seen | set(head.output))),
-        bias=_output_bias(second, constants, consumers, 1 - in_axis),
+        bias=output_bias(second, constants, consumers, 1 - in_axis),
     )
 
 
-def _output_bias(
+def output_bias(
     second: onnx.NodeProto,
     constants: dict[str, TensorProto],
     consumers: dict[str, list[onnx.NodeProto]],

@@ -21,8 +21,9 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from onnxfn.errors import UserError
+from onnxfn.prepare.attention_blocks import attention_blocks, set_heads
 from onnxfn.prepare.blockwise import name_nodes
-from onnxfn.prepare.ffn_blocks import FeedForward, feed_forward_blocks
+from onnxfn.prepare.ffn_blocks import FeedForward, feed_forward_blocks, read_in_subgraphs
 
 __all__ = ["FeedForward", "PruningError", "feed_forward_blocks", "kept_neurons", "neuron_scores", "prune_feed_forward"]
 
@@ -118,24 +119,26 @@ def kept_neurons(width: int, fraction: float) -> int:
 
 
 def prune_feed_forward(
-    model: onnx.ModelProto, fraction: float, feeds: list[dict[str, np.ndarray]], calibration: str
+    model: onnx.ModelProto,
+    fraction: float | None,
+    feeds: list[dict[str, np.ndarray]],
+    calibration: str,
+    *,
+    heads: float | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """A copy of ``model`` with ``fraction`` of every feed-forward block's neurons removed, and the
-    facts the manifest records. ``calibration`` says where ``feeds`` came from."""
-    if not 0 < fraction < 1:
-        raise PruningError(f"--prune {fraction:g}: expected a fraction of the neurons, above 0 and below 1")
+    """A copy of ``model`` with ``fraction`` of every feed-forward block's neurons and ``heads`` of
+    every attention block's heads removed (either may be ``None``), and the facts the manifest
+    records. ``calibration`` says where ``feeds`` came from."""
+    for flag, value in (("--prune", fraction), ("--prune-heads", heads)):
+        if value is not None and not 0 < value < 1:
+            raise PruningError(f"{flag} {value:g}: expected a fraction, above 0 and below 1")
     if not feeds:
-        raise PruningError("--prune needs calibration samples to rank neurons by; give --calibration FILE")
+        raise PruningError("pruning needs calibration samples to rank neurons by; give --calibration FILE")
     named = onnx.ModelProto()
     named.CopyFrom(model)
     name_nodes(named)  # blocks are found and edited by node name
     model = named
-    blocks = feed_forward_blocks(model)
-    if not blocks:
-        raise PruningError(
-            "--prune: this graph has no feed-forward block to prune (a MatMul or Gemm with a constant weight, "
-            "an elementwise activation, and a second such op reading only it)"
-        )
+    blocks = _blocks(model, fraction, heads)
     stats = neuron_scores(model, blocks, feeds)
     pruned = onnx.ModelProto()
     pruned.CopyFrom(model)
@@ -143,13 +146,20 @@ def prune_feed_forward(
     index = {t.name: i for i, t in enumerate(graph.initializer)}
     described: list[dict[str, Any]] = []
     removed = 0
+    replaced: set[str] = set()
     # Last block first: when one block's narrowing op widens the next, the next block's cuts are
     # made before this block folds its means into (or after) that op, so the shapes agree.
     for block in reversed(blocks):
         scores, means = stats[block.hidden]
-        kept = kept_neurons(block.width, fraction)
+        groups = block.width // block.group
+        if block.group == 1:
+            kept = kept_neurons(block.width, fraction or 0.0)
+        else:  # a head goes whole: its score is its columns' together
+            kept = max(1, groups - round(groups * (heads or 0.0)))
+            scores = scores.reshape(groups, block.group).sum(axis=1)
         order = np.argsort(scores, kind="stable")
-        keep, drop = np.sort(order[block.width - kept :]), order[: block.width - kept]
+        keep_groups, drop_groups = np.sort(order[len(order) - kept :]), order[: len(order) - kept]
+        keep, drop = (_columns(ids, block.group) for ids in (keep_groups, drop_groups))
         _fold_means(graph, index, block, means, drop)
         for name, axis in block.cuts:
             position = index[name]
@@ -157,34 +167,79 @@ def prune_feed_forward(
             cut = np.take(array, keep, axis=axis)
             removed += array.size - cut.size
             graph.initializer[position].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(cut), name))
-        described.insert(0, {"first": block.first, "second": block.second, "neurons": block.width, "kept": kept})
-    if all(b["kept"] == b["neurons"] for b in described):
-        widths = sorted({b["neurons"] for b in described})
-        raise PruningError(
-            f"--prune {fraction:g} removes no neuron from blocks of {', '.join(map(str, widths))} "
-            f"(blocks of {ALIGN_FROM} or more lose {ALIGN} at a time): give a larger fraction"
-        )
+        if block.reshapes:
+            replaced |= set_heads(graph, block, kept)
+            index = {t.name: i for i, t in enumerate(graph.initializer)}
+        unit = "heads" if block.group > 1 else "neurons"
+        described.insert(0, {"first": block.first, "second": block.second, unit: groups, "kept": kept})
+    ffn = [b for b in described if "neurons" in b]
+    attention = [b for b in described if "heads" in b]
+    for flag, chosen, unit in (("--prune", ffn, "neurons"), ("--prune-heads", attention, "heads")):
+        if chosen and all(b["kept"] == b[unit] for b in chosen):
+            widths = ", ".join(map(str, sorted({b[unit] for b in chosen})))
+            step = f" (blocks of {ALIGN_FROM} or more lose {ALIGN} at a time)" if unit == "neurons" else ""
+            raise PruningError(
+                f"{flag} {fraction if unit == 'neurons' else heads:g} removes no {unit[:-1]} from blocks of "
+                f"{widths}{step}: give a larger fraction"
+            )
     cut_names = {name for block in blocks for name, _ in block.cuts}
     for position, entry in enumerate(graph.input):
         if entry.name in cut_names:  # an initializer listed as an input (IR < 4): its shape changed
             dims = list(graph.initializer[index[entry.name]].dims)
             graph.input[position].CopyFrom(onnx.helper.make_tensor_value_info(entry.name, TensorProto.FLOAT, dims))
+    read = {name for node in graph.node for name in node.input} | read_in_subgraphs(graph)
+    for tensor in [t for t in graph.initializer if t.name in replaced and t.name not in read]:
+        graph.initializer.remove(tensor)  # a shape the Reshapes of every layer shared, now read by none
     changed = {t for block in blocks for t in block.tensors}
     kept_info = [v for v in graph.value_info if v.name not in changed]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
     _check_loads(pruned)
     rows = sum(len(next(iter(feed.values()))) for feed in feeds)
-    total = sum(int(b["neurons"]) for b in described)
-    facts = {
-        "fraction": fraction,
-        "what": "feed-forward neurons (whole columns of the first weight, rows of the second)",
-        "score": "peak |activation| on the calibration rows × L2 norm of the neuron's outgoing weights",
-        "compensation": "each removed neuron's mean activation × its outgoing weights, added to the block's bias",
-        "calibration": f"{calibration}, {rows} rows",
-        "blocks": described,
-        "neurons": total,
-        "kept_neurons": sum(int(b["kept"]) for b in described),
-        "parameters_removed": removed,
-    }
+    facts: dict[str, Any] = {"calibration": f"{calibration}, {rows} rows", "parameters_removed": removed}
+    if ffn:
+        facts |= {
+            "fraction": fraction,
+            "what": "feed-forward neurons (whole columns of the first weight, rows of the second)",
+            "score": "peak |activation| on the calibration rows × L2 norm of the neuron's outgoing weights",
+            "compensation": "each removed neuron's mean activation × its outgoing weights, added to the block's bias",
+            "blocks": ffn,
+            "neurons": sum(int(b["neurons"]) for b in ffn),
+            "kept_neurons": sum(int(b["kept"]) for b in ffn),
+        }
+    if attention:
+        facts["heads"] = {
+            "fraction": heads,
+            "score": "the sum of the head's columns' scores (as for neurons, on the attention output's input)",
+            "blocks": attention,
+            "heads": sum(int(b["heads"]) for b in attention),
+            "kept_heads": sum(int(b["kept"]) for b in attention),
+        }
     return pruned, facts
+
+
+def _blocks(model: onnx.ModelProto, fraction: float | None, heads: float | None) -> list[FeedForward]:
+    """The blocks to prune, in graph order; a flag with no block to act on is refused."""
+    blocks = []
+    if fraction is not None:
+        blocks = feed_forward_blocks(model)
+        if not blocks:
+            raise PruningError(
+                "--prune: this graph has no feed-forward block to prune (a MatMul or Gemm with a constant weight, "
+                "an elementwise activation, and a second such op reading only it)"
+            )
+    if heads is not None:
+        attention = attention_blocks(model)
+        if not attention:
+            raise PruningError(
+                "--prune-heads: this graph has no attention block whose heads can be removed (Q, K and V "
+                "projections reshaped to [.., heads, size] by constant shapes, as BERT checkpoints are written)"
+            )
+        order = {node.name: i for i, node in enumerate(model.graph.node)}
+        blocks = sorted([*blocks, *attention], key=lambda b: order[b.second])
+    return blocks
+
+
+def _columns(groups: np.ndarray, size: int) -> np.ndarray:
+    """The column indices of ``groups`` of ``size`` consecutive columns each."""
+    return (np.asarray(groups)[:, None] * size + np.arange(size)[None, :]).reshape(-1)

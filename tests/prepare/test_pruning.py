@@ -265,6 +265,7 @@ def test_the_gate_refuses_pruning_that_costs_accuracy(tmp_path: Path, capsys: py
     [
         (("--prune", "1.5"), "--prune 1.5: expected a fraction of the neurons, above 0 and below 1"),
         (("--prune", "0"), "--prune 0: expected a fraction"),
+        (("--prune-heads", "1"), "--prune-heads 1: expected a fraction of the heads, above 0 and below 1"),
     ],
 )
 def test_bad_fractions_are_refused_and_nothing_is_written(tmp_path, capsys, flags, message) -> None:
@@ -283,3 +284,75 @@ def test_a_graph_without_blocks_says_so(tmp_path, capsys) -> None:
     )
     assert "no feed-forward block to prune" in capsys.readouterr().err
     assert list(root.iterdir()) == []
+
+
+def _bert_and_feeds(tmp_path: Path) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    from onnxfn.prepare.bert import build_bert_encoder
+    from tests.prepare.test_add import _tiny_bert
+
+    model = build_bert_encoder(_tiny_bert(tmp_path / "bert"))
+    rng = np.random.default_rng(2)
+    feeds = []
+    for _ in range(4):
+        ids = rng.integers(1000, 5000, (4, 12)).astype(np.int64)
+        mask = np.ones_like(ids)
+        mask[2:, 9:] = 0
+        feeds.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    return model, feeds
+
+
+def _hidden(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(["last_hidden_state"], feed)[0])
+
+
+def test_a_head_goes_whole_and_its_mean_moves_into_the_output_bias(tmp_path: Path) -> None:
+    from onnxfn.prepare.attention_blocks import attention_blocks
+
+    model, feeds = _bert_and_feeds(tmp_path)
+    blocks = attention_blocks(model)
+    assert [(b.second, b.width, b.group) for b in blocks] == [
+        ("/encoder/layer.0/attention/output/dense/MatMul", 32, 16),
+        ("/encoder/layer.1/attention/output/dense/MatMul", 32, 16),
+    ]
+
+    pruned, facts = prune_feed_forward(model, None, feeds, "test rows", heads=0.5)
+
+    assert facts["heads"]["heads"] == 4 and facts["heads"]["kept_heads"] == 2 and "blocks" not in facts
+    weights = _weights(pruned)
+    assert weights["encoder.layer.0.attention.self.query.weight"].shape == (32, 16)
+    assert weights["encoder.layer.1.attention.output.dense.weight"].shape == (16, 32)
+    assert "shape_to_heads" not in weights  # the shared shape, replaced in every layer
+    # The same model with the dropped head's output rows zeroed and its mean folded in: the same outputs.
+    stats = neuron_scores(model, blocks, feeds)
+    expected = onnx.ModelProto()
+    expected.CopyFrom(model)
+    index = {t.name: i for i, t in enumerate(expected.graph.initializer)}
+    for block in blocks:
+        scores, means = stats[block.hidden]
+        drop = np.arange(16) + 16 * int(np.argmin(scores.reshape(2, 16).sum(axis=1)))
+        wo = numpy_helper.to_array(expected.graph.initializer[index[block.outgoing[0]]]).copy()
+        assert block.bias is not None
+        bias = numpy_helper.to_array(expected.graph.initializer[index[block.bias]]) + means[drop] @ wo[drop]
+        wo[drop] = 0
+        expected.graph.initializer[index[block.outgoing[0]]].CopyFrom(numpy_helper.from_array(wo, block.outgoing[0]))
+        expected.graph.initializer[index[block.bias]].CopyFrom(
+            numpy_helper.from_array(bias.astype(np.float32), block.bias)
+        )
+    np.testing.assert_allclose(_hidden(pruned, feeds[0]), _hidden(expected, feeds[0]), rtol=1e-3, atol=1e-4)
+
+
+def test_heads_and_neurons_together_through_add(tmp_path: Path) -> None:
+    from tests.prepare.test_add import _tiny_bert
+
+    root = tmp_path / "artifacts"
+    args = ["--root", str(root), "add", str(_tiny_bert(tmp_path / "bert")), "--name", "tiny", "--no-fit"]
+    loose = ["--min-cosine-min", "0", "--min-cosine-mean", "0"]  # random weights: the gate is not the point here
+    assert main([*args, "--prune", "0.25", "--prune-heads", "0.5", *loose]) == 0
+    pruning = Manifest.load(root / "tiny" / "manifest.json").pruning
+    assert pruning is not None and pruning["kept_neurons"] == 96 and pruning["heads"]["kept_heads"] == 2
+
+
+def test_a_graph_without_attention_blocks_says_so() -> None:
+    with pytest.raises(PruningError, match="--prune-heads: this graph has no attention block"):
+        prune_feed_forward(_mlp(), None, _feeds(), "test rows", heads=0.5)
