@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from benchmarks.records import Record
 from benchmarks.tables import fmt, ratio, table
 
@@ -9,8 +11,12 @@ DEFAULT = "blockwise 8-bit, blocks of 128 (default)"
 PREVIOUS = "dynamic int8, 12 MatMuls kept fp32 (previous default)"
 
 
+def _pruned(record: Record) -> bool:
+    return record.extra.get("prune") is not None or record.extra.get("prune_heads") is not None
+
+
 def _rows(records: list[Record], *, pruned: bool) -> list[Record]:
-    return [r for r in records if r.metric == "recipe" and (r.extra.get("prune") is not None) == pruned]
+    return [r for r in records if r.metric == "recipe" and _pruned(r) == pruned]
 
 
 def _size(x: dict[str, float]) -> str:
@@ -52,11 +58,10 @@ def pruning(records: list[Record]) -> list[str]:
     rows = []
     for r in [*([unpruned] if unpruned else []), *_rows(records, pruned=True)]:
         x = r.extra
-        kept = x.get("neurons") or {}
         rows.append(
             [
-                "0 (the default recipe alone)" if x.get("prune") is None else f"{x['prune']:g}",
-                f"{kept['kept']:,} of {kept['of']:,}" if kept else "all",
+                _what(x),
+                _kept(x),
                 _size(x),
                 fmt(x["latency_ms"]["1"], "ms"),
                 ratio(r.median / base if base and r.median else None),
@@ -65,17 +70,33 @@ def pruning(records: list[Record]) -> list[str]:
                 _gate(r),
             ]
         )
-    header = ["fraction pruned", "FFN neurons kept", "size (× fp32)", "b8×128, 1 thread", "÷ unpruned"]
+    header = ["pruned", "kept", "size (× fp32)", "b8×128, 1 thread", "÷ unpruned"]
     header += ["cosine the gate sees, min / mean", "held out, vs the original model", "gate"]
     lines = table(header, rows)
     passing = [r for r in _rows(records, pruned=True) if r.extra["gate_passes"]]
     if passing:
-        best = max(passing, key=lambda r: r.extra["prune"])
+        best = max(passing, key=lambda r: r.extra["bytes"] * -1)
         lines.append(
-            f"The largest fraction the gate passes is {best.extra['prune']:g}: "
+            f"The smallest pruned artifact the gate passes is {_what(best.extra)}: "
             f"{fmt(best.extra['bytes'] / 1e6, 'MB')} and {fmt(best.median, 'ms')} at 1 thread "
             f"({ratio(best.median / base if base and best.median else None)} the unpruned default's time)."
         )
     elif rows:
-        lines.append("The gate refuses every fraction measured.")
+        lines.append("The gate refuses every pruned model measured.")
     return lines
+
+
+def _what(x: dict[str, Any]) -> str:
+    if x.get("prune_heads") is not None:
+        return f"{x['prune_heads']:.2f} of the heads"
+    if x.get("prune") is not None:
+        return f"{x['prune']:g} of the FFN neurons"
+    return "nothing (the default recipe alone)"
+
+
+def _kept(x: dict[str, Any]) -> str:
+    if x.get("heads"):
+        return f"{x['heads']['kept']} of {x['heads']['of']} heads"
+    if x.get("neurons"):
+        return f"{x['neurons']['kept']:,} of {x['neurons']['of']:,} FFN neurons"
+    return "all"

@@ -36,6 +36,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIXTURE = ROOT / "tests" / "fixtures" / "minilm_reference.npz"
 MB = 1e6
 PRUNE_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.3)
+HEAD_FRACTIONS = (1 / 12, 2 / 12, 3 / 12)  # MiniLM has 12 heads a layer: one, two, three of them
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Recipe:
     quantize: str
     block: dict[str, Any] = field(default_factory=dict)
     prune: float | None = None
+    prune_heads: float | None = None
 
 
 RECIPES = (
@@ -72,14 +74,18 @@ def _build(recipe: Recipe, index: int, root: Path) -> tuple[Path, dict[str, Any]
         quantize=recipe.quantize,
         block=dict(recipe.block),
         prune=recipe.prune,
+        prune_heads=recipe.prune_heads,
         force=True,
         thresholds=Thresholds(min_cosine_mean=0.0, min_cosine_min=0.0),
         **DEMO_TIMING,
     )
     manifest = add_model(minilm_checkpoint(), name, options, root=root).manifest
     facts: dict[str, Any] = {"drift": dict(manifest.validation["drift"]) if manifest.validation else {}}
-    if manifest.pruning:
+    if manifest.pruning and "kept_neurons" in manifest.pruning:
         facts["neurons"] = {"kept": manifest.pruning["kept_neurons"], "of": manifest.pruning["neurons"]}
+    if manifest.pruning and "heads" in manifest.pruning:
+        heads = manifest.pruning["heads"]
+        facts["heads"] = {"kept": heads["kept_heads"], "of": heads["heads"]}
     return root / name / "model.onnx", facts
 
 
@@ -154,6 +160,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     rows = list(RECIPES)
     fractions = PRUNE_FRACTIONS[:2] if quick else PRUNE_FRACTIONS
     rows += [Recipe(f"pruned {f:g}, then the default", "blockwise", prune=f) for f in fractions]
+    rows += [
+        Recipe(f"heads pruned {h:g}, then the default", "blockwise", prune_heads=h)
+        for h in (HEAD_FRACTIONS[:1] if quick else HEAD_FRACTIONS)
+    ]
     with tempfile.TemporaryDirectory(prefix="onnxfn-recipes-") as tmp:
         built = {r.label: _build(r, i, Path(tmp)) for i, r in enumerate(rows)}
         paths = {label: path for label, (path, _) in built.items()}
@@ -173,6 +183,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "quantize": recipe.quantize,
                     "block": recipe.block,
                     "prune": recipe.prune,
+                    "prune_heads": recipe.prune_heads,
+                    "heads": facts.get("heads"),
                     "bytes": path.stat().st_size,
                     "size_ratio": path.stat().st_size / fp32_bytes,
                     "latency_ms": {str(t): statistics.median(latency[t][recipe.label]) for t in (1, 2)},
@@ -227,10 +239,10 @@ def _plot(results: dict[str, Any]) -> None:
     rows = results["rows"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for row in rows:
-        pruned = row["prune"] is not None
+        pruned = row["prune"] is not None or row.get("prune_heads") is not None
         left.scatter(row["size_ratio"], row["cosine_vs_original"]["min"], marker="^" if pruned else "o")
         left.annotate(
-            row["recipe"].split(",")[0] if not pruned else f"prune {row['prune']:g}",
+            row["recipe"].split(",")[0] if not pruned else row["recipe"].split(",")[0].replace("pruned ", "prune "),
             (row["size_ratio"], row["cosine_vs_original"]["min"]),
             fontsize=7,
         )
@@ -240,7 +252,7 @@ def _plot(results: dict[str, Any]) -> None:
     left.set_ylabel("cosine min vs sentence-transformers")
     left.set_title("MiniLM-L6-v2: size against accuracy")
     left.legend(fontsize=7)
-    labels = [row["recipe"] for row in rows if row["prune"] is None]
+    labels = [row["recipe"] for row in rows if row["prune"] is None and row.get("prune_heads") is None]
     x = np.arange(len(labels))
     one = [next(r for r in rows if r["recipe"] == label)["latency_ms"]["1"] for label in labels]
     two = [next(r for r in rows if r["recipe"] == label)["latency_ms"]["2"] for label in labels]
