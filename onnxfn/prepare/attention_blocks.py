@@ -1,11 +1,12 @@
 """Self-attention blocks of an ONNX graph: what ``onnxfn add --prune-heads`` can remove heads from.
 
-The block is the one BERT-family exports write with constant shapes (``onnxfn.prepare.bert`` and
-torch exports of a fixed head count): Q, K and V projections (a MatMul with a constant weight, an
-optional bias), each reshaped to ``[.., heads, size]`` and transposed; ``softmax(Q·Kᵀ ...)·V``;
-transposed back, reshaped to ``[.., heads × size]`` and projected by the output MatMul. A head is
-``size`` columns of each projection (and of its bias) and ``size`` rows of the output weight, so
-removing it leaves a smaller dense block once the four Reshapes are told the new head count.
+The block is the one written with constant shapes, as ``onnxfn.prepare.bert`` writes BERT
+checkpoints (exports that compute their shapes at run time are not recognised): Q, K and V
+projections (a MatMul with a constant weight, an optional bias), each reshaped to
+``[.., heads, size]`` and transposed; ``softmax(Q·Kᵀ ...)·V``; transposed back, reshaped to
+``[.., heads × size]`` and projected by the output MatMul. A head is ``size`` columns of each
+projection (and of its bias) and ``size`` rows of the output weight, so removing it leaves a
+smaller dense block once the four Reshapes are told the new head count.
 """
 
 from __future__ import annotations
