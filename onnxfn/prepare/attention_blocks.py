@@ -11,32 +11,21 @@ smaller dense block once the four Reshapes are told the new head count.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
 from onnxfn.prepare.ffn_blocks import FeedForward, output_bias
 from onnxfn.prepare.fp16 import op_domain
+from onnxfn.prepare.graph_walk import GraphIndex
 
 # Between Q·Kᵀ and the softmax's output: scaling, the mask, the softmax itself.
 _SCORE_OPS = frozenset({"Softmax", "Add", "Sub", "Mul", "Div", "Where", "Cast"})
 _TO_HEADS, _K_TO_HEADS = [0, 2, 1, 3], [0, 2, 3, 1]
 
 
-class _Graph:
-    """Lookups over one graph: producers, consumers, constant weights and shapes."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        graph = model.graph
-        self.constants = {t.name: t for t in graph.initializer}
-        self.producers = {out: node for node in graph.node for out in node.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in graph.node:
-            for name in node.input:
-                self.consumers[name].append(node)
-        self.outputs = {o.name for o in graph.output}
+class _Graph(GraphIndex):
+    """The index, with the lookups an attention block needs: typed producers, shapes, weights."""
 
     def made_by(self, tensor: str, op_type: str) -> onnx.NodeProto | None:
         node = self.producers.get(tensor)
@@ -153,7 +142,7 @@ def _block_at_output(g: _Graph, output: onnx.NodeProto) -> FeedForward | None:
     members = {id(n) for n in [*nodes, *chain, output]}
     # The heads' tensors are read inside the block only, and each weight by its own op only.
     inside = [out for n in nodes for out in n.output]
-    if any(t in g.outputs or any(id(c) not in members for c in g.consumers[t]) for t in inside):
+    if any(t in g.outside or any(id(c) not in members for c in g.consumers[t]) for t in inside):
         return None
     if any(len(g.consumers[name]) != 1 for name, _ in cuts):
         return None

@@ -17,7 +17,6 @@ blocks along the row), ``fp32`` leaves them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxfn.prepare.fp16 import op_domain
+from onnxfn.prepare.graph_walk import all_nodes
 from onnxfn.prepare.int8 import quantize_gather_rows_int8
 
 BITS = (4, 8)
@@ -82,7 +82,7 @@ def embedding_gathers(model: onnx.ModelProto, excluded: list[str] | tuple[str, .
     quantizing it would take the fp32 table from under the other reader."""
     tables = {t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2}
     readers: dict[str, int] = {}
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
     return [
@@ -95,15 +95,6 @@ def embedding_gathers(model: onnx.ModelProto, excluded: list[str] | tuple[str, .
         and readers[node.input[0]] == 1
         and all(a.i == 0 for a in node.attribute if a.name == "axis")
     ]
-
-
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """The nodes of ``graph`` and of its subgraphs (If, Loop, Scan bodies), at any depth."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
-                yield from _all_nodes(sub)
 
 
 def quantize_blockwise(
@@ -180,7 +171,7 @@ def _nbits(model: onnx.ModelProto, options: BlockOptions, op_types: tuple[str, .
         "quant_axes": axes,
     }
     # The quantizer takes every node of op_types that it can, whatever nodes_to_include says.
-    others = [n.name for n in _all_nodes(model.graph) if n.op_type in op_types and n.name not in include]
+    others = [n.name for n in all_nodes(model.graph) if n.op_type in op_types and n.name not in include]
     quantizer = quantizer_class(model, nodes_to_exclude=others, algo_config=default_config(**common), **common)
     quantizer.process()
     result: onnx.ModelProto = quantizer.model.model

@@ -9,7 +9,6 @@ reads it. ``feed_forward_blocks`` finds them and says what to cut; ``pruning`` r
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxfn.prepare.fp16 import op_domain
+from onnxfn.prepare.graph_walk import GraphIndex
 
 # Ops whose output column j depends only on column j of their inputs.
 ELEMENTWISE_UNARY = frozenset(
@@ -69,33 +69,14 @@ class FeedForward:
 
 def feed_forward_blocks(model: onnx.ModelProto) -> list[FeedForward]:
     """The feed-forward blocks of ``model``'s main graph that can lose neurons, in graph order."""
-    graph = model.graph
-    constants = {t.name: t for t in graph.initializer}
-    scalars = {n.output[0] for n in graph.node if n.op_type == "Constant" and _constant_size(n) <= 1}
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
-    outputs = {o.name for o in graph.output} | read_in_subgraphs(graph)
+    g = GraphIndex(model)
+    scalars = {n.output[0] for n in model.graph.node if n.op_type == "Constant" and _constant_size(n) <= 1}
     blocks = []
-    for node in graph.node:
-        block = _block_ending_at(node, constants, scalars, producers, consumers, outputs)
+    for node in model.graph.node:
+        block = _block_ending_at(node, g.constants, scalars, g.producers, g.consumers, g.outside)
         if block is not None:
             blocks.append(block)
     return blocks
-
-
-def read_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
-    """Names the bodies of If, Loop and Scan read from the enclosing graph (and anything they read):
-    such a tensor or weight is read outside any block."""
-    names: set[str] = set()
-    for node in graph.node:
-        for attribute in node.attribute:
-            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
-                names.update(name for inner in sub.node for name in inner.input)
-                names |= read_in_subgraphs(sub)
-    return names
 
 
 def _constant_size(node: onnx.NodeProto) -> int:

@@ -23,7 +23,9 @@ from onnx import TensorProto, numpy_helper
 from onnxfn.errors import UserError
 from onnxfn.prepare.attention_blocks import attention_blocks, set_heads
 from onnxfn.prepare.blockwise import name_nodes
-from onnxfn.prepare.ffn_blocks import FeedForward, feed_forward_blocks, read_in_subgraphs
+from onnxfn.prepare.ffn_blocks import FeedForward, feed_forward_blocks
+from onnxfn.prepare.graph_walk import all_nodes
+from onnxfn.prepare.quantization import first_line
 
 __all__ = ["FeedForward", "PruningError", "feed_forward_blocks", "kept_neurons", "neuron_scores", "prune_feed_forward"]
 
@@ -104,9 +106,8 @@ def _check_loads(model: onnx.ModelProto) -> None:
         onnx.checker.check_model(model)
         ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise PruningError(
-            f"--prune: the pruned graph does not load in onnxruntime ({first}); prune without it"
+            f"--prune: the pruned graph does not load in onnxruntime ({first_line(exc)}); prune without it"
         ) from exc
 
 
@@ -187,7 +188,7 @@ def prune_feed_forward(
         if entry.name in cut_names:  # an initializer listed as an input (IR < 4): its shape changed
             dims = list(graph.initializer[index[entry.name]].dims)
             graph.input[position].CopyFrom(onnx.helper.make_tensor_value_info(entry.name, TensorProto.FLOAT, dims))
-    read = {name for node in graph.node for name in node.input} | read_in_subgraphs(graph)
+    read = {name for node in all_nodes(graph) for name in node.input}
     for tensor in [t for t in graph.initializer if t.name in replaced and t.name not in read]:
         graph.initializer.remove(tensor)  # a shape the Reshapes of every layer shared, now read by none
     changed = {t for block in blocks for t in block.tensors}

@@ -129,7 +129,7 @@ def quantize(
             raise QuantizationError(f"static: {exc}") from exc
         except Exception as exc:
             raise QuantizationError(
-                f"{mode} quantization of {src.name} failed: {_first_line(exc)}; "
+                f"{mode} quantization of {src.name} failed: {first_line(exc)}; "
                 "exclude the node it names (--exclude-nodes) or choose another --quantization mode"
             ) from exc
         _check_loads(staged, mode, shown=dst.name)
@@ -188,7 +188,7 @@ def preoptimize(src: Path, dst: Path, level: str = "extended") -> dict[str, Any]
         try:
             ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise QuantizationError(f"{level} optimization of {src.name} failed: {_first_line(exc)}") from exc
+            raise QuantizationError(f"{level} optimization of {src.name} failed: {first_line(exc)}") from exc
         _check_loads(staged, f"{level} optimization", shown=dst.name, optimize=False)
     return {"optimization_level": level, "bytes": dst.stat().st_size}
 
@@ -227,7 +227,7 @@ def _load(src: Path, mode: str) -> onnx.ModelProto:
     try:
         return onnx.load(str(src))
     except Exception as exc:
-        raise QuantizationError(f"{mode}: cannot read {src} as an ONNX model: {_first_line(exc)}") from exc
+        raise QuantizationError(f"{mode}: cannot read {src} as an ONNX model: {first_line(exc)}") from exc
 
 
 def _check_loads(path: Path, what: str, *, shown: str, optimize: bool = True) -> None:
@@ -239,7 +239,7 @@ def _check_loads(path: Path, what: str, *, shown: str, optimize: bool = True) ->
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        problem = _first_line(exc).replace(str(path), shown)  # name dst, not the temporary file
+        problem = first_line(exc).replace(str(path), shown)  # name dst, not the temporary file
         raise QuantizationError(
             f"{what}: the result does not load in onnxruntime: {problem}; try another mode"
         ) from exc
@@ -259,7 +259,7 @@ def _staged(dst: Path) -> Iterator[Path]:
         staged.unlink(missing_ok=True)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     line = lines[0] if lines else type(exc).__name__
     return line if len(line) <= 300 else f"{line[:297]}..."

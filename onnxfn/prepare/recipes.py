@@ -20,6 +20,7 @@ from onnx import TensorProto
 
 from onnxfn.prepare import blockwise
 from onnxfn.prepare.blockwise import BlockOptions
+from onnxfn.prepare.graph_walk import nested_nodes
 
 MATMUL_OPS = ("MatMul",)
 STATIC_OPS = ("MatMul", "Gemm", "Conv")
@@ -63,18 +64,6 @@ def weight_ops(model: onnx.ModelProto) -> Counter[str]:
     )
 
 
-def _nested_weight_ops(graph: onnx.GraphProto) -> Counter[str]:
-    """MatMul, Gemm and Conv nodes inside ``graph``'s subgraphs (the branches of If, bodies of Loop
-    and Scan), at any depth."""
-    found: Counter[str] = Counter()
-    for node in graph.node:
-        for attribute in node.attribute:
-            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
-                found.update(n.op_type for n in sub.node if n.op_type in STATIC_OPS)
-                found.update(_nested_weight_ops(sub))
-    return found
-
-
 def choose(model: onnx.ModelProto, kind: str = "", block: BlockOptions | None = None) -> Recipe:
     """The default recipe for ``model`` of source ``kind`` (see the module's docstring); ``block``:
     the block flags given, which a BERT checkpoint's recipe takes."""
@@ -95,7 +84,7 @@ def choose(model: onnx.ModelProto, kind: str = "", block: BlockOptions | None = 
     if weights["MatMul"]:
         return Recipe("dynamic", MATMUL_OPS, f"dynamic int8 for the weights of {weights['MatMul']} MatMul")
     common = ", ".join(op for op, _ in ops.most_common(3)) or "no nodes"
-    nested = _nested_weight_ops(model.graph)
+    nested = Counter(n.op_type for n in nested_nodes(model.graph) if n.op_type in STATIC_OPS)
     if nested:
         held = ", ".join(f"{count} {op}" for op, count in sorted(nested.items()))
         return Recipe(
